@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs every Debian package vpp needs (idempotent: a fast no-op when all
+# are present), then builds the project (release build in build/, sanitizer
+# build in build-asan/ unless VPP_NO_ASAN=1).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+PKGS=(
+  build-essential pkg-config meson ninja-build clang
+  libuv1-dev libnghttp2-dev libssl-dev libpq-dev
+  libprotobuf-c-dev protobuf-c-compiler check libinih-dev
+  postgresql-15 postgresql-client-15 openssl nghttp2-client
+  python3-grpcio python3-grpc-tools python3-psycopg python3-scipy python3-numpy
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if ((${#missing[@]})); then
+  echo "bootstrap: installing ${missing[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+[ "${VPP_BOOTSTRAP_NO_BUILD:-0}" = 1 ] && exit 0
+
+if [ ! -f build/build.ninja ]; then
+  meson setup build --buildtype=release >/dev/null
+fi
+ninja -C build >/dev/null
+if [ "${VPP_NO_ASAN:-0}" != 1 ]; then
+  if [ ! -f build-asan/build.ninja ]; then
+    meson setup build-asan --buildtype=debug -Db_sanitize=address,undefined \
+      -Db_lundef=false >/dev/null
+  fi
+  ninja -C build-asan >/dev/null
+fi
