@@ -1,4 +1,114 @@
-int main(void)
+/* vppd: the vpp daemon. Reads the configuration table, starts the I/O
+ * threads (gRPC device and operator APIs), the store thread, the dispatch
+ * thread and the admin HTTP endpoint, and stops them in reverse order on
+ * SIGINT/SIGTERM. `vppd migrate` applies database migrations and exits. */
+#include "vppd_int.h"
+#include "vpp/error.h"
+#include "vpp/log.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+static void usage(FILE *out)
 {
-	return 0;
+	fprintf(out, "usage: vppd [migrate] [options]\n\n"
+		     "vpp aggregation server: keeps sessions to home batteries, splits grid setpoints\n"
+		     "across them and persists state and telemetry to PostgreSQL.\n\n"
+		     "  vppd            run the server\n"
+		     "  vppd migrate    apply database migrations and exit\n\n"
+		     "Every option can also be set with the environment variable shown, or in the\n"
+		     "INI file named by --config (key = option name, e.g. `api-port = 7444`).\n\n"
+		     "options:\n");
+	vpp_config_print_help(vppd_config_table, vppd_config_table_len, out);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+	vpp_log(VPP_LOG_INFO, "vppd", "signal %d: shutting down", signum);
+	uv_stop(h->loop);
+}
+
+int main(int argc, char **argv)
+{
+	vppd_config cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	char err[512];
+	int pos[4], npos = 0, rv, exit_code = EXIT_FAILURE;
+	bool help = false;
+
+	signal(SIGPIPE, SIG_IGN);
+	if (vpp_config_parse(vppd_config_table, vppd_config_table_len, &cfg, argc, argv, pos, 4,
+			     &npos, &help, err, sizeof(err)) != 0) {
+		fprintf(stderr, "vppd: %s\n", err);
+		goto out;
+	}
+	if (help) {
+		usage(stdout);
+		exit_code = EXIT_SUCCESS;
+		goto out;
+	}
+	bool migrate = false;
+	if (npos > 1 || (npos == 1 && strcmp(argv[pos[0]], "migrate") != 0)) {
+		fprintf(stderr, "vppd: unknown command '%s' (see --help)\n", argv[pos[npos - 1]]);
+		goto out;
+	}
+	migrate = npos == 1;
+	vpp_log_level level;
+	if (vpp_log_level_parse(cfg.log_level, &level) != 0) {
+		fprintf(stderr, "vppd: invalid value '%s' for log-level: expected debug, info, "
+				"warn or error\n",
+			cfg.log_level);
+		goto out;
+	}
+	vpp_log_set_level(level);
+	if (!cfg.node_id || !cfg.node_id[0]) {
+		char host[256];
+		if (gethostname(host, sizeof(host)) != 0)
+			snprintf(host, sizeof(host), "node");
+		host[sizeof(host) - 1] = 0;
+		free(cfg.node_id);
+		cfg.node_id = strdup(host);
+	}
+	if (cfg.io_threads == 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		cfg.io_threads = n > 0 ? n : 1;
+	}
+
+	/* store: migrate subcommand */
+	if (migrate) {
+		fprintf(stderr, "vppd: migrate is not available in this build\n");
+		goto out;
+	}
+
+	uv_loop_t loop;
+	if ((rv = uv_loop_init(&loop)) != 0) {
+		fprintf(stderr, "vppd: cannot create event loop: %s\n", uv_strerror(rv));
+		goto out;
+	}
+	uv_signal_t sigint, sigterm;
+	uv_signal_init(&loop, &sigint);
+	uv_signal_init(&loop, &sigterm);
+	uv_signal_start(&sigint, on_signal, SIGINT);
+	uv_signal_start(&sigterm, on_signal, SIGTERM);
+
+	/* store: start */
+
+	vpp_log(VPP_LOG_INFO, "vppd", "node=%s started", cfg.node_id);
+	uv_run(&loop, UV_RUN_DEFAULT);
+
+	/* store: stop */
+
+	uv_close((uv_handle_t *)&sigint, NULL);
+	uv_close((uv_handle_t *)&sigterm, NULL);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	uv_loop_close(&loop);
+	vpp_log(VPP_LOG_INFO, "vppd", "stopped");
+	exit_code = EXIT_SUCCESS;
+out:
+	vpp_config_free(vppd_config_table, vppd_config_table_len, &cfg);
+	return exit_code;
 }
