@@ -46,6 +46,16 @@ typedef struct {
 	char *journal_dir;
 } vppd_config;
 
+typedef struct vppd_grpc vppd_grpc;
+struct vpp_health;
+
+/* Starts the I/O threads and the gRPC listeners (server/vppd_grpc.c).
+ * Logs what went wrong; returns 0 or a VPP_E* code. */
+int vppd_grpc_start(const vppd_config *cfg, vppd_grpc **ret);
+/* Graceful stop: GOAWAY, in-flight calls get |grace_ms|. Accepts NULL. */
+void vppd_grpc_stop(vppd_grpc *g, uint32_t grace_ms);
+struct vpp_health *vppd_grpc_health(vppd_grpc *g);
+
 extern const vpp_config_opt vppd_config_table[];
 extern const size_t vppd_config_table_len;
 

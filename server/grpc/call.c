@@ -1,0 +1,567 @@
+/* A gRPC call (one HTTP/2 stream), shared by server and client: metadata,
+ * the inbound message decoder, the bounded outbound queue that feeds the
+ * nghttp2 data provider, deadlines and the end-of-call notification. */
+#include "grpc_int.h"
+#include "vpp/error.h"
+#include "vpp/log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void outbound_gauge(vpp_grpc_call *call, double delta)
+{
+	if (call->conn->met)
+		vpp_gauge_add(call->conn->met->outbound, delta);
+}
+
+vpp_grpc_call *vpp__call_new(vpp_grpc_conn *c, int32_t stream_id)
+{
+	vpp_grpc_call *call = calloc(1, sizeof(*call));
+	if (!call)
+		return NULL;
+	call->conn = c;
+	call->stream_id = stream_id;
+	call->status = -1;
+	vpp_grpc_decoder_init(&call->dec, c->max_message_bytes);
+	call->started_at_ns = uv_hrtime();
+	call->next = c->calls;
+	if (c->calls)
+		c->calls->prev = call;
+	c->calls = call;
+	return call;
+}
+
+int vpp__md_add(md_list *l, const char *k, size_t klen, const char *v, size_t vlen)
+{
+	if (l->n == l->cap) {
+		size_t ncap = l->cap ? l->cap * 2 : 4;
+		vpp_grpc_md *nv = realloc(l->v, ncap * sizeof(*nv));
+		if (!nv)
+			return VPP_ENOMEM;
+		l->v = nv;
+		l->cap = ncap;
+	}
+	char *mem = malloc(klen + vlen + 2);
+	if (!mem)
+		return VPP_ENOMEM;
+	memcpy(mem, k, klen);
+	mem[klen] = 0;
+	memcpy(mem + klen + 1, v, vlen);
+	mem[klen + 1 + vlen] = 0;
+	l->v[l->n].key = mem;
+	l->v[l->n].value = mem + klen + 1;
+	l->n++;
+	l->bytes += klen + vlen + 32;
+	return 0;
+}
+
+void vpp__md_free(md_list *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free((char *)l->v[i].key);
+	free(l->v);
+	memset(l, 0, sizeof(*l));
+}
+
+static void free_chunks(vpp_grpc_call *call)
+{
+	chunk *ch = call->out_head;
+	while (ch) {
+		chunk *n = ch->next;
+		free(ch);
+		ch = n;
+	}
+	call->out_head = call->out_tail = NULL;
+	if (call->out_bytes)
+		outbound_gauge(call, -(double)call->out_bytes);
+	call->out_bytes = 0;
+}
+
+static void on_deadline_closed(uv_handle_t *h)
+{
+	free(h);
+}
+
+void vpp__call_clear_deadline(vpp_grpc_call *call)
+{
+	if (call->deadline) {
+		uv_close((uv_handle_t *)call->deadline, on_deadline_closed);
+		call->deadline = NULL;
+	}
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+	vpp_grpc_call *call = t->data;
+	vpp__call_clear_deadline(call);
+	if (call->conn->role == ROLE_SERVER) {
+		vpp__call_expire(call);
+	} else {
+		if (call->conn->h2 && call->stream_id > 0)
+			nghttp2_submit_rst_stream(call->conn->h2, NGHTTP2_FLAG_NONE, call->stream_id,
+						  NGHTTP2_CANCEL);
+		vpp__call_notify(call, VPP_GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
+		vpp__conn_flush(call->conn);
+		if (call->stream_id <= 0)
+			vpp__call_free(call); /* never reached the wire */
+	}
+}
+
+void vpp__call_set_deadline(vpp_grpc_call *call, int64_t timeout_ms)
+{
+	uv_timer_t *t = malloc(sizeof(*t));
+	if (!t)
+		return;
+	uv_timer_init(call->conn->loop, t);
+	t->data = call;
+	call->deadline = t;
+	call->deadline_at = uv_now(call->conn->loop) + (uint64_t)timeout_ms;
+	uv_timer_start(t, on_deadline, (uint64_t)timeout_ms, 0);
+}
+
+void vpp__call_notify(vpp_grpc_call *call, int status, const char *msg)
+{
+	if (call->done)
+		return;
+	call->done = true;
+	vpp__call_clear_deadline(call);
+	if (call->conn->role == ROLE_SERVER) {
+		if (call->me && status >= 0 && status <= 16)
+			vpp_counter_inc(call->me->calls[status]);
+		if (call->conn->met)
+			vpp_histogram_observe(call->conn->met->call_seconds,
+					      (double)(uv_hrtime() - call->started_at_ns) / 1e9);
+		if (call->started && call->me && call->me->m.on_done)
+			call->me->m.on_done(call, (vpp_grpc_status)status);
+	} else if (call->cbs && call->cbs->on_status) {
+		call->cbs->on_status(call, (vpp_grpc_status)status, msg ? msg : "");
+	}
+}
+
+void vpp__call_free(vpp_grpc_call *call)
+{
+	vpp_grpc_conn *c = call->conn;
+	if (!call->done) {
+		if (c->role == ROLE_SERVER)
+			vpp__call_notify(call, VPP_GRPC_CANCELLED, "cancelled");
+		else
+			vpp__call_notify(call, VPP_GRPC_UNAVAILABLE, "connection closed");
+	}
+	if (c->h2 && call->stream_id > 0)
+		nghttp2_session_set_stream_user_data(c->h2, call->stream_id, NULL);
+	for (vpp_grpc_call **w = &c->waiting; *w; w = &(*w)->next_waiting) {
+		if (*w == call) {
+			*w = call->next_waiting;
+			break;
+		}
+	}
+	if (call->prev)
+		call->prev->next = call->next;
+	else if (c->calls == call)
+		c->calls = call->next;
+	if (call->next)
+		call->next->prev = call->prev;
+	vpp__call_clear_deadline(call);
+	free_chunks(call);
+	vpp__md_free(&call->md);
+	vpp__md_free(&call->resp_hdr);
+	vpp__md_free(&call->trailers);
+	vpp_grpc_decoder_free(&call->dec);
+	free(call->path);
+	free(call->status_msg);
+	free(call->req);
+	free(call);
+}
+
+/* Builds the trailing header block: grpc-status, grpc-message, trailers. */
+static int submit_trailers(vpp_grpc_call *call)
+{
+	vpp_grpc_conn *c = call->conn;
+	nghttp2_nv nva[64];
+	size_t n = 0;
+	char status[16], msg[1024];
+	snprintf(status, sizeof(status), "%d", call->status < 0 ? 0 : call->status);
+	nva[n++] = (nghttp2_nv){(uint8_t *)"grpc-status", (uint8_t *)status, 11, strlen(status),
+				NGHTTP2_NV_FLAG_NONE};
+	if (call->status_msg && call->status_msg[0]) {
+		size_t len = vpp_grpc_percent_encode(call->status_msg, msg, sizeof(msg));
+		nva[n++] = (nghttp2_nv){(uint8_t *)"grpc-message", (uint8_t *)msg, 12, len,
+					NGHTTP2_NV_FLAG_NONE};
+	}
+	for (size_t i = 0; i < call->trailers.n && n < 64; i++)
+		nva[n++] = (nghttp2_nv){(uint8_t *)call->trailers.v[i].key,
+					(uint8_t *)call->trailers.v[i].value,
+					strlen(call->trailers.v[i].key),
+					strlen(call->trailers.v[i].value), NGHTTP2_NV_FLAG_NONE};
+	call->trailers_sent = true;
+	return nghttp2_submit_trailer(c->h2, call->stream_id, nva, n) == 0 ? 0 : VPP_EPROTO;
+}
+
+int vpp__call_submit_trailers(vpp_grpc_call *call)
+{
+	return submit_trailers(call);
+}
+
+ssize_t vpp__call_read_data(nghttp2_session *s, int32_t stream_id, uint8_t *buf, size_t length,
+			    uint32_t *flags, nghttp2_data_source *src, void *ud)
+{
+	vpp_grpc_call *call = nghttp2_session_get_stream_user_data(s, stream_id);
+	if (!call)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	size_t n = 0;
+	while (n < length && call->out_head) {
+		chunk *ch = call->out_head;
+		size_t take = ch->len - ch->off;
+		if (take > length - n)
+			take = length - n;
+		memcpy(buf + n, ch->data + ch->off, take);
+		n += take;
+		ch->off += take;
+		if (ch->off == ch->len) {
+			call->out_head = ch->next;
+			if (!call->out_head)
+				call->out_tail = NULL;
+			free(ch);
+		}
+	}
+	call->out_bytes -= n;
+	if (n)
+		outbound_gauge(call, -(double)n);
+	if (call->want_writable)
+		call->conn->any_want_writable = true;
+	if (call->out_head)
+		return (ssize_t)n;
+	if (call->finishing) {
+		*flags |= NGHTTP2_DATA_FLAG_EOF;
+		if (call->conn->role == ROLE_SERVER) {
+			*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+			if (!call->trailers_sent && submit_trailers(call) != 0)
+				return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+		}
+		return (ssize_t)n;
+	}
+	if (n)
+		return (ssize_t)n;
+	call->deferred = true;
+	return NGHTTP2_ERR_DEFERRED;
+}
+
+static void resume(vpp_grpc_call *call)
+{
+	if (call->deferred && call->conn->h2 && call->stream_id > 0) {
+		call->deferred = false;
+		nghttp2_session_resume_data(call->conn->h2, call->stream_id);
+	}
+}
+
+void vpp__conn_notify_writable(vpp_grpc_conn *c)
+{
+	c->any_want_writable = false;
+	for (vpp_grpc_call *call = c->calls; call; call = call->next) {
+		if (!call->want_writable || call->done)
+			continue;
+		if (call->out_bytes > c->call_outbound_limit / 2) {
+			c->any_want_writable = true;
+			continue;
+		}
+		call->want_writable = false;
+		void (*cb)(vpp_grpc_call *) = c->role == ROLE_SERVER
+						      ? (call->me ? call->me->m.on_writable : NULL)
+						      : (call->cbs ? call->cbs->on_writable : NULL);
+		if (cb) {
+			cb(call);
+			if (c->closing)
+				return;
+		}
+	}
+}
+
+int vpp_grpc_call_send(vpp_grpc_call *call, const uint8_t *data, size_t len)
+{
+	vpp_grpc_conn *c = call->conn;
+	if (call->done || call->finishing || c->closing)
+		return VPP_ECLOSED;
+	if (len > c->max_message_bytes || len > UINT32_MAX)
+		return VPP_ETOOBIG;
+	if (call->out_bytes >= c->call_outbound_limit) {
+		call->want_writable = true;
+		c->any_want_writable = true;
+		return VPP_EFULL;
+	}
+	chunk *ch = malloc(sizeof(*ch) + VPP_GRPC_FRAME_HEADER + len);
+	if (!ch)
+		return VPP_ENOMEM;
+	ch->next = NULL;
+	ch->off = 0;
+	ch->len = VPP_GRPC_FRAME_HEADER + len;
+	vpp_grpc_frame_header(ch->data, false, (uint32_t)len);
+	if (len)
+		memcpy(ch->data + VPP_GRPC_FRAME_HEADER, data, len);
+	if (call->out_tail)
+		call->out_tail->next = ch;
+	else
+		call->out_head = ch;
+	call->out_tail = ch;
+	call->out_bytes += ch->len;
+	outbound_gauge(call, (double)ch->len);
+	if (c->met)
+		vpp_counter_inc(c->met->msgs_out);
+	if (c->role == ROLE_SERVER && !call->headers_sent) {
+		if (vpp__call_submit_response(call) != 0)
+			return VPP_EPROTO;
+	} else {
+		resume(call);
+	}
+	vpp__conn_flush(c);
+	return 0;
+}
+
+size_t vpp_grpc_call_outbound_bytes(const vpp_grpc_call *call)
+{
+	return call->out_bytes;
+}
+
+int vpp_grpc_call_add_header(vpp_grpc_call *call, const char *key, const char *value)
+{
+	if (call->headers_sent || call->done)
+		return VPP_ECLOSED;
+	return vpp__md_add(&call->resp_hdr, key, strlen(key), value, strlen(value));
+}
+
+int vpp_grpc_call_add_trailer(vpp_grpc_call *call, const char *key, const char *value)
+{
+	if (call->finishing || call->done)
+		return VPP_ECLOSED;
+	return vpp__md_add(&call->trailers, key, strlen(key), value, strlen(value));
+}
+
+int vpp_grpc_call_finish(vpp_grpc_call *call, vpp_grpc_status status, const char *message)
+{
+	if (call->conn->role != ROLE_SERVER)
+		return VPP_EINVAL;
+	if (call->done || call->finishing)
+		return VPP_ECLOSED;
+	call->finishing = true;
+	call->status = (int)status;
+	if (message && message[0])
+		call->status_msg = strdup(message);
+	if (!call->headers_sent) {
+		if (vpp__call_submit_response(call) != 0)
+			return VPP_EPROTO;
+	} else {
+		resume(call);
+	}
+	vpp__conn_flush(call->conn);
+	return 0;
+}
+
+int vpp_grpc_call_reject(vpp_grpc_call *call, vpp_grpc_status status, const char *reason,
+			 const char *message)
+{
+	vpp_grpc_conn *c = call->conn;
+	if (c->met) {
+		for (int r = 0; r < R__COUNT; r++) {
+			if (strcmp(vpp__reason_names[r], reason) == 0) {
+				vpp_counter_inc(c->met->rejected[r]);
+				break;
+			}
+		}
+	}
+	vpp_log(VPP_LOG_WARN, "grpc", "listener=%s peer=%s path=%s rejected (%s): %s",
+		c->l ? c->l->name : "-", c->peer_addr, call->path ? call->path : "-", reason,
+		message ? message : "");
+	return vpp_grpc_call_finish(call, status, message);
+}
+
+void vpp__call_expire(vpp_grpc_call *call)
+{
+	vpp_grpc_conn *c = call->conn;
+	if (call->done)
+		return;
+	if (c->met)
+		vpp_counter_inc(c->met->rejected[R_DEADLINE_EXCEEDED]);
+	free_chunks(call);
+	bool was_finishing = call->finishing;
+	vpp__call_notify(call, VPP_GRPC_DEADLINE_EXCEEDED, NULL);
+	if (was_finishing && call->trailers_sent)
+		return;
+	call->finishing = true;
+	call->status = VPP_GRPC_DEADLINE_EXCEEDED;
+	free(call->status_msg);
+	call->status_msg = strdup("deadline exceeded");
+	if (!call->headers_sent)
+		vpp__call_submit_response(call);
+	else
+		resume(call);
+	vpp__conn_flush(c);
+}
+
+static int on_decoded(void *ud, bool compressed, const uint8_t *msg, size_t len)
+{
+	vpp_grpc_call *call = ud;
+	vpp_grpc_conn *c = call->conn;
+	if (compressed) {
+		/* Compression is not supported: we never advertise an encoding. */
+		if (c->role == ROLE_SERVER) {
+			vpp_grpc_call_reject(call, VPP_GRPC_UNIMPLEMENTED, "unsupported_encoding",
+					     "compressed messages are not supported");
+		} else {
+			vpp_grpc_call_cancel(call);
+		}
+		return 1;
+	}
+	if (c->met)
+		vpp_counter_inc(c->met->msgs_in);
+	if (c->role == ROLE_SERVER) {
+		if (call->me->m.on_request) {
+			if (call->have_req) {
+				vpp_grpc_call_reject(call, VPP_GRPC_INVALID_ARGUMENT, "bad_message",
+						     "more than one request message for a "
+						     "single-request method");
+				return 1;
+			}
+			call->req = malloc(len ? len : 1);
+			if (!call->req) {
+				vpp_grpc_call_finish(call, VPP_GRPC_RESOURCE_EXHAUSTED,
+						     "out of memory");
+				return 1;
+			}
+			memcpy(call->req, msg, len);
+			call->req_len = len;
+			call->have_req = true;
+		} else if (call->me->m.on_message) {
+			call->me->m.on_message(call, msg, len);
+		}
+	} else if (call->cbs->on_message) {
+		call->cbs->on_message(call, msg, len);
+	}
+	/* The handler may have finished or cancelled the call. */
+	return call->done || (c->role == ROLE_SERVER && call->finishing) ? 1 : 0;
+}
+
+void vpp__call_recv_data(vpp_grpc_call *call, const uint8_t *data, size_t len)
+{
+	vpp_grpc_conn *c = call->conn;
+	bool ignore = call->done || (c->role == ROLE_SERVER && (call->finishing || !call->started));
+	if (!ignore) {
+		int rv = vpp_grpc_decoder_feed(&call->dec, data, len, on_decoded, call);
+		if (rv == VPP_ETOOBIG || rv == VPP_EPROTO || rv == VPP_ENOMEM) {
+			const char *msg = rv == VPP_ETOOBIG ? "message larger than the limit"
+				       : rv == VPP_EPROTO  ? "bad gRPC frame flag"
+							   : "out of memory";
+			if (c->role == ROLE_SERVER) {
+				vpp_grpc_call_reject(call,
+						     rv == VPP_EPROTO ? VPP_GRPC_INTERNAL
+								      : VPP_GRPC_RESOURCE_EXHAUSTED,
+						     rv == VPP_ETOOBIG ? "message_too_large"
+								       : "h2_protocol",
+						     msg);
+			} else {
+				if (c->h2)
+					nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE,
+								  call->stream_id, NGHTTP2_CANCEL);
+				vpp__call_notify(call,
+						 rv == VPP_ETOOBIG ? VPP_GRPC_RESOURCE_EXHAUSTED
+								   : VPP_GRPC_INTERNAL,
+						 msg);
+			}
+		}
+	}
+	/* Flow control: the window reopens once the handler has the data,
+	 * unless it paused the call (backpressure). */
+	if (c->h2) {
+		if (call->paused && !call->done)
+			call->pending_consume += len;
+		else
+			nghttp2_session_consume(c->h2, call->stream_id, len);
+	}
+}
+
+void vpp_grpc_call_pause_recv(vpp_grpc_call *call, bool paused)
+{
+	vpp_grpc_conn *c = call->conn;
+	call->paused = paused;
+	if (!paused && call->pending_consume && c->h2) {
+		nghttp2_session_consume(c->h2, call->stream_id, call->pending_consume);
+		call->pending_consume = 0;
+		vpp__conn_flush(c);
+	}
+}
+
+const char *vpp_grpc_call_metadata(const vpp_grpc_call *call, const char *key)
+{
+	for (size_t i = 0; i < call->md.n; i++)
+		if (strcmp(call->md.v[i].key, key) == 0)
+			return call->md.v[i].value;
+	return NULL;
+}
+
+size_t vpp_grpc_call_metadata_count(const vpp_grpc_call *call)
+{
+	return call->md.n;
+}
+
+vpp_grpc_md vpp_grpc_call_metadata_at(const vpp_grpc_call *call, size_t i)
+{
+	if (i >= call->md.n)
+		return (vpp_grpc_md){NULL, NULL};
+	return call->md.v[i];
+}
+
+const char *vpp_grpc_call_path(const vpp_grpc_call *call)
+{
+	return call->path;
+}
+
+const char *vpp_grpc_call_peer_identity(const vpp_grpc_call *call)
+{
+	return call->conn->peer_cn;
+}
+
+const char *vpp_grpc_call_peer_addr(const vpp_grpc_call *call)
+{
+	return call->conn->peer_addr;
+}
+
+int64_t vpp_grpc_call_time_left_ms(const vpp_grpc_call *call)
+{
+	if (!call->deadline_at)
+		return -1;
+	uint64_t now = uv_now(call->conn->loop);
+	return call->deadline_at > now ? (int64_t)(call->deadline_at - now) : 0;
+}
+
+uv_loop_t *vpp_grpc_call_loop(const vpp_grpc_call *call)
+{
+	return call->conn->loop;
+}
+
+void *vpp_grpc_call_method_data(const vpp_grpc_call *call)
+{
+	return call->me ? call->me->m.method_ud : NULL;
+}
+
+void vpp_grpc_call_set_data(vpp_grpc_call *call, void *data)
+{
+	call->data = data;
+}
+
+void *vpp_grpc_call_data(const vpp_grpc_call *call)
+{
+	return call->data;
+}
+
+void vpp_grpc_call_cancel(vpp_grpc_call *call)
+{
+	vpp_grpc_conn *c = call->conn;
+	if (call->done)
+		return;
+	if (c->h2 && call->stream_id > 0)
+		nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, call->stream_id, NGHTTP2_CANCEL);
+	vpp__call_notify(call, VPP_GRPC_CANCELLED, "cancelled");
+	if (call->stream_id <= 0) {
+		vpp__call_free(call);
+		return;
+	}
+	vpp__conn_flush(c);
+}

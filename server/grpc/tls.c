@@ -1,0 +1,184 @@
+/* TLS for the gRPC transport: SSL_CTX set-up (TLS 1.2+, ALPN h2, optional
+ * client certificates) and per-connection SSL objects on memory BIOs, so
+ * that libuv owns the socket and OpenSSL only transforms bytes. */
+#include "grpc_int.h"
+#include "vpp/error.h"
+
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const unsigned char alpn_h2[] = {2, 'h', '2'};
+
+const char *vpp__tls_last_error(void)
+{
+	static __thread char buf[256];
+	unsigned long e = ERR_peek_last_error();
+	if (!e)
+		return "unknown TLS error";
+	ERR_error_string_n(e, buf, sizeof(buf));
+	ERR_clear_error();
+	return buf;
+}
+
+static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+		       const unsigned char *in, unsigned int inlen, void *arg)
+{
+	unsigned char *sel;
+	if (SSL_select_next_proto(&sel, outlen, alpn_h2, sizeof(alpn_h2), in, inlen) !=
+	    OPENSSL_NPN_NEGOTIATED)
+		return SSL_TLSEXT_ERR_ALERT_FATAL;
+	*out = sel;
+	return SSL_TLSEXT_ERR_OK;
+}
+
+static vpp_grpc_tls *tls_alloc(SSL_CTX *ctx)
+{
+	vpp_grpc_tls *t = calloc(1, sizeof(*t));
+	if (!t)
+		return NULL;
+	t->ctx = ctx;
+	atomic_init(&t->refs, 1);
+	return t;
+}
+
+static void ctx_common(SSL_CTX *ctx)
+{
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	/* Idle sessions hold no read/write buffers. */
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+				      SSL_MODE_ENABLE_PARTIAL_WRITE);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+}
+
+int vpp_grpc_tls_server_new(const char *cert_file, const char *key_file, const char *client_ca,
+			    bool require_client_cert, vpp_grpc_tls **ret)
+{
+	if (!cert_file || !key_file)
+		return VPP_EINVAL;
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	if (!ctx)
+		return VPP_ENOMEM;
+	ctx_common(ctx);
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1 ||
+	    SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(ctx) != 1)
+		goto fail;
+	SSL_CTX_set_alpn_select_cb(ctx, select_alpn, NULL);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"vpp", 3);
+	if (client_ca) {
+		if (SSL_CTX_load_verify_locations(ctx, client_ca, NULL) != 1)
+			goto fail;
+		STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(client_ca);
+		if (names)
+			SSL_CTX_set_client_CA_list(ctx, names);
+		int mode = SSL_VERIFY_PEER;
+		if (require_client_cert)
+			mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
+		SSL_CTX_set_verify(ctx, mode, NULL);
+	}
+	vpp_grpc_tls *t = tls_alloc(ctx);
+	if (!t) {
+		SSL_CTX_free(ctx);
+		return VPP_ENOMEM;
+	}
+	*ret = t;
+	return 0;
+fail:
+	SSL_CTX_free(ctx);
+	return VPP_ETLS;
+}
+
+int vpp_grpc_tls_client_new(const char *ca_file, const char *cert_file, const char *key_file,
+			    vpp_grpc_tls **ret)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	if (!ctx)
+		return VPP_ENOMEM;
+	ctx_common(ctx);
+	if (SSL_CTX_set_alpn_protos(ctx, alpn_h2, sizeof(alpn_h2)) != 0)
+		goto fail;
+	if (ca_file) {
+		if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1)
+			goto fail;
+	} else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+		goto fail;
+	}
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	if (cert_file && key_file) {
+		if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1 ||
+		    SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1 ||
+		    SSL_CTX_check_private_key(ctx) != 1)
+			goto fail;
+	}
+	vpp_grpc_tls *t = tls_alloc(ctx);
+	if (!t) {
+		SSL_CTX_free(ctx);
+		return VPP_ENOMEM;
+	}
+	*ret = t;
+	return 0;
+fail:
+	SSL_CTX_free(ctx);
+	return VPP_ETLS;
+}
+
+void vpp_grpc_tls_ref(vpp_grpc_tls *t)
+{
+	atomic_fetch_add(&t->refs, 1);
+}
+
+void vpp_grpc_tls_unref(vpp_grpc_tls *t)
+{
+	if (t && atomic_fetch_sub(&t->refs, 1) == 1) {
+		SSL_CTX_free(t->ctx);
+		free(t);
+	}
+}
+
+int vpp__tls_attach(vpp_grpc_conn *c, vpp_grpc_tls *t, bool server, const char *sni)
+{
+	SSL *ssl = SSL_new(t->ctx);
+	if (!ssl)
+		return VPP_ENOMEM;
+	BIO *rbio = BIO_new(BIO_s_mem()), *wbio = BIO_new(BIO_s_mem());
+	if (!rbio || !wbio) {
+		BIO_free(rbio);
+		BIO_free(wbio);
+		SSL_free(ssl);
+		return VPP_ENOMEM;
+	}
+	BIO_set_mem_eof_return(rbio, -1);
+	SSL_set_bio(ssl, rbio, wbio);
+	if (server) {
+		SSL_set_accept_state(ssl);
+	} else {
+		SSL_set_connect_state(ssl);
+		if (sni) {
+			SSL_set_tlsext_host_name(ssl, sni);
+			X509_VERIFY_PARAM *p = SSL_get0_param(ssl);
+			X509_VERIFY_PARAM_set_hostflags(p, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+			/* An IP literal is checked against IP SANs, a name
+			 * against DNS SANs. */
+			if (X509_VERIFY_PARAM_set1_ip_asc(p, sni) != 1)
+				X509_VERIFY_PARAM_set1_host(p, sni, 0);
+		}
+	}
+	c->ssl = ssl;
+	return 0;
+}
+
+void vpp__tls_peer_identity(vpp_grpc_conn *c)
+{
+	X509 *peer = SSL_get0_peer_certificate(c->ssl);
+	if (!peer || SSL_get_verify_result(c->ssl) != X509_V_OK)
+		return;
+	X509_NAME *name = X509_get_subject_name(peer);
+	char cn[256];
+	int n = X509_NAME_get_text_by_NID(name, NID_commonName, cn, sizeof(cn));
+	if (n <= 0 || (size_t)n != strlen(cn))
+		return; /* absent, or an embedded NUL: not an identity */
+	c->peer_cn = strdup(cn);
+}
