@@ -3,6 +3,7 @@
  * thread and the admin HTTP endpoint, and stops them in reverse order on
  * SIGINT/SIGTERM. `vppd migrate` applies database migrations and exits. */
 #include "vppd_int.h"
+#include "vpp/admin.h"
 #include "vpp/error.h"
 #include "vpp/log.h"
 
@@ -26,6 +27,18 @@ static void usage(FILE *out)
 	vpp_config_print_help(vppd_config_table, vppd_config_table_len, out);
 }
 
+/* admin: /readyz. Runs on the admin thread. */
+static int vppd_ready(void *ud, char *why, size_t whylen)
+{
+	/* TODO: consult the store (database reachable or journalling within
+	 * limits) and dispatch (control loop ticking) here; both must answer
+	 * thread-safely, e.g. from atomics they publish. */
+	(void)ud;
+	if (!vppd_store_ready(why, whylen)) /* store */
+		return 0;
+	return 1;
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
 	vpp_log(VPP_LOG_INFO, "vppd", "signal %d: shutting down", signum);
@@ -39,6 +52,9 @@ int main(int argc, char **argv)
 	char err[512];
 	int pos[4], npos = 0, rv, exit_code = EXIT_FAILURE;
 	bool help = false;
+	vpp_admin *admin = NULL; /* admin */
+	vppd_grpc *grpc = NULL;
+	vpp_store *store = NULL; /* store */
 
 	signal(SIGPIPE, SIG_IGN);
 	if (vpp_config_parse(vppd_config_table, vppd_config_table_len, &cfg, argc, argv, pos, 4,
@@ -80,8 +96,21 @@ int main(int argc, char **argv)
 
 	/* store: migrate subcommand */
 	if (migrate) {
-		fprintf(stderr, "vppd: migrate is not available in this build\n");
+		exit_code = vppd_migrate_main(&cfg);
 		goto out;
+	}
+
+	/* admin: start (before the other threads, so /healthz answers while
+	 * they come up) */
+	if (cfg.admin_port != 0) {
+		if ((rv = vpp_admin_start(cfg.admin_addr, (int)cfg.admin_port, vppd_ready, NULL,
+					  &admin)) != 0) {
+			vpp_log(VPP_LOG_ERROR, "vppd", "admin: cannot listen on %s port %d: %s",
+				cfg.admin_addr, (int)cfg.admin_port, vpp_strerror(rv));
+			goto out;
+		}
+		vpp_log(VPP_LOG_INFO, "vppd", "admin: listening on %s port %d", cfg.admin_addr,
+			vpp_admin_port(admin));
 	}
 
 	uv_loop_t loop;
@@ -96,19 +125,38 @@ int main(int argc, char **argv)
 	uv_signal_start(&sigterm, on_signal, SIGTERM);
 
 	/* store: start */
+	if ((rv = vppd_store_start(&cfg, &store)) != 0)
+		goto out_loop;
+
+	if ((rv = vppd_grpc_start(&cfg, &grpc)) != 0)
+		goto out_loop;
 
 	vpp_log(VPP_LOG_INFO, "vppd", "node=%s started", cfg.node_id);
 	uv_run(&loop, UV_RUN_DEFAULT);
 
-	/* store: stop */
+	/* Operators and devices first: GOAWAY, in-flight calls finish. */
+	vppd_grpc_stop(grpc, (uint32_t)cfg.shutdown_grace_ms);
+	grpc = NULL;
 
+	/* admin: stop first, so /readyz never asks a component already stopped */
+	vpp_admin_stop(admin);
+	admin = NULL;
+
+	/* store: stop */
+	vppd_store_stop(store);
+	store = NULL;
+
+	exit_code = EXIT_SUCCESS;
+out_loop:
+	vppd_store_stop(store); /* store: after a failed start */
 	uv_close((uv_handle_t *)&sigint, NULL);
 	uv_close((uv_handle_t *)&sigterm, NULL);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	uv_loop_close(&loop);
-	vpp_log(VPP_LOG_INFO, "vppd", "stopped");
-	exit_code = EXIT_SUCCESS;
+	vpp_log(exit_code == EXIT_SUCCESS ? VPP_LOG_INFO : VPP_LOG_ERROR, "vppd",
+		exit_code == EXIT_SUCCESS ? "stopped" : "start-up failed");
 out:
+	vpp_admin_stop(admin); /* admin */
 	vpp_config_free(vppd_config_table, vppd_config_table_len, &cfg);
 	return exit_code;
 }

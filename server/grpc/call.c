@@ -100,10 +100,13 @@ static void on_deadline(uv_timer_t *t)
 		if (call->conn->h2 && call->stream_id > 0)
 			nghttp2_submit_rst_stream(call->conn->h2, NGHTTP2_FLAG_NONE, call->stream_id,
 						  NGHTTP2_CANCEL);
+		vpp_grpc_conn *c = call->conn;
 		vpp__call_notify(call, VPP_GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
-		vpp__conn_flush(call->conn);
-		if (call->stream_id <= 0)
+		if (call->stream_id <= 0) {
 			vpp__call_free(call); /* never reached the wire */
+			return;
+		}
+		vpp__conn_flush(c); /* may free |call| (stream closed) */
 	}
 }
 

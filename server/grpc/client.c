@@ -6,6 +6,7 @@
 #include "vpp/log.h"
 
 #include <netdb.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -373,18 +374,26 @@ out:
 	return 0;
 }
 
-static nghttp2_session_callbacks *client_callbacks(void)
+static nghttp2_session_callbacks *client_callbacks_cbs;
+static pthread_once_t client_callbacks_once = PTHREAD_ONCE_INIT;
+
+static void client_callbacks_init(void)
 {
-	static __thread nghttp2_session_callbacks *cbs;
-	if (cbs)
-		return cbs;
+	nghttp2_session_callbacks *cbs;
 	if (nghttp2_session_callbacks_new(&cbs) != 0)
-		return NULL;
+		return;
 	nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
 	nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
 	nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
-	return cbs;
+	client_callbacks_cbs = cbs;
+}
+
+/* One callback table for every session, made once. */
+static nghttp2_session_callbacks *client_callbacks(void)
+{
+	pthread_once(&client_callbacks_once, client_callbacks_init);
+	return client_callbacks_cbs;
 }
 
 int vpp__client_session_new(vpp_grpc_conn *c)

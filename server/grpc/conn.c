@@ -156,7 +156,12 @@ void vpp__conn_flush(vpp_grpc_conn *c)
 			if (n == 0)
 				break;
 			if (c->ssl) {
-				if (SSL_write(c->ssl, data, (int)n) != (int)n) {
+				/* Writes to a memory BIO never block: one call
+				 * encrypts it all (into as many records as needed). */
+				int w = SSL_write(c->ssl, data, (int)n);
+				if (w != (int)n) {
+					vpp_log(VPP_LOG_WARN, "grpc", "peer=%s TLS write failed: %s",
+						c->peer_addr, vpp__tls_last_error());
 					c->in_h2 = false;
 					vpp__conn_close(c, VPP_ETLS);
 					return;

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -525,20 +526,28 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *u
 	return 0;
 }
 
-static nghttp2_session_callbacks *server_callbacks(void)
+static nghttp2_session_callbacks *server_callbacks_cbs;
+static pthread_once_t server_callbacks_once = PTHREAD_ONCE_INIT;
+
+static void server_callbacks_init(void)
 {
-	static __thread nghttp2_session_callbacks *cbs;
-	if (cbs)
-		return cbs;
+	nghttp2_session_callbacks *cbs;
 	if (nghttp2_session_callbacks_new(&cbs) != 0)
-		return NULL;
+		return;
 	nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
 	nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
 	nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
 	nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
 	nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
-	return cbs;
+	server_callbacks_cbs = cbs;
+}
+
+/* One callback table for every session, made once. */
+static nghttp2_session_callbacks *server_callbacks(void)
+{
+	pthread_once(&server_callbacks_once, server_callbacks_init);
+	return server_callbacks_cbs;
 }
 
 int vpp__server_session_new(vpp_grpc_conn *c)
