@@ -11,6 +11,7 @@ PKGS=(
   libprotobuf-c-dev protobuf-c-compiler check libinih-dev
   postgresql-15 postgresql-client-15 openssl nghttp2-client
   python3-grpcio python3-grpc-tools python3-psycopg python3-scipy python3-numpy
+  python3-h2
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
 )
 
@@ -41,4 +42,11 @@ if [ "${VPP_NO_ASAN:-0}" != 1 ]; then
       -Db_lundef=false >/dev/null
   fi
   ninja -C build-asan >/dev/null
+fi
+# libFuzzer targets (clang), run briefly by tests/run.sh.
+if [ "${VPP_NO_FUZZ:-0}" != 1 ] && command -v clang >/dev/null; then
+  if [ ! -f build-fuzz/build.ninja ]; then
+    CC=clang meson setup build-fuzz --buildtype=debug -Dfuzz=true >/dev/null
+  fi
+  ninja -C build-fuzz tests/fuzz/fuzz_codec >/dev/null
 fi
