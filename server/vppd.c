@@ -5,6 +5,7 @@
 #include "vppd_int.h"
 #include "vpp/admin.h"
 #include "vpp/error.h"
+#include "vpp/health.h"
 #include "vpp/log.h"
 
 #include <signal.h>
@@ -33,10 +34,25 @@ static int vppd_ready(void *ud, char *why, size_t whylen)
 	/* TODO: consult the store (database reachable or journalling within
 	 * limits) and dispatch (control loop ticking) here; both must answer
 	 * thread-safely, e.g. from atomics they publish. */
-	(void)ud;
+	vppd_grpc **g = ud;
 	if (!vppd_store_ready(why, whylen)) /* store */
 		return 0;
-	return 1;
+	if (!*g) {
+		snprintf(why, whylen, "starting");
+		return 0;
+	}
+	return vppd_grpc_ready(*g, why, whylen) ? 1 : 0;
+}
+
+/* The health service says SERVING only while /readyz would say ready. */
+static void on_health_timer(uv_timer_t *t)
+{
+	vppd_grpc **g = t->data;
+	char why[256];
+	if (*g)
+		vpp_health_set(vppd_grpc_health(*g), "",
+			       vppd_ready(g, why, sizeof(why)) ? VPP_HEALTH_SERVING
+							       : VPP_HEALTH_NOT_SERVING);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -53,7 +69,7 @@ int main(int argc, char **argv)
 	int pos[4], npos = 0, rv, exit_code = EXIT_FAILURE;
 	bool help = false;
 	vpp_admin *admin = NULL; /* admin */
-	vppd_grpc *grpc = NULL;
+	static vppd_grpc *grpc; /* read by the admin thread's /readyz */
 	vpp_store *store = NULL; /* store */
 
 	signal(SIGPIPE, SIG_IGN);
@@ -103,7 +119,7 @@ int main(int argc, char **argv)
 	/* admin: start (before the other threads, so /healthz answers while
 	 * they come up) */
 	if (cfg.admin_port != 0) {
-		if ((rv = vpp_admin_start(cfg.admin_addr, (int)cfg.admin_port, vppd_ready, NULL,
+		if ((rv = vpp_admin_start(cfg.admin_addr, (int)cfg.admin_port, vppd_ready, &grpc,
 					  &admin)) != 0) {
 			vpp_log(VPP_LOG_ERROR, "vppd", "admin: cannot listen on %s port %d: %s",
 				cfg.admin_addr, (int)cfg.admin_port, vpp_strerror(rv));
@@ -128,19 +144,27 @@ int main(int argc, char **argv)
 	if ((rv = vppd_store_start(&cfg, &store)) != 0)
 		goto out_loop;
 
-	if ((rv = vppd_grpc_start(&cfg, &grpc)) != 0)
+	vppd_grpc *g;
+	if ((rv = vppd_grpc_start(&cfg, store, &g)) != 0)
 		goto out_loop;
+	grpc = g;
+	uv_timer_t health_timer;
+	uv_timer_init(&loop, &health_timer);
+	health_timer.data = &grpc;
+	uv_timer_start(&health_timer, on_health_timer, 0, 1000);
 
 	vpp_log(VPP_LOG_INFO, "vppd", "node=%s started", cfg.node_id);
 	uv_run(&loop, UV_RUN_DEFAULT);
-
-	/* Operators and devices first: GOAWAY, in-flight calls finish. */
-	vppd_grpc_stop(grpc, (uint32_t)cfg.shutdown_grace_ms);
-	grpc = NULL;
+	uv_close((uv_handle_t *)&health_timer, NULL);
 
 	/* admin: stop first, so /readyz never asks a component already stopped */
 	vpp_admin_stop(admin);
 	admin = NULL;
+
+	/* Devices are told to back off and the dispatch thread stops; then
+	 * GOAWAY lets operators' in-flight calls finish. */
+	grpc = NULL;
+	vppd_grpc_stop(g, (uint32_t)cfg.shutdown_grace_ms);
 
 	/* store: stop */
 	vppd_store_stop(store);

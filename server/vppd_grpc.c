@@ -1,10 +1,13 @@
-/* vppd's gRPC side: the I/O threads, the operator API listener (TLS or
- * h2c) with the health service (and the echo test service when asked). */
+/* vppd's serving side: the I/O threads, the operator API listener (TLS or
+ * h2c) with the health service (and the echo test service when asked), the
+ * device listener (mTLS) with DeviceLink, and the plant (dispatch thread). */
 #include "vppd_int.h"
+#include "vpp/device.h"
 #include "vpp/echo.h"
 #include "vpp/error.h"
 #include "vpp/health.h"
 #include "vpp/log.h"
+#include "vpp/plant.h"
 
 #include <stdlib.h>
 
@@ -12,9 +15,95 @@ struct vppd_grpc {
 	vpp_grpc_server *srv;
 	vpp_health *health;
 	vpp_grpc_tls *api_tls;
+	vpp_grpc_tls *dev_tls;
+	vpp_plant *plant;
+	vpp_devices *devices;
+	bool plant_started;
 };
 
-int vppd_grpc_start(const vppd_config *cfg, vppd_grpc **ret)
+static int api_listener(const vppd_config *cfg, vppd_grpc *g)
+{
+	int rv;
+	if (!cfg->api_h2c) {
+		if (!cfg->tls_cert || !cfg->tls_key) {
+			vpp_log(VPP_LOG_ERROR, "vppd",
+				"api: --tls-cert and --tls-key are required (or --api-h2c for "
+				"cleartext local development)");
+			return VPP_EINVAL;
+		}
+		rv = vpp_grpc_tls_server_new(cfg->tls_cert, cfg->tls_key, cfg->operator_ca, false,
+					     &g->api_tls);
+		if (rv != 0) {
+			vpp_log(VPP_LOG_ERROR, "vppd",
+				"api: cannot load TLS certificate %s / key %s%s%s: %s", cfg->tls_cert,
+				cfg->tls_key, cfg->operator_ca ? " / operator CA " : "",
+				cfg->operator_ca ? cfg->operator_ca : "", vpp_strerror(rv));
+			return rv;
+		}
+	} else {
+		vpp_log(VPP_LOG_WARN, "vppd",
+			"api: serving cleartext h2c (--api-h2c): local development only");
+	}
+	vpp_grpc_listener *l;
+	rv = vpp_grpc_server_listen(g->srv, "api", cfg->api_addr, (int)cfg->api_port, g->api_tls,
+				    &l);
+	if (rv != 0) {
+		vpp_log(VPP_LOG_ERROR, "vppd", "api: cannot listen on %s port %d: %s", cfg->api_addr,
+			(int)cfg->api_port, vpp_strerror(rv));
+		return rv;
+	}
+	if ((rv = vpp_health_register(g->health, l)) != 0)
+		return rv;
+	if (cfg->enable_echo && (rv = vpp_echo_register(l)) != 0)
+		return rv;
+	vpp_log(VPP_LOG_INFO, "vppd", "api: listening on %s port %d (%s)%s", cfg->api_addr,
+		vpp_grpc_listener_port(l), cfg->api_h2c ? "h2c" : "TLS",
+		cfg->enable_echo ? " with the Echo test service" : "");
+	return 0;
+}
+
+static int device_listener(const vppd_config *cfg, vpp_store *store, vppd_grpc *g)
+{
+	int rv;
+	if (!cfg->tls_cert || !cfg->tls_key || !cfg->device_ca) {
+		vpp_log(VPP_LOG_ERROR, "vppd",
+			"device: --tls-cert, --tls-key and --device-ca are required for the device "
+			"API (or --device-port 0 to disable it)");
+		return VPP_EINVAL;
+	}
+	rv = vpp_grpc_tls_server_new(cfg->tls_cert, cfg->tls_key, cfg->device_ca, true,
+				     &g->dev_tls);
+	if (rv != 0) {
+		vpp_log(VPP_LOG_ERROR, "vppd", "device: cannot load TLS files (%s, %s, CA %s): %s",
+			cfg->tls_cert, cfg->tls_key, cfg->device_ca, vpp_strerror(rv));
+		return rv;
+	}
+	vpp_grpc_listener *l;
+	rv = vpp_grpc_server_listen(g->srv, "device", cfg->device_addr, (int)cfg->device_port,
+				    g->dev_tls, &l);
+	if (rv != 0) {
+		vpp_log(VPP_LOG_ERROR, "vppd", "device: cannot listen on %s port %d: %s",
+			cfg->device_addr, (int)cfg->device_port, vpp_strerror(rv));
+		return rv;
+	}
+	vpp_grpc_listener_set_admission(l, (uint32_t)cfg->device_handshakes_per_s);
+	vpp_devices_opts o = {
+		.plant = g->plant,
+		.store = store,
+		.telemetry_interval_ms = (uint32_t)cfg->device_telemetry_interval_ms,
+		.hello_timeout_ms = (uint32_t)cfg->device_hello_timeout_ms,
+		.ping_interval_ms = (uint32_t)cfg->device_ping_interval_ms,
+		.max_msgs_per_s = (double)cfg->device_max_msgs_per_s,
+		.max_burst = 4.0 * (double)cfg->device_max_msgs_per_s,
+	};
+	if ((rv = vpp_devices_new(&o, g->srv, l, &g->devices)) != 0)
+		return rv;
+	vpp_log(VPP_LOG_INFO, "vppd", "device: listening on %s port %d (mTLS, CA %s)",
+		cfg->device_addr, vpp_grpc_listener_port(l), cfg->device_ca);
+	return 0;
+}
+
+int vppd_grpc_start(const vppd_config *cfg, vpp_store *store, vppd_grpc **ret)
 {
 	int rv;
 	vppd_grpc *g = calloc(1, sizeof(*g));
@@ -33,46 +122,28 @@ int vppd_grpc_start(const vppd_config *cfg, vppd_grpc **ret)
 		goto fail;
 	if ((rv = vpp_health_new(&g->health)) != 0)
 		goto fail;
-	if (cfg->api_port != 0) {
-		if (!cfg->api_h2c) {
-			if (!cfg->tls_cert || !cfg->tls_key) {
-				vpp_log(VPP_LOG_ERROR, "vppd",
-					"api: --tls-cert and --tls-key are required (or --api-h2c "
-					"for cleartext local development)");
-				rv = VPP_EINVAL;
-				goto fail;
-			}
-			rv = vpp_grpc_tls_server_new(cfg->tls_cert, cfg->tls_key, cfg->operator_ca,
-						     false, &g->api_tls);
-			if (rv != 0) {
-				vpp_log(VPP_LOG_ERROR, "vppd",
-					"api: cannot load TLS certificate %s / key %s%s%s: %s",
-					cfg->tls_cert, cfg->tls_key,
-					cfg->operator_ca ? " / operator CA " : "",
-					cfg->operator_ca ? cfg->operator_ca : "", vpp_strerror(rv));
-				goto fail;
-			}
-		} else {
-			vpp_log(VPP_LOG_WARN, "vppd",
-				"api: serving cleartext h2c (--api-h2c): local development only");
-		}
-		vpp_grpc_listener *l;
-		rv = vpp_grpc_server_listen(g->srv, "api", cfg->api_addr, (int)cfg->api_port,
-					    g->api_tls, &l);
-		if (rv != 0) {
-			vpp_log(VPP_LOG_ERROR, "vppd", "api: cannot listen on %s port %d: %s",
-				cfg->api_addr, (int)cfg->api_port, vpp_strerror(rv));
-			goto fail;
-		}
-		if ((rv = vpp_health_register(g->health, l)) != 0)
-			goto fail;
-		if (cfg->enable_echo && (rv = vpp_echo_register(l)) != 0)
-			goto fail;
-		vpp_log(VPP_LOG_INFO, "vppd", "api: listening on %s port %d (%s)%s", cfg->api_addr,
-			vpp_grpc_listener_port(l), cfg->api_h2c ? "h2c" : "TLS",
-			cfg->enable_echo ? " with the Echo test service" : "");
+	vpp_plant_opts po = {.node_id = cfg->node_id, .store = store};
+	vpp_dispatch_params_default(&po.params);
+	po.params.tick_ms = cfg->tick_ms;
+	po.params.lease_ms = cfg->lease_ms;
+	po.params.ack_timeout_ms = cfg->ack_timeout_ms;
+	po.params.deadband_kw = cfg->deadband_kw;
+	if (po.params.renew_before_ms >= po.params.lease_ms)
+		po.params.renew_before_ms = po.params.lease_ms / 3;
+	if ((rv = vpp_dispatch_params_check(&po.params)) != 0) {
+		vpp_log(VPP_LOG_ERROR, "vppd", "dispatch: inconsistent settings (tick-ms, lease-ms, "
+					       "ack-timeout-ms)");
+		goto fail;
 	}
-	vpp_health_set(g->health, "", VPP_HEALTH_SERVING);
+	if ((rv = vpp_plant_new(&po, o.io_threads, &g->plant)) != 0)
+		goto fail;
+	if (cfg->api_port != 0 && (rv = api_listener(cfg, g)) != 0)
+		goto fail;
+	if (cfg->device_port != 0 && (rv = device_listener(cfg, store, g)) != 0)
+		goto fail;
+	if ((rv = vpp_plant_start(g->plant)) != 0)
+		goto fail;
+	g->plant_started = true;
 	if ((rv = vpp_grpc_server_start(g->srv)) != 0)
 		goto fail;
 	*ret = g;
@@ -87,16 +158,35 @@ vpp_health *vppd_grpc_health(vppd_grpc *g)
 	return g->health;
 }
 
-void vppd_grpc_stop(vppd_grpc *g, uint32_t grace_ms)
+bool vppd_grpc_ready(vppd_grpc *g, char *why, size_t whylen)
+{
+	return g && g->plant && vpp_plant_healthy(g->plant, why, whylen);
+}
+
+void vppd_grpc_stop_dispatch(vppd_grpc *g)
 {
 	if (!g)
 		return;
 	if (g->health)
 		vpp_health_set(g->health, "", VPP_HEALTH_NOT_SERVING);
+	if (g->plant_started) {
+		vpp_plant_stop(g->plant);
+		g->plant_started = false;
+	}
+}
+
+void vppd_grpc_stop(vppd_grpc *g, uint32_t grace_ms)
+{
+	if (!g)
+		return;
+	vppd_grpc_stop_dispatch(g);
 	if (g->srv)
 		vpp_grpc_server_shutdown(g->srv, grace_ms);
 	vpp_grpc_server_free(g->srv);
+	vpp_devices_free(g->devices);
+	vpp_plant_free(g->plant);
 	vpp_health_free(g->health);
 	vpp_grpc_tls_unref(g->api_tls);
+	vpp_grpc_tls_unref(g->dev_tls);
 	free(g);
 }

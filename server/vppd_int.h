@@ -40,21 +40,66 @@ typedef struct {
 	int64_t shutdown_grace_ms;
 	bool enable_echo;
 
+	/* Devices and the control loop. */
+	int64_t device_telemetry_interval_ms;
+	int64_t device_handshakes_per_s;
+	int64_t device_hello_timeout_ms;
+	int64_t device_ping_interval_ms;
+	int64_t device_max_msgs_per_s;
+	int64_t tick_ms;
+	int64_t lease_ms;
+	int64_t ack_timeout_ms;
+	double deadband_kw;
+
 	/* Persistence. */
 	char *database_url;
 	bool no_migrate;
 	char *journal_dir;
+	/* Store tuning (server/vppd_store.c). */
+	int64_t store_queue_rows;
+	int64_t store_batch_rows;
+	int64_t store_flush_ms;
+	int64_t store_stop_timeout_ms;
+	char *journal_fsync;
+	int64_t journal_fsync_interval_ms;
+	int64_t journal_max_bytes;
+	int64_t db_reconnect_min_ms;
+	int64_t db_reconnect_max_ms;
+	int64_t telemetry_partition_hours;
+	int64_t telemetry_partitions_ahead;
+	int64_t telemetry_retention_days;
+	int64_t telemetry_max_past_s;
+	int64_t telemetry_max_future_s;
 } vppd_config;
 
 typedef struct vppd_grpc vppd_grpc;
 struct vpp_health;
+struct vpp_store;
 
 /* Starts the I/O threads and the gRPC listeners (server/vppd_grpc.c).
  * Logs what went wrong; returns 0 or a VPP_E* code. */
-int vppd_grpc_start(const vppd_config *cfg, vppd_grpc **ret);
+int vppd_grpc_start(const vppd_config *cfg, struct vpp_store *store, vppd_grpc **ret);
+/* Ends device sessions (telling them to back off) and stops the dispatch
+ * thread; first step of a shutdown. */
+void vppd_grpc_stop_dispatch(vppd_grpc *g);
+/* Dispatch loop health for /readyz and the health service. */
+bool vppd_grpc_ready(vppd_grpc *g, char *why, size_t whylen);
 /* Graceful stop: GOAWAY, in-flight calls get |grace_ms|. Accepts NULL. */
 void vppd_grpc_stop(vppd_grpc *g, uint32_t grace_ms);
 struct vpp_health *vppd_grpc_health(vppd_grpc *g);
+
+/* store glue (server/vppd_store.c) */
+#include "vpp/store.h"
+/* Applies migrations unless no-migrate, then starts the store. With an
+ * empty database-url sets |*ret| to NULL and returns 0 (no persistence). */
+int vppd_store_start(const vppd_config *cfg, vpp_store **ret);
+/* Flushes what it can; the rest stays in the journal. Accepts NULL. */
+void vppd_store_stop(vpp_store *s);
+/* `vppd migrate`: returns the process exit code. */
+int vppd_migrate_main(const vppd_config *cfg);
+/* For /readyz, thread-safe: 1 when the database is up, or unreachable but
+ * the journal has room; else 0 with the reason. */
+int vppd_store_ready(char *why, size_t whylen);
 
 extern const vpp_config_opt vppd_config_table[];
 extern const size_t vppd_config_table_len;

@@ -127,6 +127,12 @@ int vpp_grpc_server_listen(vpp_grpc_server *s, const char *name, const char *add
 /* The port |l| is bound to (useful when asked for port 0). */
 int vpp_grpc_listener_port(const vpp_grpc_listener *l);
 
+/* Admission control: at most |per_s| new connections a second on |l|
+ * (shared by the loops); over it a connection is closed as soon as it is
+ * accepted, before any TLS work, and counted (reason "admission"). Clients
+ * retry with backoff. 0: unlimited. Only before start. */
+void vpp_grpc_listener_set_admission(vpp_grpc_listener *l, uint32_t per_s);
+
 /* Registers |m| (copied) on |l|. Only before start. VPP_EEXIST if taken. */
 int vpp_grpc_listener_add_method(vpp_grpc_listener *l, const vpp_grpc_method *m);
 

@@ -40,6 +40,7 @@ typedef enum {
 	R_DEADLINE_EXCEEDED,
 	R_CANCELLED,
 	R_SLOW_READER,
+	R_ADMISSION,
 	R__COUNT
 } vpp__reason;
 
@@ -77,6 +78,7 @@ struct vpp_grpc_listener {
 	vpp_counter *unknown_calls;
 	vpp__listener_metrics met;
 	int fds[VPP__MAX_LOOPS];
+	uint32_t admission_per_s; /* new connections per second; 0: unlimited */
 };
 
 struct vpp_grpc_server {

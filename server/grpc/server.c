@@ -23,13 +23,15 @@ const char *const vpp__reason_names[R__COUNT] = {
 	"truncated_message", "bad_message",	  "too_many_streams",
 	"header_too_large", "handshake_timeout",  "idle_timeout",
 	"keepalive_timeout", "deadline_exceeded", "cancelled",
-	"slow_reader",
+	"slow_reader",	    "admission",
 };
 
 typedef struct {
 	uv_tcp_t h;
 	vpp_grpc_listener *l;
 	io_loop *io;
+	double tokens; /* admission control */
+	uint64_t tokens_at;
 } listen_handle;
 
 struct io_loop {
@@ -219,6 +221,34 @@ fail:
 	free(l->addr);
 	free(l);
 	return VPP_EIO;
+}
+
+void vpp_grpc_listener_set_admission(vpp_grpc_listener *l, uint32_t per_s)
+{
+	l->admission_per_s = per_s;
+}
+
+/* Token bucket per loop, each with its share of the rate and a burst of a
+ * quarter second's worth. */
+static bool admit(listen_handle *lh)
+{
+	vpp_grpc_listener *l = lh->l;
+	if (!l->admission_per_s)
+		return true;
+	double rate = (double)l->admission_per_s / l->srv->nloops;
+	double burst = rate / 4 > 1 ? rate / 4 : 1;
+	uint64_t now = uv_now(&lh->io->loop);
+	if (lh->tokens_at == 0)
+		lh->tokens = burst;
+	else
+		lh->tokens += (double)(now - lh->tokens_at) * rate / 1000.0;
+	lh->tokens_at = now;
+	if (lh->tokens > burst)
+		lh->tokens = burst;
+	if (lh->tokens < 1)
+		return false;
+	lh->tokens -= 1;
+	return true;
 }
 
 int vpp_grpc_listener_port(const vpp_grpc_listener *l)
@@ -664,6 +694,15 @@ static void on_connection(uv_stream_t *server, int status)
 	}
 	if (io->shutting_down) {
 		vpp__conn_close(c, VPP_ECLOSED);
+		return;
+	}
+	if (!admit(lh)) {
+		/* Cheap refusal: no TLS work for a connection we cannot take. */
+		vpp_counter_inc(c->met->rejected[R_ADMISSION]);
+		vpp_log(VPP_LOG_DEBUG, "grpc", "listener=%s peer=%s refused: over %u new "
+					       "connections/s",
+			lh->l->name, c->peer_addr, lh->l->admission_per_s);
+		vpp__conn_close(c, VPP_EAGAIN);
 		return;
 	}
 	if (lh->l->tls && vpp__tls_attach(c, lh->l->tls, true, NULL) != 0) {

@@ -1,0 +1,550 @@
+/* The plant's dispatch thread: drains what the I/O loops post (hellos,
+ * telemetry, acks, queries), ticks the control loop, hands setpoints to the
+ * loops that own the sessions, and publishes a snapshot of each tick. */
+#include "plant_int.h"
+#include "vpp/error.h"
+#include "vpp/log.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int64_t wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+const char *vpp_bye_reason_name(vpp_bye_reason r)
+{
+	static const char *names[] = {"closed",	  "error",    "timeout",  "replaced",
+				      "slow_reader", "shutdown", "conn_lost"};
+	return (unsigned)r < sizeof(names) / sizeof(names[0]) ? names[r] : "unknown";
+}
+
+static void metrics_init(vpp_plant *p)
+{
+	p->met.tick_seconds = vpp_histogram_get("vpp_dispatch_tick_seconds", NULL,
+						"Duration of a control tick (estimate, allocate, "
+						"fan out)",
+						NULL, 0);
+	p->met.commands = vpp_counter_get("vpp_dispatch_setpoints_total", NULL,
+					  "Per-device setpoints handed to sessions");
+	p->met.commands_shed = vpp_counter_get("vpp_dispatch_setpoints_shed_total", NULL,
+					       "Setpoints not handed over (loop queue full); "
+					       "proposed again next tick");
+	p->met.telemetry = vpp_counter_get("vpp_dispatch_telemetry_total", NULL,
+					   "Telemetry samples fed to the estimator");
+	p->met.telemetry_rejected = vpp_counter_get("vpp_dispatch_telemetry_ignored_total", NULL,
+						    "Samples the estimator ignored (duplicate, "
+						    "reordered or stale session)");
+	p->met.hellos = vpp_counter_get("vpp_device_events_total", "event=\"connect\"",
+					"Device session events");
+	p->met.replaced = vpp_counter_get("vpp_device_events_total", "event=\"replaced\"", NULL);
+	p->met.byes = vpp_counter_get("vpp_device_events_total", "event=\"disconnect\"", NULL);
+	p->met.events_degraded = vpp_counter_get("vpp_device_events_total", "event=\"degraded\"",
+						 NULL);
+	p->met.events_recovered =
+		vpp_counter_get("vpp_device_events_total", "event=\"recovered\"", NULL);
+	p->met.events_ack_missed =
+		vpp_counter_get("vpp_device_events_total", "event=\"ack_missed\"", NULL);
+	p->met.acks = vpp_counter_get("vpp_dispatch_acks_total", NULL, "Setpoint acks received");
+	p->met.queries = vpp_counter_get("vpp_dispatch_queries_total", NULL,
+					 "Operator questions answered by the dispatch thread");
+	p->met.target = vpp_gauge_get("vpp_fleet_target_kw", NULL, "Fleet target (this node)");
+	p->met.adjusted = vpp_gauge_get("vpp_fleet_adjusted_target_kw", NULL,
+					"Target plus the PI correction");
+	p->met.commanded = vpp_gauge_get("vpp_fleet_commanded_kw", NULL,
+					 "Sum of the per-device setpoints");
+	p->met.measured = vpp_gauge_get("vpp_fleet_measured_kw", NULL,
+					"Estimated fleet power (expected value)");
+	p->met.measured_sigma = vpp_gauge_get("vpp_fleet_measured_sigma_kw", NULL,
+					      "Standard deviation of the fleet power estimate");
+	p->met.error = vpp_gauge_get("vpp_fleet_tracking_error_kw", NULL,
+				     "Target minus measured fleet power");
+	p->met.shortfall = vpp_gauge_get("vpp_fleet_shortfall_kw", NULL,
+					 "What the fleet cannot deliver of the target");
+	p->met.online = vpp_gauge_get("vpp_fleet_devices", "state=\"online\"", "Devices by state");
+	p->met.stale = vpp_gauge_get("vpp_fleet_devices", "state=\"stale\"", NULL);
+	p->met.offline = vpp_gauge_get("vpp_fleet_devices", "state=\"offline\"", NULL);
+	p->met.degraded = vpp_gauge_get("vpp_fleet_devices", "state=\"degraded\"", NULL);
+	p->met.in_depth = vpp_gauge_get("vpp_dispatch_queue_depth", NULL,
+					"Messages waiting for the dispatch thread");
+}
+
+int vpp_plant_new(const vpp_plant_opts *o, int nloops, vpp_plant **ret)
+{
+	int rv;
+	if (nloops < 1)
+		return VPP_EINVAL;
+	vpp_plant *p = calloc(1, sizeof(*p));
+	if (!p)
+		return VPP_ENOMEM;
+	p->o = *o;
+	if (!p->o.ring_capacity)
+		p->o.ring_capacity = 65536;
+	if (!p->o.state_every_ms)
+		p->o.state_every_ms = 10000;
+	p->node_id = strdup(o->node_id ? o->node_id : "node");
+	p->nloops = nloops;
+	p->links = calloc((size_t)nloops, sizeof(loop_link));
+	pthread_mutex_init(&p->snap_lock, NULL);
+	if (!p->node_id || !p->links) {
+		rv = VPP_ENOMEM;
+		goto fail;
+	}
+	if ((rv = vpp_fleet_new(&o->params, &p->fleet)) != 0)
+		goto fail;
+	for (int i = 0; i < nloops; i++) {
+		loop_link *l = &p->links[i];
+		l->p = p;
+		l->index = i;
+		if ((rv = vpp_ring_new(p->o.ring_capacity, sizeof(vpp_plant_msg), &l->in)) != 0 ||
+		    (rv = vpp_ring_new(p->o.ring_capacity, sizeof(vpp_plant_out), &l->out)) != 0)
+			goto fail;
+	}
+	if (uv_loop_init(&p->loop) != 0) {
+		rv = VPP_ENOMEM;
+		goto fail;
+	}
+	metrics_init(p);
+	*ret = p;
+	return 0;
+fail:
+	vpp_plant_free(p);
+	return rv;
+}
+
+/* ---- the loop side ------------------------------------------------------ */
+
+static void on_link_closed(uv_handle_t *h)
+{
+}
+
+static void on_link_wake(uv_async_t *a)
+{
+	loop_link *l = a->data;
+	vpp_plant_out m;
+	while (vpp_ring_pop(l->out, &m)) {
+		if (m.type == VPP_PO__ANSWER)
+			m.u.q->done(m.u.q);
+		else if (l->fn)
+			l->fn(l->ud, &m);
+	}
+	if (atomic_load(&l->closing) && !uv_is_closing((uv_handle_t *)&l->async))
+		uv_close((uv_handle_t *)&l->async, on_link_closed);
+}
+
+int vpp_plant_attach_loop(vpp_plant *p, int i, uv_loop_t *loop, vpp_plant_deliver_fn fn, void *ud)
+{
+	if (i < 0 || i >= p->nloops || p->links[i].attached)
+		return VPP_EINVAL;
+	loop_link *l = &p->links[i];
+	l->loop = loop;
+	l->fn = fn;
+	l->ud = ud;
+	if (uv_async_init(loop, &l->async, on_link_wake) != 0)
+		return VPP_EIO;
+	l->async.data = l;
+	l->attached = true;
+	return 0;
+}
+
+int vpp_plant_post(vpp_plant *p, int i, const vpp_plant_msg *m)
+{
+	if (atomic_load_explicit(&p->stopping, memory_order_relaxed))
+		return VPP_ECLOSED;
+	int rv = vpp_ring_push(p->links[i].in, m);
+	if (rv == 0)
+		uv_async_send(&p->wake);
+	return rv;
+}
+
+/* ---- the dispatch side -------------------------------------------------- */
+
+/* Hands |m| to loop |i|. Setpoints may be shed (they come again next
+ * tick); anything else waits in the backlog rather than being lost. */
+static int send_out(vpp_plant *p, int i, const vpp_plant_out *m, bool may_shed)
+{
+	loop_link *l = &p->links[i];
+	if (!l->attached)
+		return VPP_ECLOSED;
+	l->touched = true;
+	if (l->nbacklog == 0 && vpp_ring_push(l->out, m) == 0)
+		return 0;
+	if (may_shed)
+		return VPP_EFULL;
+	if (l->nbacklog == l->capbacklog) {
+		size_t ncap = l->capbacklog ? l->capbacklog * 2 : 64;
+		vpp_plant_out *nb = realloc(l->backlog, ncap * sizeof(*nb));
+		if (!nb)
+			return VPP_ENOMEM;
+		l->backlog = nb;
+		l->capbacklog = ncap;
+	}
+	l->backlog[l->nbacklog++] = *m;
+	return 0;
+}
+
+static void flush_links(vpp_plant *p)
+{
+	for (int i = 0; i < p->nloops; i++) {
+		loop_link *l = &p->links[i];
+		size_t k = 0;
+		while (k < l->nbacklog && vpp_ring_push(l->out, &l->backlog[k]) == 0)
+			k++;
+		if (k) {
+			memmove(l->backlog, l->backlog + k, (l->nbacklog - k) * sizeof(*l->backlog));
+			l->nbacklog -= k;
+		}
+		if (l->touched && l->attached) {
+			uv_async_send(&l->async);
+			l->touched = false;
+		}
+	}
+}
+
+static owner *owner_of(vpp_plant *p, uint32_t slot)
+{
+	if (slot >= p->nowners) {
+		size_t n = p->nowners ? p->nowners : 1024;
+		while (n <= slot)
+			n *= 2;
+		owner *no = realloc(p->owners, n * sizeof(*no));
+		if (!no)
+			return NULL;
+		for (size_t i = p->nowners; i < n; i++)
+			no[i].loop = -1;
+		p->owners = no;
+		p->nowners = n;
+	}
+	return &p->owners[slot];
+}
+
+static bool is_owner(vpp_plant *p, uint32_t slot, int loop, uint64_t session)
+{
+	return slot < p->nowners && p->owners[slot].loop == loop &&
+	       p->owners[slot].session == session;
+}
+
+static void on_hello(vpp_plant *p, int loop, const vpp_plant_msg *m, int64_t now)
+{
+	vpp_plant_hello *h = m->u.hello;
+	uint32_t slot;
+	int rv = vpp_fleet_lookup(p->fleet, h->id, &slot);
+	if (rv == VPP_ENOENT)
+		rv = vpp_fleet_add(p->fleet, h->id, &h->ratings, &slot);
+	else if (rv == 0)
+		rv = vpp_fleet_set_ratings(p->fleet, slot, &h->ratings);
+	owner *o = rv == 0 ? owner_of(p, slot) : NULL;
+	if (!o) {
+		vpp_log(VPP_LOG_WARN, "dispatch", "device=%s refused: %s", h->id, vpp_strerror(rv));
+		vpp_plant_out out = {.type = VPP_PO_CLOSE, .session = m->session,
+				     .u.reason = VPP_BYE_ERROR};
+		send_out(p, loop, &out, false);
+		free(h);
+		return;
+	}
+	if (o->loop >= 0 && !(o->loop == loop && o->session == m->session)) {
+		vpp_plant_out out = {.type = VPP_PO_CLOSE, .session = o->session,
+				     .u.reason = VPP_BYE_REPLACED};
+		send_out(p, o->loop, &out, false);
+		vpp_counter_inc(p->met.replaced);
+		vpp_log(VPP_LOG_INFO, "dispatch", "device=%s session %s replaces the previous one",
+			h->id, h->session_id);
+		vpp__persist_event(p, h->id, now, PE_REPLACED, "a newer session took over");
+	}
+	o->loop = loop;
+	o->session = m->session;
+	vpp_fleet_connect(p->fleet, slot, now);
+	vpp_plant_out out = {.type = VPP_PO_REGISTERED, .session = m->session, .u.slot = slot};
+	send_out(p, loop, &out, false);
+	vpp_counter_inc(p->met.hellos);
+	vpp__persist_device(p, h, now);
+	vpp__persist_event(p, h->id, now, PE_CONNECT, h->session_id);
+	free(h);
+}
+
+static void on_bye(vpp_plant *p, int loop, const vpp_plant_msg *m, int64_t now)
+{
+	if (!is_owner(p, m->slot, loop, m->session))
+		return; /* never registered, or already replaced */
+	p->owners[m->slot].loop = -1;
+	vpp_fleet_disconnect(p->fleet, m->slot, now);
+	vpp_counter_inc(p->met.byes);
+	const char *id = vpp_fleet_id(p->fleet, m->slot);
+	vpp__persist_event(p, id, now, PE_DISCONNECT, vpp_bye_reason_name(m->u.bye.reason));
+}
+
+static void handle(vpp_plant *p, int loop, const vpp_plant_msg *m, int64_t now)
+{
+	switch (m->type) {
+	case VPP_PM_HELLO:
+		on_hello(p, loop, m, now);
+		break;
+	case VPP_PM_BYE:
+		on_bye(p, loop, m, now);
+		break;
+	case VPP_PM_TELEMETRY:
+		if (is_owner(p, m->slot, loop, m->session) &&
+		    vpp_fleet_telemetry(p->fleet, m->slot, &m->u.t) == 0)
+			vpp_counter_inc(p->met.telemetry);
+		else
+			vpp_counter_inc(p->met.telemetry_rejected);
+		break;
+	case VPP_PM_ACK:
+		if (is_owner(p, m->slot, loop, m->session)) {
+			vpp_fleet_ack(p->fleet, m->slot, m->u.ack.seq, m->u.ack.accepted,
+				      m->u.ack.at_ms);
+			vpp_counter_inc(p->met.acks);
+		}
+		break;
+	case VPP_PM_QUERY: {
+		vpp_plant_query *q = m->u.q;
+		q->run(q, p->fleet, now, p);
+		vpp_plant_out out = {.type = VPP_PO__ANSWER, .u.q = q};
+		send_out(p, q->loop, &out, false);
+		vpp_counter_inc(p->met.queries);
+		break;
+	}
+	default:
+		break;
+	}
+}
+
+static void drain(vpp_plant *p)
+{
+	int64_t now = wall_ms();
+	vpp_plant_msg m;
+	size_t depth = 0;
+	for (int i = 0; i < p->nloops; i++) {
+		depth += vpp_ring_count(p->links[i].in);
+		/* Bounded per pass so that one busy loop cannot starve a tick. */
+		for (int k = 0; k < 65536 && vpp_ring_pop(p->links[i].in, &m); k++)
+			handle(p, i, &m, now);
+	}
+	vpp_gauge_set(p->met.in_depth, (double)depth);
+	flush_links(p);
+}
+
+static void on_wake(uv_async_t *a)
+{
+	vpp_plant *p = a->data;
+	if (atomic_load(&p->stopping)) {
+		uv_timer_stop(&p->tick);
+		uv_close((uv_handle_t *)&p->tick, NULL);
+		uv_close((uv_handle_t *)&p->wake, NULL);
+		return;
+	}
+	drain(p);
+}
+
+static void publish(vpp_plant *p, const vpp_fleet_status *st, int64_t now, double took_ms)
+{
+	pthread_mutex_lock(&p->snap_lock);
+	p->snap.status = *st;
+	p->snap.tick++;
+	p->snap.last_tick_at_ms = now;
+	p->snap.last_tick_ms = took_ms;
+	if (p->snap.target_valid_until_ms && now >= p->snap.target_valid_until_ms) {
+		p->snap.target_kw = 0;
+		p->snap.setpoint_id[0] = 0;
+		p->snap.target_valid_until_ms = 0;
+	}
+	pthread_mutex_unlock(&p->snap_lock);
+	atomic_store(&p->last_tick_wall_ms, now);
+	vpp_gauge_set(p->met.target, st->target_kw);
+	vpp_gauge_set(p->met.adjusted, st->adjusted_kw);
+	vpp_gauge_set(p->met.commanded, st->commanded_kw);
+	vpp_gauge_set(p->met.measured, st->measured_kw.value);
+	vpp_gauge_set(p->met.measured_sigma, st->measured_kw.sigma);
+	vpp_gauge_set(p->met.error, st->tracking_error_kw);
+	vpp_gauge_set(p->met.shortfall, st->shortfall_kw);
+	vpp_gauge_set(p->met.online, st->n_online);
+	vpp_gauge_set(p->met.stale, st->n_stale);
+	vpp_gauge_set(p->met.offline, st->n_offline);
+	vpp_gauge_set(p->met.degraded, st->n_degraded);
+}
+
+static void on_events(vpp_plant *p, const vpp_tick_output *out)
+{
+	for (size_t i = 0; i < out->n_events; i++) {
+		const vpp_device_event *e = &out->events[i];
+		char why[96];
+		switch (e->type) {
+		case VPP_EVENT_DEGRADED:
+			vpp_counter_inc(p->met.events_degraded);
+			snprintf(why, sizeof(why), "tracking ratio %.2f", e->value);
+			vpp_log(VPP_LOG_WARN, "dispatch", "device=%s degraded: %s", e->id, why);
+			vpp__persist_event(p, e->id, e->at_ms, PE_DEGRADED, why);
+			break;
+		case VPP_EVENT_RECOVERED:
+			vpp_counter_inc(p->met.events_recovered);
+			snprintf(why, sizeof(why), "tracking ratio %.2f", e->value);
+			vpp_log(VPP_LOG_INFO, "dispatch", "device=%s recovered: %s", e->id, why);
+			vpp__persist_event(p, e->id, e->at_ms, PE_RECOVERED, why);
+			break;
+		case VPP_EVENT_ACK_MISSED:
+			vpp_counter_inc(p->met.events_ack_missed);
+			vpp_log(VPP_LOG_DEBUG, "dispatch", "device=%s missed the ack of seq %.0f",
+				e->id, e->value);
+			break;
+		}
+	}
+}
+
+static void on_tick(uv_timer_t *t)
+{
+	vpp_plant *p = t->data;
+	uint64_t t0 = uv_hrtime();
+	drain(p);
+	int64_t now = wall_ms();
+	vpp_tick_output out;
+	if (vpp_fleet_tick(p->fleet, now, &out) != 0) {
+		vpp_log(VPP_LOG_ERROR, "dispatch", "tick failed: out of memory");
+		return;
+	}
+	for (size_t i = 0; i < out.n_commands; i++) {
+		const vpp_command *c = &out.commands[i];
+		if (c->slot >= p->nowners || p->owners[c->slot].loop < 0)
+			continue;
+		owner *o = &p->owners[c->slot];
+		vpp_plant_out m = {.type = VPP_PO_SETPOINT, .session = o->session};
+		m.u.sp.seq = c->seq;
+		m.u.sp.power_kw = c->power_kw;
+		m.u.sp.valid_until_ms = c->valid_until_ms;
+		if (send_out(p, o->loop, &m, true) != 0) {
+			vpp_counter_inc(p->met.commands_shed);
+			continue;
+		}
+		vpp_fleet_command_sent(p->fleet, c->slot, c->seq, c->power_kw, c->valid_until_ms,
+				       now);
+		vpp_counter_inc(p->met.commands);
+	}
+	flush_links(p);
+	on_events(p, &out);
+	double took_ms = (double)(uv_hrtime() - t0) / 1e6;
+	vpp_histogram_observe(p->met.tick_seconds, took_ms / 1000.0);
+	publish(p, &out.status, now, took_ms);
+	vpp__persist_tick(p, &out.status);
+	if (now - p->last_state_ms >= p->o.state_every_ms) {
+		p->last_state_ms = now;
+		vpp__persist_states(p, now);
+	}
+}
+
+static void thread_main(void *arg)
+{
+	vpp_plant *p = arg;
+	uv_run(&p->loop, UV_RUN_DEFAULT);
+	/* Anything posted after the last drain still needs its memory back. */
+	vpp_plant_msg m;
+	for (int i = 0; i < p->nloops; i++)
+		while (vpp_ring_pop(p->links[i].in, &m))
+			if (m.type == VPP_PM_HELLO)
+				free(m.u.hello);
+}
+
+int vpp_plant_start(vpp_plant *p)
+{
+	uv_async_init(&p->loop, &p->wake, on_wake);
+	p->wake.data = p;
+	uv_timer_init(&p->loop, &p->tick);
+	p->tick.data = p;
+	uint64_t period = (uint64_t)p->o.params.tick_ms;
+	uv_timer_start(&p->tick, on_tick, period, period);
+	if (uv_thread_create(&p->thread, thread_main, p) != 0)
+		return VPP_EIO;
+	p->thread_started = true;
+	return 0;
+}
+
+void vpp_plant_stop(vpp_plant *p)
+{
+	if (!p || atomic_exchange(&p->stopped, true))
+		return;
+	atomic_store(&p->stopping, true);
+	if (p->thread_started) {
+		uv_async_send(&p->wake);
+		uv_thread_join(&p->thread);
+		p->thread_started = false;
+	}
+	/* The dispatch thread is gone: this thread is now the rings' only
+	 * producer. Tell each loop to end its sessions and drop its handle. */
+	for (int i = 0; i < p->nloops; i++) {
+		loop_link *l = &p->links[i];
+		if (!l->attached)
+			continue;
+		vpp_plant_out m = {.type = VPP_PO_SHUTDOWN};
+		send_out(p, i, &m, false);
+	}
+	flush_links(p);
+	for (int i = 0; i < p->nloops; i++) {
+		loop_link *l = &p->links[i];
+		if (!l->attached)
+			continue;
+		atomic_store(&l->closing, true);
+		uv_async_send(&l->async);
+	}
+}
+
+void vpp_plant_free(vpp_plant *p)
+{
+	if (!p)
+		return;
+	if (p->thread_started)
+		vpp_plant_stop(p);
+	if (p->links) {
+		for (int i = 0; i < p->nloops; i++) {
+			vpp_ring_free(p->links[i].in);
+			vpp_ring_free(p->links[i].out);
+			free(p->links[i].backlog);
+		}
+	}
+	if (p->loop.data == NULL) {
+		uv_run(&p->loop, UV_RUN_NOWAIT);
+		uv_loop_close(&p->loop);
+	}
+	vpp_fleet_free(p->fleet);
+	pthread_mutex_destroy(&p->snap_lock);
+	free(p->owners);
+	free(p->links);
+	free(p->node_id);
+	free(p);
+}
+
+void vpp_plant_snapshot_get(vpp_plant *p, vpp_plant_snapshot *out)
+{
+	pthread_mutex_lock(&p->snap_lock);
+	*out = p->snap;
+	pthread_mutex_unlock(&p->snap_lock);
+}
+
+void vpp_plant_set_active_setpoint(vpp_plant *p, const char *id, double target_kw,
+				   int64_t valid_until_ms, double ramp_kw_per_s)
+{
+	pthread_mutex_lock(&p->snap_lock);
+	snprintf(p->snap.setpoint_id, sizeof(p->snap.setpoint_id), "%s", id ? id : "");
+	p->snap.target_kw = target_kw;
+	p->snap.target_valid_until_ms = valid_until_ms;
+	p->snap.target_ramp_kw_per_s = ramp_kw_per_s;
+	pthread_mutex_unlock(&p->snap_lock);
+}
+
+bool vpp_plant_healthy(vpp_plant *p, char *why, size_t whylen)
+{
+	if (atomic_load(&p->stopping)) {
+		snprintf(why, whylen, "dispatch stopping");
+		return false;
+	}
+	int64_t last = atomic_load(&p->last_tick_wall_ms);
+	int64_t now = wall_ms(), limit = 3 * p->o.params.tick_ms + 1000;
+	if (last == 0 || now - last > limit) {
+		snprintf(why, whylen, last ? "dispatch loop has not ticked for %lld ms"
+					   : "dispatch loop has not ticked yet",
+			 (long long)(now - last));
+		return false;
+	}
+	return true;
+}

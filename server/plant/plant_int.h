@@ -1,0 +1,76 @@
+/* Internals of the plant (the dispatch thread). */
+#ifndef VPP_PLANT_INT_H
+#define VPP_PLANT_INT_H
+
+#include "vpp/metrics.h"
+#include "vpp/plant.h"
+#include "vpp/ring.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+typedef struct {
+	vpp_plant *p;
+	int index;
+	uv_loop_t *loop;
+	uv_async_t async;
+	bool attached;
+	_Atomic bool closing;
+	vpp_ring *in;  /* loop -> plant */
+	vpp_ring *out; /* plant -> loop */
+	vpp_plant_deliver_fn fn;
+	void *ud;
+	/* Plant side: messages that must not be lost but did not fit |out|. */
+	vpp_plant_out *backlog;
+	size_t nbacklog, capbacklog;
+	bool touched; /* something was pushed since the last wake-up */
+} loop_link;
+
+typedef struct {
+	int loop; /* -1: no session */
+	uint64_t session;
+} owner;
+
+struct vpp_plant {
+	vpp_plant_opts o;
+	char *node_id;
+	vpp_fleet *fleet;
+	int nloops;
+	loop_link *links;
+	uv_loop_t loop;
+	uv_thread_t thread;
+	uv_async_t wake;
+	uv_timer_t tick;
+	bool thread_started;
+	_Atomic bool stopping;
+	_Atomic bool stopped;
+	owner *owners;
+	size_t nowners;
+	int64_t last_state_ms;
+
+	pthread_mutex_t snap_lock;
+	vpp_plant_snapshot snap;
+	_Atomic int64_t last_tick_wall_ms;
+
+	struct {
+		vpp_histogram *tick_seconds;
+		vpp_counter *commands, *commands_shed, *telemetry, *telemetry_rejected;
+		vpp_counter *hellos, *replaced, *byes, *acks, *queries;
+		vpp_counter *events_degraded, *events_recovered, *events_ack_missed;
+		vpp_gauge *target, *adjusted, *commanded, *measured, *measured_sigma;
+		vpp_gauge *error, *shortfall, *online, *stale, *offline, *degraded;
+		vpp_gauge *in_depth;
+	} met;
+};
+
+/* persist.c: writes to the store (NULL store: no-ops). */
+void vpp__persist_device(vpp_plant *p, const vpp_plant_hello *h, int64_t now_ms);
+void vpp__persist_event(vpp_plant *p, const char *id, int64_t at_ms, int kind,
+			const char *reason);
+void vpp__persist_tick(vpp_plant *p, const vpp_fleet_status *st);
+void vpp__persist_states(vpp_plant *p, int64_t now_ms);
+
+/* Device event kinds for vpp__persist_event. */
+enum { PE_CONNECT, PE_DISCONNECT, PE_REPLACED, PE_DEGRADED, PE_RECOVERED };
+
+#endif
