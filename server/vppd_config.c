@@ -24,6 +24,14 @@ const vpp_config_opt vppd_config_table[] = {
 	OPT("operator-ca", VPP_CFG_STRING, operator_ca, 0, 0, NULL,
 	    "CA (PEM) whose client certificates are accepted on the operator API"),
 
+	OPT("tokens-file", VPP_CFG_STRING, tokens_file, 0, 0, NULL,
+	    "operator bearer tokens: lines 'name role sha256:HEX' (role operator or viewer; "
+	    "HEX = sha256 of the token)"),
+	OPT("max-target-kw", VPP_CFG_DOUBLE, max_target_kw, 1, 1e9, "1000000",
+	    "largest |target_kw| an operator may request"),
+	OPT("max-valid-for-s", VPP_CFG_INT, max_valid_for_s, 1, 604800, "86400",
+	    "longest validity of one fleet setpoint"),
+
 	OPT("device-addr", VPP_CFG_STRING, device_addr, 0, 0, "0.0.0.0",
 	    "address of the device gRPC API (DeviceLink, mTLS)"),
 	OPT("device-port", VPP_CFG_INT, device_port, 0, 65535, "7443",

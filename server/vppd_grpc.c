@@ -7,6 +7,7 @@
 #include "vpp/error.h"
 #include "vpp/health.h"
 #include "vpp/log.h"
+#include "vpp/operator.h"
 #include "vpp/plant.h"
 
 #include <stdlib.h>
@@ -18,12 +19,25 @@ struct vppd_grpc {
 	vpp_grpc_tls *dev_tls;
 	vpp_plant *plant;
 	vpp_devices *devices;
+	vpp_operator *op;
+	vpp_tokens *tokens;
 	bool plant_started;
 };
 
-static int api_listener(const vppd_config *cfg, vppd_grpc *g)
+static int api_listener(const vppd_config *cfg, vpp_store *store, vppd_grpc *g)
 {
 	int rv;
+	char err[300];
+	if (cfg->tokens_file) {
+		if ((rv = vpp_tokens_load(cfg->tokens_file, &g->tokens, err, sizeof(err))) != 0) {
+			vpp_log(VPP_LOG_ERROR, "vppd", "tokens-file: %s", err);
+			return rv;
+		}
+	}
+	if (!g->tokens && !cfg->operator_ca)
+		vpp_log(VPP_LOG_WARN, "vppd", "api: neither --tokens-file nor --operator-ca is set: "
+					      "every GridOperator call will be refused "
+					      "(UNAUTHENTICATED)");
 	if (!cfg->api_h2c) {
 		if (!cfg->tls_cert || !cfg->tls_key) {
 			vpp_log(VPP_LOG_ERROR, "vppd",
@@ -55,6 +69,17 @@ static int api_listener(const vppd_config *cfg, vppd_grpc *g)
 	if ((rv = vpp_health_register(g->health, l)) != 0)
 		return rv;
 	if (cfg->enable_echo && (rv = vpp_echo_register(l)) != 0)
+		return rv;
+	vpp_operator_opts oo = {
+		.plant = g->plant,
+		.store = store,
+		.tokens = g->tokens,
+		.cert_is_operator = cfg->operator_ca != NULL,
+		.node_id = cfg->node_id,
+		.max_target_kw = cfg->max_target_kw,
+		.max_valid_for_s = (uint32_t)cfg->max_valid_for_s,
+	};
+	if ((rv = vpp_operator_new(&oo, g->srv, l, &g->op)) != 0)
 		return rv;
 	vpp_log(VPP_LOG_INFO, "vppd", "api: listening on %s port %d (%s)%s", cfg->api_addr,
 		vpp_grpc_listener_port(l), cfg->api_h2c ? "h2c" : "TLS",
@@ -137,10 +162,16 @@ int vppd_grpc_start(const vppd_config *cfg, vpp_store *store, vppd_grpc **ret)
 	}
 	if ((rv = vpp_plant_new(&po, o.io_threads, &g->plant)) != 0)
 		goto fail;
-	if (cfg->api_port != 0 && (rv = api_listener(cfg, g)) != 0)
+	if (cfg->api_port != 0 && (rv = api_listener(cfg, store, g)) != 0)
 		goto fail;
 	if (cfg->device_port != 0 && (rv = device_listener(cfg, store, g)) != 0)
 		goto fail;
+	/* Without the device API the loops still need the plant, for the
+	 * operators' questions. */
+	for (int i = 0; !g->devices && i < o.io_threads; i++)
+		if ((rv = vpp_plant_attach_loop(g->plant, i, vpp_grpc_server_loop(g->srv, i), NULL,
+						NULL)) != 0)
+			goto fail;
 	if ((rv = vpp_plant_start(g->plant)) != 0)
 		goto fail;
 	g->plant_started = true;
@@ -184,6 +215,8 @@ void vppd_grpc_stop(vppd_grpc *g, uint32_t grace_ms)
 		vpp_grpc_server_shutdown(g->srv, grace_ms);
 	vpp_grpc_server_free(g->srv);
 	vpp_devices_free(g->devices);
+	vpp_operator_free(g->op);
+	vpp_tokens_free(g->tokens);
 	vpp_plant_free(g->plant);
 	vpp_health_free(g->health);
 	vpp_grpc_tls_unref(g->api_tls);

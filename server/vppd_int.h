@@ -20,6 +20,9 @@ typedef struct {
 	char *tls_cert;
 	char *tls_key;
 	char *operator_ca;
+	char *tokens_file;
+	double max_target_kw;
+	int64_t max_valid_for_s;
 
 	/* Device API (DeviceLink), always mTLS. */
 	char *device_addr;

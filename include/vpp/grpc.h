@@ -144,6 +144,11 @@ int vpp_grpc_server_loop_count(const vpp_grpc_server *s);
  * (e.g. a uv_async to hand work to sessions). Valid from new to free. */
 uv_loop_t *vpp_grpc_server_loop(vpp_grpc_server *s, int i);
 
+/* Registers |fn| to run on each I/O loop when it has no connection left
+ * during shutdown, just before the loop ends: the place to close handles a
+ * module attached to the loop. At most 8. Only before start. */
+int vpp_grpc_server_on_stop(vpp_grpc_server *s, void (*fn)(void *ud, int loop_index), void *ud);
+
 /* Graceful shutdown: stops accepting, sends GOAWAY on every connection and
  * lets in-flight calls finish for up to |grace_ms|, then closes what is
  * left (handlers see on_done with CANCELLED) and joins the threads. */

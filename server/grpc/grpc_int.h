@@ -89,6 +89,11 @@ struct vpp_grpc_server {
 	int nloops;
 	bool started;
 	uint32_t grace_ms;
+	struct {
+		void (*fn)(void *ud, int loop_index);
+		void *ud;
+	} stop_hooks[8];
+	int nstop_hooks;
 };
 
 typedef struct chunk {

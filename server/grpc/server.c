@@ -745,10 +745,22 @@ static void on_grace(uv_timer_t *t)
 	}
 }
 
+int vpp_grpc_server_on_stop(vpp_grpc_server *s, void (*fn)(void *ud, int loop_index), void *ud)
+{
+	if (s->started || s->nstop_hooks == 8)
+		return VPP_EINVAL;
+	s->stop_hooks[s->nstop_hooks].fn = fn;
+	s->stop_hooks[s->nstop_hooks].ud = ud;
+	s->nstop_hooks++;
+	return 0;
+}
+
 static void maybe_stop(io_loop *io)
 {
-	if (io->conns)
+	if (io->conns || uv_is_closing((uv_handle_t *)&io->wake))
 		return;
+	for (int i = 0; i < io->srv->nstop_hooks; i++)
+		io->srv->stop_hooks[i].fn(io->srv->stop_hooks[i].ud, io->index);
 	if (!uv_is_closing((uv_handle_t *)&io->grace))
 		uv_close((uv_handle_t *)&io->grace, NULL);
 	if (!uv_is_closing((uv_handle_t *)&io->wake))

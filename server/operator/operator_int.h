@@ -1,0 +1,95 @@
+/* Internals of the GridOperator service. */
+#ifndef VPP_OPERATOR_INT_H
+#define VPP_OPERATOR_INT_H
+
+#include "vpp/metrics.h"
+#include "vpp/operator.h"
+#include "vpp/telemetry.h"
+#include "vpp/v1/grid.pb-c.h"
+
+#include <pthread.h>
+
+typedef struct op_call op_call;
+
+/* Per I/O loop: completions from the store thread come back through a
+ * locked list and an async (rare: one per SetFleetSetpoint). */
+typedef struct {
+	struct vpp_operator *op;
+	int index;
+	uv_loop_t *loop;
+	uv_async_t async;
+	pthread_mutex_t lock;
+	op_call *done;
+	bool closed;
+} op_loop;
+
+typedef struct {
+	char request_id[VPP_ID_CAP * 2];
+	double target_kw;
+	uint32_t valid_for_s;
+	double ramp;
+	char setpoint_id[64];
+	int64_t valid_until_ms;
+} recent_setpoint;
+
+struct vpp_operator {
+	vpp_operator_opts o;
+	op_loop *loops;
+	int nloops;
+	pthread_mutex_t recent_lock; /* idempotency without a database */
+	recent_setpoint *recent;
+	size_t nrecent, caprecent;
+	uint64_t next_local_id;
+	vpp_counter *auth_failed, *denied, *setpoints;
+};
+
+/* A device as returned by a query (strings copied off the fleet). */
+typedef struct {
+	char id[VPP_ID_CAP * 2];
+	vpp_device_info di;
+} op_device;
+
+enum { OP_SET, OP_PREVIEW, OP_LIST, OP_GET };
+
+struct op_call {
+	vpp_plant_query q;
+	vpp_grpc_call *call; /* NULL once the call is over */
+	int refs;
+	op_loop *ol;
+	int kind;
+	char principal[128];
+	/* SetFleetSetpoint */
+	Vpp__V1__SetFleetSetpointRequest *set;
+	int64_t created_at_ms;
+	int64_t valid_until_ms;
+	char setpoint_id[64];
+	int store_status;
+	bool created;
+	bool conflict;
+	/* PreviewDispatch and the expected delivery of a setpoint */
+	double preview_kw;
+	vpp_preview preview;
+	int rv;
+	/* ListDevices / GetDevice */
+	char after[VPP_ID_CAP * 2];
+	uint32_t page_size;
+	int state_filter;
+	op_device *devs;
+	size_t ndevs;
+	bool more;
+	/* WatchFleet */
+	uv_timer_t *timer;
+	uint64_t last_tick;
+	op_call *next;
+};
+
+/* convert.c */
+void vpp__op_estimate(Vpp__V1__Estimate *out, const vpp_estimate *in);
+/* Fills |out| (its Estimates point into |est|, 5 of them). */
+void vpp__op_fleet_status(Vpp__V1__FleetStatus *out, Vpp__V1__Estimate est[5],
+			  const vpp_plant_snapshot *snap);
+int vpp__op_device_state(const vpp_device_info *di);
+void vpp__op_device_info(Vpp__V1__DeviceInfo *out, Vpp__V1__Estimate est[2], const op_device *d,
+			 const char *node_id);
+
+#endif

@@ -1,0 +1,754 @@
+/* GridOperator handlers: authentication, validation, the plant queries that
+ * answer them, idempotent setpoints and the audit log. */
+#include "operator_int.h"
+#include "vpp/error.h"
+#include "vpp/log.h"
+#include "vpp/store.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int64_t wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static vpp_operator *svc(vpp_grpc_call *call)
+{
+	return vpp_grpc_call_method_data(call);
+}
+
+/* ---- auth ------------------------------------------------------------- */
+
+/* Returns true when the caller has |need|; else ends the call with
+ * UNAUTHENTICATED or PERMISSION_DENIED. Sets |principal|. */
+static bool authorize(vpp_grpc_call *call, vpp_role need, char *principal, size_t plen)
+{
+	vpp_operator *op = svc(call);
+	const char *name = NULL;
+	vpp_role role = vpp_tokens_check(op->o.tokens, vpp_grpc_call_metadata(call, "authorization"),
+					 &name);
+	if (role != VPP_ROLE_NONE) {
+		snprintf(principal, plen, "token:%s", name);
+	} else {
+		const char *cn = vpp_grpc_call_peer_identity(call);
+		if (cn && op->o.cert_is_operator) {
+			role = VPP_ROLE_OPERATOR;
+			snprintf(principal, plen, "cert:%s", cn);
+		}
+	}
+	if (role == VPP_ROLE_NONE) {
+		vpp_counter_inc(op->auth_failed);
+		vpp_log(VPP_LOG_WARN, "operator", "peer=%s path=%s unauthenticated",
+			vpp_grpc_call_peer_addr(call), vpp_grpc_call_path(call));
+		vpp_grpc_call_finish(call, VPP_GRPC_UNAUTHENTICATED,
+				     vpp_grpc_call_metadata(call, "authorization")
+					     ? "invalid token"
+					     : "missing credentials: send 'authorization: Bearer "
+					       "<token>' or an operator client certificate");
+		return false;
+	}
+	if (role < need) {
+		vpp_counter_inc(op->denied);
+		vpp_log(VPP_LOG_WARN, "operator", "principal=%s path=%s denied: needs the operator role",
+			principal, vpp_grpc_call_path(call));
+		vpp_grpc_call_finish(call, VPP_GRPC_PERMISSION_DENIED,
+				     "this needs the operator role; your token is a viewer's");
+		return false;
+	}
+	return true;
+}
+
+/* ---- op_call lifetime ---------------------------------------------------- */
+
+static op_call *op_new(vpp_grpc_call *call, int kind)
+{
+	vpp_operator *op = svc(call);
+	op_call *c = calloc(1, sizeof(*c));
+	if (!c) {
+		vpp_grpc_call_finish(call, VPP_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+		return NULL;
+	}
+	c->call = call;
+	c->refs = 1;
+	c->kind = kind;
+	c->ol = &op->loops[vpp_grpc_call_loop_index(call)];
+	c->q.loop = c->ol->index;
+	vpp_grpc_call_set_data(call, c);
+	return c;
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+	free(h);
+}
+
+static void op_unref(op_call *c)
+{
+	if (--c->refs > 0)
+		return;
+	if (c->set)
+		vpp__v1__set_fleet_setpoint_request__free_unpacked(c->set, NULL);
+	free(c->devs);
+	free(c);
+}
+
+static void on_done(vpp_grpc_call *call, vpp_grpc_status st)
+{
+	op_call *c = vpp_grpc_call_data(call);
+	if (!c)
+		return;
+	c->call = NULL;
+	if (c->timer) {
+		uv_close((uv_handle_t *)c->timer, on_timer_closed);
+		c->timer = NULL;
+	}
+	op_unref(c);
+}
+
+/* Posts |c|'s query to the plant; the call keeps a reference until done. */
+static void ask_plant(op_call *c)
+{
+	vpp_operator *op = c->ol->op;
+	vpp_plant_msg m = {.type = VPP_PM_QUERY, .u.q = &c->q};
+	c->refs++;
+	if (vpp_plant_post(op->o.plant, c->ol->index, &m) != 0) {
+		c->refs--;
+		vpp_grpc_call_finish(c->call, VPP_GRPC_UNAVAILABLE,
+				     "the dispatch loop is busy or stopping: retry");
+	}
+}
+
+static void send_msg(vpp_grpc_call *call, const ProtobufCMessage *m)
+{
+	size_t len = protobuf_c_message_get_packed_size(m);
+	uint8_t stackbuf[1024], *buf = len <= sizeof(stackbuf) ? stackbuf : malloc(len);
+	if (!buf) {
+		vpp_grpc_call_finish(call, VPP_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+		return;
+	}
+	protobuf_c_message_pack(m, buf);
+	vpp_grpc_call_send(call, buf, len);
+	if (buf != stackbuf)
+		free(buf);
+}
+
+static void audit(vpp_operator *op, const char *principal, const char *action,
+		  const char *request_id, const char *detail, const char *result)
+{
+	vpp_log(VPP_LOG_INFO, "audit", "principal=%s action=%s request_id=%s result=%s %s",
+		principal, action, request_id ? request_id : "-", result, detail);
+	if (!op->o.store)
+		return;
+	vpp_audit_entry a;
+	memset(&a, 0, sizeof(a));
+	a.at_ms = wall_ms();
+	snprintf(a.principal, sizeof(a.principal), "%s", principal);
+	snprintf(a.action, sizeof(a.action), "%s", action);
+	snprintf(a.request_id, sizeof(a.request_id), "%s", request_id ? request_id : "");
+	snprintf(a.detail, sizeof(a.detail), "%s", detail);
+	snprintf(a.result, sizeof(a.result), "%s", result);
+	vpp_store_put_audit(op->o.store, &a);
+}
+
+/* ---- SetFleetSetpoint -------------------------------------------------- */
+
+static void set_run(vpp_plant_query *q, vpp_fleet *f, int64_t now, vpp_plant *p)
+{
+	op_call *c = (op_call *)q;
+	const Vpp__V1__SetFleetSetpointRequest *r = c->set;
+	c->rv = 0;
+	if (c->valid_until_ms > now) {
+		c->rv = vpp_fleet_set_target(f, r->target_kw, c->valid_until_ms, r->ramp_kw_per_s,
+					     now);
+		if (c->rv == 0)
+			vpp_plant_set_active_setpoint(p, c->setpoint_id, r->target_kw,
+						      c->valid_until_ms, r->ramp_kw_per_s);
+	}
+	if (c->rv == 0)
+		c->rv = vpp_fleet_preview(f, r->target_kw, now, &c->preview);
+}
+
+static void set_done(vpp_plant_query *q)
+{
+	op_call *c = (op_call *)q;
+	vpp_grpc_call *call = c->call;
+	if (call) {
+		if (c->rv != 0) {
+			vpp_grpc_call_finish(call, VPP_GRPC_INTERNAL, "the dispatcher refused the target");
+		} else {
+			Vpp__V1__SetFleetSetpointResponse resp =
+				VPP__V1__SET_FLEET_SETPOINT_RESPONSE__INIT;
+			Vpp__V1__Estimate e;
+			vpp__op_estimate(&e, &c->preview.expected_kw);
+			resp.setpoint_id = c->setpoint_id;
+			resp.expected_delivery_kw = &e;
+			resp.shortfall_kw = c->preview.shortfall_kw;
+			resp.valid_until_ms = c->valid_until_ms;
+			send_msg(call, &resp.base);
+			vpp_grpc_call_finish(call, VPP_GRPC_OK, NULL);
+		}
+	}
+	op_unref(c);
+}
+
+static bool same_request(const Vpp__V1__SetFleetSetpointRequest *r, double target, double valid_for,
+			 double ramp)
+{
+	return r->target_kw == target && (double)r->valid_for_s == valid_for &&
+	       r->ramp_kw_per_s == ramp;
+}
+
+/* Continues a SetFleetSetpoint once its request_id is settled. */
+static void set_apply(op_call *c)
+{
+	vpp_operator *op = c->ol->op;
+	const Vpp__V1__SetFleetSetpointRequest *r = c->set;
+	char detail[256];
+	snprintf(detail, sizeof(detail), "target_kw=%.3f valid_for_s=%u ramp_kw_per_s=%.3f reason=%.100s",
+		 r->target_kw, r->valid_for_s, r->ramp_kw_per_s, r->reason);
+	if (c->store_status != 0) {
+		audit(op, c->principal, "SetFleetSetpoint", r->request_id, detail, "db_unavailable");
+		vpp_grpc_call_finish(c->call, VPP_GRPC_UNAVAILABLE,
+				     "the setpoint could not be recorded (database unavailable); "
+				     "nothing was applied: retry with the same request_id");
+		return;
+	}
+	if (c->conflict) {
+		audit(op, c->principal, "SetFleetSetpoint", r->request_id, detail, "conflict");
+		vpp_grpc_call_finish(c->call, VPP_GRPC_ALREADY_EXISTS,
+				     "request_id already used for a different setpoint");
+		return;
+	}
+	audit(op, c->principal, "SetFleetSetpoint", r->request_id, detail,
+	      c->created ? "accepted" : "retry");
+	if (c->created)
+		vpp_counter_inc(op->setpoints);
+	c->valid_until_ms = c->created_at_ms + (int64_t)r->valid_for_s * 1000;
+	c->q.run = set_run;
+	c->q.done = set_done;
+	ask_plant(c);
+}
+
+static void on_loop_async(uv_async_t *a)
+{
+	op_loop *ol = a->data;
+	pthread_mutex_lock(&ol->lock);
+	op_call *list = ol->done;
+	ol->done = NULL;
+	pthread_mutex_unlock(&ol->lock);
+	while (list) {
+		op_call *c = list;
+		list = c->next;
+		if (c->call)
+			set_apply(c);
+		op_unref(c);
+	}
+}
+
+/* Store thread: the setpoint row is in (or was already). */
+static void on_stored(int status, const vpp_setpoint *row, bool created, void *ud)
+{
+	op_call *c = ud;
+	c->store_status = status;
+	if (status == 0) {
+		c->created = created;
+		c->created_at_ms = row->created_at_ms;
+		snprintf(c->setpoint_id, sizeof(c->setpoint_id), "%lld",
+			 (long long)row->setpoint_id);
+		c->conflict = !created && !same_request(c->set, row->target_kw, row->valid_for_s,
+						       row->ramp_kw_per_s);
+	}
+	op_loop *ol = c->ol;
+	pthread_mutex_lock(&ol->lock);
+	if (ol->closed) {
+		pthread_mutex_unlock(&ol->lock);
+		return; /* the loop is gone; so is the call: the reference leaks at exit */
+	}
+	c->next = ol->done;
+	ol->done = c;
+	uv_async_send(&ol->async);
+	pthread_mutex_unlock(&ol->lock);
+}
+
+/* Without a database: request_ids are remembered in memory (this node,
+ * this run). */
+static void settle_in_memory(op_call *c)
+{
+	vpp_operator *op = c->ol->op;
+	const Vpp__V1__SetFleetSetpointRequest *r = c->set;
+	pthread_mutex_lock(&op->recent_lock);
+	for (size_t i = 0; i < op->nrecent; i++) {
+		recent_setpoint *s = &op->recent[i];
+		if (strcmp(s->request_id, r->request_id) != 0)
+			continue;
+		c->created = false;
+		c->conflict = !same_request(r, s->target_kw, s->valid_for_s, s->ramp);
+		c->created_at_ms = s->valid_until_ms - (int64_t)s->valid_for_s * 1000;
+		snprintf(c->setpoint_id, sizeof(c->setpoint_id), "%s", s->setpoint_id);
+		pthread_mutex_unlock(&op->recent_lock);
+		return;
+	}
+	if (op->nrecent == op->caprecent) {
+		size_t ncap = op->caprecent ? op->caprecent * 2 : 64;
+		recent_setpoint *nr = realloc(op->recent, ncap * sizeof(*nr));
+		if (nr) {
+			op->recent = nr;
+			op->caprecent = ncap;
+		}
+	}
+	c->created = true;
+	c->created_at_ms = wall_ms();
+	snprintf(c->setpoint_id, sizeof(c->setpoint_id), "%s-%llu", op->o.node_id,
+		 (unsigned long long)++op->next_local_id);
+	if (op->nrecent < op->caprecent) {
+		recent_setpoint *s = &op->recent[op->nrecent++];
+		snprintf(s->request_id, sizeof(s->request_id), "%s", r->request_id);
+		s->target_kw = r->target_kw;
+		s->valid_for_s = r->valid_for_s;
+		s->ramp = r->ramp_kw_per_s;
+		snprintf(s->setpoint_id, sizeof(s->setpoint_id), "%s", c->setpoint_id);
+		s->valid_until_ms = c->created_at_ms + (int64_t)r->valid_for_s * 1000;
+	}
+	pthread_mutex_unlock(&op->recent_lock);
+}
+
+static bool printable(const char *s, size_t max)
+{
+	size_t n = 0;
+	for (; *s; s++, n++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return false;
+	return n <= max;
+}
+
+static void on_set(vpp_grpc_call *call, const uint8_t *req, size_t len)
+{
+	vpp_operator *op = svc(call);
+	char principal[128];
+	if (!authorize(call, VPP_ROLE_OPERATOR, principal, sizeof(principal)))
+		return;
+	Vpp__V1__SetFleetSetpointRequest *r =
+		vpp__v1__set_fleet_setpoint_request__unpack(NULL, len, req);
+	if (!r) {
+		vpp_grpc_call_reject(call, VPP_GRPC_INVALID_ARGUMENT, "bad_message",
+				     "SetFleetSetpointRequest does not parse");
+		return;
+	}
+	char why[200] = "";
+	if (!isfinite(r->target_kw))
+		snprintf(why, sizeof(why), "target_kw must be a finite number");
+	else if (fabs(r->target_kw) > op->o.max_target_kw)
+		snprintf(why, sizeof(why), "|target_kw| must be at most %.0f kW", op->o.max_target_kw);
+	else if (r->valid_for_s < 1 || r->valid_for_s > op->o.max_valid_for_s)
+		snprintf(why, sizeof(why), "valid_for_s must be within 1..%u", op->o.max_valid_for_s);
+	else if (!isfinite(r->ramp_kw_per_s) || r->ramp_kw_per_s < 0)
+		snprintf(why, sizeof(why), "ramp_kw_per_s must be >= 0 (0 = step)");
+	else if (!r->request_id[0])
+		snprintf(why, sizeof(why), "request_id is required (it makes retries safe)");
+	else if (!printable(r->request_id, VPP_ID_CAP * 2 - 1))
+		snprintf(why, sizeof(why), "request_id must be printable, at most %d characters",
+			 VPP_ID_CAP * 2 - 1);
+	else if (!printable(r->reason, VPP_TEXT_CAP - 1))
+		snprintf(why, sizeof(why), "reason must be printable, at most %d characters",
+			 VPP_TEXT_CAP - 1);
+	if (why[0]) {
+		audit(op, principal, "SetFleetSetpoint", r->request_id, why, "invalid");
+		vpp__v1__set_fleet_setpoint_request__free_unpacked(r, NULL);
+		vpp_grpc_call_finish(call, VPP_GRPC_INVALID_ARGUMENT, why);
+		return;
+	}
+	op_call *c = op_new(call, OP_SET);
+	if (!c) {
+		vpp__v1__set_fleet_setpoint_request__free_unpacked(r, NULL);
+		return;
+	}
+	c->set = r;
+	snprintf(c->principal, sizeof(c->principal), "%s", principal);
+	if (!op->o.store) {
+		settle_in_memory(c);
+		set_apply(c);
+		return;
+	}
+	vpp_setpoint sp;
+	memset(&sp, 0, sizeof(sp));
+	snprintf(sp.request_id, sizeof(sp.request_id), "%s", r->request_id);
+	sp.target_kw = r->target_kw;
+	sp.valid_for_s = r->valid_for_s;
+	sp.ramp_kw_per_s = r->ramp_kw_per_s;
+	snprintf(sp.reason, sizeof(sp.reason), "%s", r->reason);
+	snprintf(sp.principal, sizeof(sp.principal), "%s", principal);
+	snprintf(sp.node_id, sizeof(sp.node_id), "%s", op->o.node_id);
+	c->refs++;
+	if (vpp_store_insert_setpoint(op->o.store, &sp, on_stored, c) != 0) {
+		c->refs--;
+		c->store_status = VPP_EDB;
+		set_apply(c);
+	}
+}
+
+/* ---- reads ---------------------------------------------------------------- */
+
+static void on_status(vpp_grpc_call *call, const uint8_t *req, size_t len)
+{
+	vpp_operator *op = svc(call);
+	char principal[128];
+	if (!authorize(call, VPP_ROLE_VIEWER, principal, sizeof(principal)))
+		return;
+	vpp_plant_snapshot snap;
+	vpp_plant_snapshot_get(op->o.plant, &snap);
+	Vpp__V1__FleetStatus st;
+	Vpp__V1__Estimate est[5];
+	vpp__op_fleet_status(&st, est, &snap);
+	send_msg(call, &st.base);
+	vpp_grpc_call_finish(call, VPP_GRPC_OK, NULL);
+}
+
+static void on_watch_timer(uv_timer_t *t)
+{
+	op_call *c = t->data;
+	vpp_operator *op = c->ol->op;
+	if (!c->call)
+		return;
+	vpp_plant_snapshot snap;
+	vpp_plant_snapshot_get(op->o.plant, &snap);
+	if (snap.tick == c->last_tick)
+		return;
+	/* A watcher that does not keep up skips ticks: nothing is queued
+	 * beyond what its stream already holds. */
+	if (vpp_grpc_call_outbound_bytes(c->call) > 16 * 1024)
+		return;
+	c->last_tick = snap.tick;
+	Vpp__V1__FleetStatus st;
+	Vpp__V1__Estimate est[5];
+	vpp__op_fleet_status(&st, est, &snap);
+	send_msg(c->call, &st.base);
+}
+
+static void on_watch(vpp_grpc_call *call, const uint8_t *req, size_t len)
+{
+	vpp_operator *op = svc(call);
+	char principal[128];
+	if (!authorize(call, VPP_ROLE_VIEWER, principal, sizeof(principal)))
+		return;
+	op_call *c = op_new(call, OP_GET);
+	if (!c)
+		return;
+	c->timer = malloc(sizeof(uv_timer_t));
+	if (!c->timer) {
+		vpp_grpc_call_finish(call, VPP_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+		return;
+	}
+	uv_timer_init(vpp_grpc_call_loop(call), c->timer);
+	c->timer->data = c;
+	on_watch_timer(c->timer);
+	uv_timer_start(c->timer, on_watch_timer, op->o.watch_poll_ms, op->o.watch_poll_ms);
+}
+
+static void preview_run(vpp_plant_query *q, vpp_fleet *f, int64_t now, vpp_plant *p)
+{
+	op_call *c = (op_call *)q;
+	c->rv = vpp_fleet_preview(f, c->preview_kw, now, &c->preview);
+}
+
+static void preview_done(vpp_plant_query *q)
+{
+	op_call *c = (op_call *)q;
+	if (c->call) {
+		if (c->rv != 0) {
+			vpp_grpc_call_finish(c->call, VPP_GRPC_INTERNAL, "preview failed");
+		} else {
+			Vpp__V1__PreviewDispatchResponse resp = VPP__V1__PREVIEW_DISPATCH_RESPONSE__INIT;
+			Vpp__V1__Estimate e;
+			vpp__op_estimate(&e, &c->preview.expected_kw);
+			resp.expected_delivery_kw = &e;
+			resp.shortfall_kw = c->preview.shortfall_kw;
+			resp.devices_saturated = c->preview.n_saturated;
+			resp.devices_dispatched = c->preview.n_dispatched;
+			send_msg(c->call, &resp.base);
+			vpp_grpc_call_finish(c->call, VPP_GRPC_OK, NULL);
+		}
+	}
+	op_unref(c);
+}
+
+static void on_preview(vpp_grpc_call *call, const uint8_t *req, size_t len)
+{
+	vpp_operator *op = svc(call);
+	char principal[128];
+	if (!authorize(call, VPP_ROLE_VIEWER, principal, sizeof(principal)))
+		return;
+	Vpp__V1__PreviewDispatchRequest *r = vpp__v1__preview_dispatch_request__unpack(NULL, len, req);
+	if (!r) {
+		vpp_grpc_call_reject(call, VPP_GRPC_INVALID_ARGUMENT, "bad_message",
+				     "PreviewDispatchRequest does not parse");
+		return;
+	}
+	double target = r->target_kw;
+	vpp__v1__preview_dispatch_request__free_unpacked(r, NULL);
+	if (!isfinite(target) || fabs(target) > op->o.max_target_kw) {
+		vpp_grpc_call_finish(call, VPP_GRPC_INVALID_ARGUMENT,
+				     "target_kw must be a finite number within the configured bound");
+		return;
+	}
+	op_call *c = op_new(call, OP_PREVIEW);
+	if (!c)
+		return;
+	c->preview_kw = target;
+	c->q.run = preview_run;
+	c->q.done = preview_done;
+	ask_plant(c);
+}
+
+static void list_run(vpp_plant_query *q, vpp_fleet *f, int64_t now, vpp_plant *p)
+{
+	op_call *c = (op_call *)q;
+	enum { CHUNK = 256 };
+	uint32_t slots[CHUNK];
+	size_t n;
+	c->devs = calloc(c->page_size, sizeof(op_device));
+	if (!c->devs) {
+		c->rv = VPP_ENOMEM;
+		return;
+	}
+	char after[VPP_ID_CAP * 2];
+	snprintf(after, sizeof(after), "%s", c->after);
+	for (;;) {
+		if ((c->rv = vpp_fleet_page(f, after, slots, CHUNK, &n)) != 0 || n == 0)
+			return;
+		for (size_t i = 0; i < n; i++) {
+			vpp_device_info di;
+			if (vpp_fleet_device_info(f, slots[i], now, &di) != 0)
+				continue;
+			snprintf(after, sizeof(after), "%s", di.id);
+			if (c->state_filter && vpp__op_device_state(&di) != c->state_filter)
+				continue;
+			if (c->ndevs == c->page_size) {
+				c->more = true;
+				return;
+			}
+			op_device *d = &c->devs[c->ndevs++];
+			snprintf(d->id, sizeof(d->id), "%s", di.id);
+			d->di = di;
+			d->di.id = NULL;
+		}
+		if (n < CHUNK)
+			return;
+	}
+}
+
+static void list_done(vpp_plant_query *q)
+{
+	op_call *c = (op_call *)q;
+	vpp_operator *op = c->ol->op;
+	if (!c->call)
+		goto out;
+	if (c->rv != 0) {
+		vpp_grpc_call_finish(c->call, VPP_GRPC_INTERNAL, "listing failed");
+		goto out;
+	}
+	if (c->kind == OP_GET) {
+		if (c->ndevs == 0) {
+			vpp_grpc_call_finish(c->call, VPP_GRPC_NOT_FOUND, "no such device");
+			goto out;
+		}
+		Vpp__V1__DeviceInfo d;
+		Vpp__V1__Estimate est[2];
+		vpp__op_device_info(&d, est, &c->devs[0], op->o.node_id);
+		send_msg(c->call, &d.base);
+		vpp_grpc_call_finish(c->call, VPP_GRPC_OK, NULL);
+		goto out;
+	}
+	Vpp__V1__ListDevicesResponse resp = VPP__V1__LIST_DEVICES_RESPONSE__INIT;
+	Vpp__V1__DeviceInfo *infos = calloc(c->ndevs ? c->ndevs : 1, sizeof(*infos));
+	Vpp__V1__DeviceInfo **ptrs = calloc(c->ndevs ? c->ndevs : 1, sizeof(*ptrs));
+	Vpp__V1__Estimate *est = calloc(c->ndevs ? 2 * c->ndevs : 1, sizeof(*est));
+	if (!infos || !ptrs || !est) {
+		vpp_grpc_call_finish(c->call, VPP_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+	} else {
+		for (size_t i = 0; i < c->ndevs; i++) {
+			vpp__op_device_info(&infos[i], &est[2 * i], &c->devs[i], op->o.node_id);
+			ptrs[i] = &infos[i];
+		}
+		resp.n_devices = c->ndevs;
+		resp.devices = ptrs;
+		resp.next_page_token = (char *)(c->more && c->ndevs ? c->devs[c->ndevs - 1].id : "");
+		send_msg(c->call, &resp.base);
+		vpp_grpc_call_finish(c->call, VPP_GRPC_OK, NULL);
+	}
+	free(infos);
+	free(ptrs);
+	free(est);
+out:
+	op_unref(c);
+}
+
+static void get_run(vpp_plant_query *q, vpp_fleet *f, int64_t now, vpp_plant *p)
+{
+	op_call *c = (op_call *)q;
+	uint32_t slot;
+	c->rv = 0;
+	if (vpp_fleet_lookup(f, c->after, &slot) != 0)
+		return;
+	c->devs = calloc(1, sizeof(op_device));
+	if (!c->devs) {
+		c->rv = VPP_ENOMEM;
+		return;
+	}
+	if (vpp_fleet_device_info(f, slot, now, &c->devs[0].di) == 0) {
+		snprintf(c->devs[0].id, sizeof(c->devs[0].id), "%s", c->after);
+		c->devs[0].di.id = NULL;
+		c->ndevs = 1;
+	}
+}
+
+static void on_list(vpp_grpc_call *call, const uint8_t *req, size_t len)
+{
+	char principal[128];
+	if (!authorize(call, VPP_ROLE_VIEWER, principal, sizeof(principal)))
+		return;
+	Vpp__V1__ListDevicesRequest *r = vpp__v1__list_devices_request__unpack(NULL, len, req);
+	if (!r) {
+		vpp_grpc_call_reject(call, VPP_GRPC_INVALID_ARGUMENT, "bad_message",
+				     "ListDevicesRequest does not parse");
+		return;
+	}
+	uint32_t page = r->page_size ? r->page_size : 100;
+	int state = (int)r->state;
+	bool bad = page > 1000 || strlen(r->page_token) >= VPP_ID_CAP * 2 || state < 0 || state > 4;
+	op_call *c = bad ? NULL : op_new(call, OP_LIST);
+	if (c) {
+		c->page_size = page;
+		c->state_filter = state;
+		snprintf(c->after, sizeof(c->after), "%s", r->page_token);
+		c->q.run = list_run;
+		c->q.done = list_done;
+	}
+	vpp__v1__list_devices_request__free_unpacked(r, NULL);
+	if (bad) {
+		vpp_grpc_call_finish(call, VPP_GRPC_INVALID_ARGUMENT,
+				     "page_size must be at most 1000, state a DeviceState, "
+				     "page_token one returned by a previous page");
+		return;
+	}
+	if (c)
+		ask_plant(c);
+}
+
+static void on_get(vpp_grpc_call *call, const uint8_t *req, size_t len)
+{
+	char principal[128];
+	if (!authorize(call, VPP_ROLE_VIEWER, principal, sizeof(principal)))
+		return;
+	Vpp__V1__GetDeviceRequest *r = vpp__v1__get_device_request__unpack(NULL, len, req);
+	if (!r) {
+		vpp_grpc_call_reject(call, VPP_GRPC_INVALID_ARGUMENT, "bad_message",
+				     "GetDeviceRequest does not parse");
+		return;
+	}
+	bool bad = !r->device_id[0] || strlen(r->device_id) >= VPP_ID_CAP;
+	op_call *c = bad ? NULL : op_new(call, OP_GET);
+	if (c) {
+		snprintf(c->after, sizeof(c->after), "%s", r->device_id);
+		c->q.run = get_run;
+		c->q.done = list_done;
+	}
+	vpp__v1__get_device_request__free_unpacked(r, NULL);
+	if (bad) {
+		vpp_grpc_call_finish(call, VPP_GRPC_INVALID_ARGUMENT,
+				     "device_id is required (1..63 characters)");
+		return;
+	}
+	if (c)
+		ask_plant(c);
+}
+
+/* ---- service ----------------------------------------------------------- */
+
+static void on_stop(void *ud, int loop_index)
+{
+	vpp_operator *op = ud;
+	op_loop *ol = &op->loops[loop_index];
+	pthread_mutex_lock(&ol->lock);
+	ol->closed = true;
+	pthread_mutex_unlock(&ol->lock);
+	uv_close((uv_handle_t *)&ol->async, NULL);
+}
+
+int vpp_operator_new(const vpp_operator_opts *o, vpp_grpc_server *srv, vpp_grpc_listener *l,
+		     vpp_operator **ret)
+{
+	int rv;
+	vpp_operator *op = calloc(1, sizeof(*op));
+	if (!op)
+		return VPP_ENOMEM;
+	op->o = *o;
+	if (op->o.max_target_kw <= 0)
+		op->o.max_target_kw = 1e6;
+	if (!op->o.max_valid_for_s)
+		op->o.max_valid_for_s = 86400;
+	if (!op->o.watch_poll_ms)
+		op->o.watch_poll_ms = 100;
+	if (!op->o.node_id)
+		op->o.node_id = "node";
+	pthread_mutex_init(&op->recent_lock, NULL);
+	op->auth_failed = vpp_counter_get("vpp_operator_auth_failures_total", NULL,
+					  "Operator calls without valid credentials");
+	op->denied = vpp_counter_get("vpp_operator_denied_total", NULL,
+				     "Operator calls refused for the caller's role");
+	op->setpoints = vpp_counter_get("vpp_operator_setpoints_total", NULL,
+					"Fleet setpoints accepted (retries not counted)");
+	op->nloops = vpp_grpc_server_loop_count(srv);
+	op->loops = calloc((size_t)op->nloops, sizeof(op_loop));
+	if (!op->loops) {
+		free(op);
+		return VPP_ENOMEM;
+	}
+	for (int i = 0; i < op->nloops; i++) {
+		op_loop *ol = &op->loops[i];
+		ol->op = op;
+		ol->index = i;
+		ol->loop = vpp_grpc_server_loop(srv, i);
+		pthread_mutex_init(&ol->lock, NULL);
+		uv_async_init(ol->loop, &ol->async, on_loop_async);
+		ol->async.data = ol;
+	}
+	if ((rv = vpp_grpc_server_on_stop(srv, on_stop, op)) != 0)
+		goto fail;
+	const vpp_grpc_method methods[] = {
+		{.path = "/vpp.v1.GridOperator/SetFleetSetpoint", .on_request = on_set},
+		{.path = "/vpp.v1.GridOperator/GetFleetStatus", .on_request = on_status},
+		{.path = "/vpp.v1.GridOperator/WatchFleet", .on_request = on_watch},
+		{.path = "/vpp.v1.GridOperator/PreviewDispatch", .on_request = on_preview},
+		{.path = "/vpp.v1.GridOperator/ListDevices", .on_request = on_list},
+		{.path = "/vpp.v1.GridOperator/GetDevice", .on_request = on_get},
+	};
+	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+		vpp_grpc_method m = methods[i];
+		m.on_done = on_done;
+		m.method_ud = op;
+		if ((rv = vpp_grpc_listener_add_method(l, &m)) != 0)
+			goto fail;
+	}
+	*ret = op;
+	return 0;
+fail:
+	vpp_operator_free(op);
+	return rv;
+}
+
+void vpp_operator_free(vpp_operator *op)
+{
+	if (!op)
+		return;
+	for (int i = 0; i < op->nloops; i++)
+		pthread_mutex_destroy(&op->loops[i].lock);
+	pthread_mutex_destroy(&op->recent_lock);
+	free(op->recent);
+	free(op->loops);
+	free(op);
+}
