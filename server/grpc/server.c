@@ -289,7 +289,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void
 	if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
 	if ((uint32_t)c->nstreams >= c->l->srv->opts.max_concurrent_streams) {
-		vpp_counter_inc(c->met->rejected[R_TOO_MANY_STREAMS]);
+		/* Counted when the RST_STREAM goes out (on_frame_send). */
 		vpp_log(VPP_LOG_WARN, "grpc", "listener=%s peer=%s stream refused: over %u streams",
 			c->l->name, c->peer_addr, c->l->srv->opts.max_concurrent_streams);
 		nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
@@ -546,12 +546,24 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *frame, void *u
 		if (call && !call->remote_closed)
 			nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
 						  NGHTTP2_NO_ERROR);
+	} else if (frame->hd.type == NGHTTP2_RST_STREAM &&
+		   frame->rst_stream.error_code == NGHTTP2_REFUSED_STREAM) {
+		/* Ours or nghttp2's own refusal of a stream over the limit. */
+		vpp_counter_inc(c->met->rejected[R_TOO_MANY_STREAMS]);
 	} else if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR &&
 		   !c->goaway_sent) {
+		/* nghttp2 puts its reason for a connection error in the GOAWAY's
+		 * opaque data: logged, and used to classify. */
+		const char *why = (const char *)frame->goaway.opaque_data;
+		int wlen = (int)frame->goaway.opaque_data_len;
+		vpp__reason r = why && memmem(why, (size_t)wlen, "max concurrent streams", 22)
+					? R_TOO_MANY_STREAMS
+					: R_H2_PROTOCOL;
 		c->goaway_sent = true;
-		vpp_counter_inc(c->met->rejected[R_H2_PROTOCOL]);
-		vpp_log(VPP_LOG_WARN, "grpc", "listener=%s peer=%s GOAWAY sent: http2 error %u",
-			c->l->name, c->peer_addr, frame->goaway.error_code);
+		vpp_counter_inc(c->met->rejected[r]);
+		vpp_log(VPP_LOG_WARN, "grpc", "listener=%s peer=%s GOAWAY (http2 error %u, %s): %.*s",
+			c->l->name, c->peer_addr, frame->goaway.error_code, vpp__reason_names[r],
+			why ? wlen : 0, why ? why : "");
 	}
 	return 0;
 }

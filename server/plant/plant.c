@@ -453,7 +453,7 @@ int vpp_plant_start(vpp_plant *p)
 	uv_timer_init(&p->loop, &p->tick);
 	p->tick.data = p;
 	uint64_t period = (uint64_t)p->o.params.tick_ms;
-	uv_timer_start(&p->tick, on_tick, period, period);
+	uv_timer_start(&p->tick, on_tick, 0, period);
 	if (uv_thread_create(&p->thread, thread_main, p) != 0)
 		return VPP_EIO;
 	p->thread_started = true;
