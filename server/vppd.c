@@ -49,10 +49,13 @@ static void on_health_timer(uv_timer_t *t)
 {
 	vppd_grpc **g = t->data;
 	char why[256];
+	/* Stricter than /readyz: devices can go on while rows are journaled,
+	 * but operator commands need the database. */
 	if (*g)
 		vpp_health_set(vppd_grpc_health(*g), "",
-			       vppd_ready(g, why, sizeof(why)) ? VPP_HEALTH_SERVING
-							       : VPP_HEALTH_NOT_SERVING);
+			       vppd_ready(g, why, sizeof(why)) && vppd_store_db_up(why, sizeof(why))
+				       ? VPP_HEALTH_SERVING
+				       : VPP_HEALTH_NOT_SERVING);
 }
 
 static void on_signal(uv_signal_t *h, int signum)

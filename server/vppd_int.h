@@ -99,6 +99,9 @@ int vppd_store_start(const vppd_config *cfg, vpp_store **ret);
 /* Flushes what it can; the rest stays in the journal. Accepts NULL. */
 void vppd_store_stop(vpp_store *s);
 /* `vppd migrate`: returns the process exit code. */
+/* Strict: 1 only when the database is reachable (or none is configured).
+ * The gRPC health service uses it: operator commands need the database. */
+int vppd_store_db_up(char *why, size_t whylen);
 int vppd_migrate_main(const vppd_config *cfg);
 /* For /readyz, thread-safe: 1 when the database is up, or unreachable but
  * the journal has room; else 0 with the reason. */
