@@ -28,7 +28,7 @@ START_TEST(keeps_order_and_bounds)
 }
 END_TEST
 
-enum { N = 2000000 };
+enum { N = 300000 };
 
 static void *producer(void *arg)
 {
