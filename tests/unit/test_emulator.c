@@ -1,0 +1,309 @@
+/* vpp-emulator's battery physics and fault assignment (tools/emulator/
+ * physics.c, faults.c, rng.c): the ground truth vpp is measured against
+ * must itself be right. */
+#include "physics.h"
+#include "vpp/error.h"
+
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+
+Suite *test_emulator_suite(void);
+
+static vpp__emul_params base(void)
+{
+	vpp__emul_params p = {
+	    .rated_charge_kw = 5,
+	    .rated_discharge_kw = 5,
+	    .capacity_kwh = 10,
+	    .min_soc = 0.1,
+	    .max_soc = 0.9,
+	    .ramp_kw_per_s = 1000, /* effectively unlimited unless a test sets it */
+	    .charge_eff = 1,
+	    .discharge_eff = 1,
+	    .tau_s = 0,
+	    .delay_s = 0,
+	    .noise_kw = 0,
+	    .soc_sigma = 0,
+	    .partial_factor = 1,
+	};
+	return p;
+}
+
+START_TEST(soc_integrates_with_efficiency)
+{
+	vpp__emul_params p = base();
+	p.discharge_eff = 0.9;
+	p.charge_eff = 0.8;
+	p.capacity_kwh = 20;
+	vpp__emul_battery b;
+	vpp__emul_battery_init(&b, &p, 0.5, 0);
+	/* 4 kW for one hour delivers 4 kWh and draws 4 / 0.9 from the cell. */
+	vpp__emul_battery_command(&b, 4, 7200, 0);
+	vpp__emul_battery_advance(&b, 3600);
+	ck_assert_double_eq_tol(b.power_kw, 4, 1e-9);
+	ck_assert_double_eq_tol(b.delivered_kwh, 4, 1e-6);
+	ck_assert_double_eq_tol(b.soc, 0.5 - 4 / 0.9 / 20, 1e-6);
+
+	/* Charging at 2 kW for one hour takes 2 kWh and stores 2 × 0.8. */
+	vpp__emul_battery_init(&b, &p, 0.5, 0);
+	vpp__emul_battery_command(&b, -2, 7200, 0);
+	vpp__emul_battery_advance(&b, 3600);
+	ck_assert_double_eq_tol(b.power_kw, -2, 1e-9);
+	ck_assert_double_eq_tol(b.soc, 0.5 + 2 * 0.8 / 20, 1e-6);
+	ck_assert_double_eq_tol(b.delivered_kwh, -2, 1e-6);
+}
+END_TEST
+
+START_TEST(power_ratings_clamp)
+{
+	vpp__emul_params p = base();
+	p.rated_discharge_kw = 3;
+	p.rated_charge_kw = 2;
+	vpp__emul_battery b;
+	vpp__emul_battery_init(&b, &p, 0.5, 0);
+	vpp__emul_battery_command(&b, 10, 100, 0);
+	vpp__emul_battery_advance(&b, 10);
+	ck_assert_double_eq_tol(b.power_kw, 3, 1e-9);
+	vpp__emul_battery_command(&b, -10, 100, 10);
+	vpp__emul_battery_advance(&b, 20);
+	ck_assert_double_eq_tol(b.power_kw, -2, 1e-9);
+}
+END_TEST
+
+START_TEST(soc_limits_stop_discharge_and_charge)
+{
+	vpp__emul_params p = base();
+	vpp__emul_battery b;
+	/* 5 kW from 0.2 with min 0.1 of 10 kWh: 1 kWh, i.e. 12 minutes. */
+	vpp__emul_battery_init(&b, &p, 0.2, 0);
+	vpp__emul_battery_command(&b, 5, 1e9, 0);
+	vpp__emul_battery_advance(&b, 600);
+	ck_assert_double_eq_tol(b.power_kw, 5, 1e-9);
+	vpp__emul_battery_advance(&b, 3600);
+	ck_assert_double_eq_tol(b.soc, 0.1, 1e-9);
+	ck_assert_double_eq_tol(b.power_kw, 0, 1e-9);
+	ck_assert_double_eq_tol(b.delivered_kwh, 1, 1e-6);
+	ck_assert_double_eq_tol(vpp__emul_battery_target(&b), 0, 1e-12);
+
+	vpp__emul_battery_init(&b, &p, 0.85, 0);
+	vpp__emul_battery_command(&b, -5, 1e9, 0);
+	vpp__emul_battery_advance(&b, 3600);
+	ck_assert_double_eq_tol(b.soc, 0.9, 1e-9);
+	ck_assert_double_eq_tol(b.power_kw, 0, 1e-9);
+	/* At the top it may still discharge. */
+	vpp__emul_battery_command(&b, 1, 1e9, 3600);
+	vpp__emul_battery_advance(&b, 3700);
+	ck_assert_double_eq_tol(b.power_kw, 1, 1e-9);
+}
+END_TEST
+
+START_TEST(ramp_limits_the_rate_of_change)
+{
+	vpp__emul_params p = base();
+	p.ramp_kw_per_s = 2;
+	vpp__emul_battery b;
+	vpp__emul_battery_init(&b, &p, 0.5, 0);
+	vpp__emul_battery_command(&b, 5, 100, 0);
+	vpp__emul_battery_advance(&b, 1.0);
+	ck_assert_double_eq_tol(b.power_kw, 2, 1e-9);
+	vpp__emul_battery_advance(&b, 2.0);
+	ck_assert_double_eq_tol(b.power_kw, 4, 1e-9);
+	vpp__emul_battery_advance(&b, 3.0);
+	ck_assert_double_eq_tol(b.power_kw, 5, 1e-9);
+}
+END_TEST
+
+START_TEST(first_order_lag_and_delay)
+{
+	vpp__emul_params p = base();
+	p.tau_s = 1.0;
+	p.delay_s = 0.5;
+	vpp__emul_battery b;
+	vpp__emul_battery_init(&b, &p, 0.5, 0);
+	vpp__emul_battery_command(&b, 4, 100, 0);
+	/* Nothing during the dead time. */
+	vpp__emul_battery_advance(&b, 0.5);
+	ck_assert_double_eq_tol(b.power_kw, 0, 1e-12);
+	ck_assert_double_eq_tol(vpp__emul_battery_target(&b), 4, 1e-12);
+	/* Then 1 - e^(-t/tau) of the step. */
+	vpp__emul_battery_advance(&b, 1.5);
+	ck_assert_double_eq_tol(b.power_kw, 4 * (1 - exp(-1.0)), 1e-9);
+	vpp__emul_battery_advance(&b, 3.5);
+	ck_assert_double_eq_tol(b.power_kw, 4 * (1 - exp(-3.0)), 1e-9);
+}
+END_TEST
+
+START_TEST(newer_setpoint_replaces_a_pending_one)
+{
+	vpp__emul_params p = base();
+	p.delay_s = 1.0;
+	vpp__emul_battery b;
+	vpp__emul_battery_init(&b, &p, 0.5, 0);
+	vpp__emul_battery_command(&b, 4, 100, 0);
+	vpp__emul_battery_command(&b, -3, 100, 0.5);
+	vpp__emul_battery_advance(&b, 1.2);
+	ck_assert_double_eq_tol(b.power_kw, 0, 1e-12); /* 4 never took effect */
+	vpp__emul_battery_advance(&b, 2.0);
+	ck_assert_double_eq_tol(b.power_kw, -3, 1e-9);
+}
+END_TEST
+
+START_TEST(lease_expiry_returns_to_zero)
+{
+	vpp__emul_params p = base();
+	p.tau_s = 0.2;
+	vpp__emul_battery b;
+	vpp__emul_battery_init(&b, &p, 0.5, 0);
+	vpp__emul_battery_command(&b, 3, 2.0, 0);
+	vpp__emul_battery_advance(&b, 1.99);
+	ck_assert_double_eq_tol(b.power_kw, 3, 0.01);
+	ck_assert_double_eq_tol(vpp__emul_battery_commanded(&b), 3, 1e-12);
+	/* At the lease end the battery steers to 0 by itself. */
+	vpp__emul_battery_advance(&b, 2.0);
+	ck_assert_double_eq_tol(vpp__emul_battery_commanded(&b), 0, 1e-12);
+	ck_assert_double_eq_tol(vpp__emul_battery_target(&b), 0, 1e-12);
+	vpp__emul_battery_advance(&b, 4.0);
+	ck_assert_double_eq_tol(b.power_kw, 0, 1e-3);
+	/* A renewed lease keeps it going: a new setpoint before the end. */
+	vpp__emul_battery_command(&b, 2, 6.0, 4.0);
+	vpp__emul_battery_command(&b, 2, 8.0, 5.5);
+	vpp__emul_battery_advance(&b, 7.5);
+	ck_assert_double_eq_tol(b.power_kw, 2, 1e-6);
+	/* A lease already over when heard commands nothing. */
+	vpp__emul_battery_command(&b, 5, 7.0, 9.0);
+	vpp__emul_battery_advance(&b, 12.0);
+	ck_assert_double_eq_tol(b.power_kw, 0, 1e-3);
+}
+END_TEST
+
+START_TEST(partial_and_ignore_faults)
+{
+	vpp__emul_params p = base();
+	p.partial_factor = 0.4;
+	vpp__emul_battery b;
+	vpp__emul_battery_init(&b, &p, 0.5, 0);
+	vpp__emul_battery_command(&b, 5, 100, 0);
+	vpp__emul_battery_advance(&b, 1);
+	ck_assert_double_eq_tol(b.power_kw, 2, 1e-9);
+	/* It still reports the setpoint as commanded: the fault is silent. */
+	ck_assert_double_eq_tol(vpp__emul_battery_commanded(&b), 5, 1e-12);
+
+	p = base();
+	p.ignore = true;
+	vpp__emul_battery_init(&b, &p, 0.5, 0);
+	vpp__emul_battery_command(&b, -4, 100, 0);
+	vpp__emul_battery_advance(&b, 10);
+	ck_assert_double_eq_tol(b.power_kw, 0, 1e-12);
+	ck_assert_double_eq_tol(b.soc, 0.5, 1e-12);
+}
+END_TEST
+
+START_TEST(measurement_noise_is_honest)
+{
+	vpp__emul_params p = base();
+	p.noise_kw = 0.2;
+	p.soc_sigma = 0.01;
+	vpp__emul_battery b;
+	vpp__emul_battery_init(&b, &p, 0.5, 0);
+	vpp__emul_battery_command(&b, 3, 100, 0);
+	vpp__emul_battery_advance(&b, 1);
+	vpp__emul_rng r;
+	vpp__emul_rng_seed(&r, 42, 1);
+	double sum = 0, sum2 = 0, ssum = 0;
+	int n = 20000;
+	for (int i = 0; i < n; i++) {
+		double pw, soc;
+		vpp__emul_battery_measure(&b, &r, &pw, &soc);
+		sum += pw - 3;
+		sum2 += (pw - 3) * (pw - 3);
+		ssum += soc;
+		ck_assert(soc >= 0 && soc <= 1);
+	}
+	double mean = sum / n, sd = sqrt(sum2 / n - mean * mean);
+	ck_assert_double_eq_tol(mean, 0, 0.01);
+	ck_assert_double_eq_tol(sd, 0.2, 0.01);
+	ck_assert_double_eq_tol(ssum / n, b.soc, 0.001);
+}
+END_TEST
+
+START_TEST(rng_is_deterministic_per_stream)
+{
+	vpp__emul_rng a, b, c;
+	vpp__emul_rng_seed(&a, 7, 3);
+	vpp__emul_rng_seed(&b, 7, 3);
+	vpp__emul_rng_seed(&c, 7, 4);
+	int same_c = 0;
+	for (int i = 0; i < 100; i++) {
+		uint64_t x = vpp__emul_rng_next(&a);
+		ck_assert_uint_eq(x, vpp__emul_rng_next(&b));
+		same_c += x == vpp__emul_rng_next(&c);
+	}
+	ck_assert_int_eq(same_c, 0);
+	for (int i = 0; i < 1000; i++) {
+		double u = vpp__emul_rng_uniform(&a);
+		ck_assert(u >= 0 && u < 1);
+	}
+}
+END_TEST
+
+START_TEST(faults_exact_disjoint_and_seeded)
+{
+	enum { N = 1000 };
+	double frac[VPP__EMUL_F__COUNT] = {0};
+	frac[VPP__EMUL_F_OFFLINE] = 0.05;
+	frac[VPP__EMUL_F_FLAKY] = 0.1;
+	frac[VPP__EMUL_F_IGNORE] = 0.02;
+	frac[VPP__EMUL_F_PARTIAL] = 0.1;
+	frac[VPP__EMUL_F_LATE_ACK] = 0.03;
+	frac[VPP__EMUL_F_MALFORMED] = 0.01;
+	uint8_t a[N], b[N], c[N];
+	ck_assert_int_eq(vpp__emul_faults_assign(frac, N, 5, a), 0);
+	ck_assert_int_eq(vpp__emul_faults_assign(frac, N, 5, b), 0);
+	ck_assert_int_eq(vpp__emul_faults_assign(frac, N, 6, c), 0);
+	int count[VPP__EMUL_F__COUNT] = {0}, differ = 0;
+	for (int i = 0; i < N; i++) {
+		count[a[i]]++;
+		ck_assert_int_eq(a[i], b[i]);
+		differ += a[i] != c[i];
+	}
+	ck_assert_int_eq(count[VPP__EMUL_F_OFFLINE], 50);
+	ck_assert_int_eq(count[VPP__EMUL_F_FLAKY], 100);
+	ck_assert_int_eq(count[VPP__EMUL_F_IGNORE], 20);
+	ck_assert_int_eq(count[VPP__EMUL_F_PARTIAL], 100);
+	ck_assert_int_eq(count[VPP__EMUL_F_LATE_ACK], 30);
+	ck_assert_int_eq(count[VPP__EMUL_F_MALFORMED], 10);
+	ck_assert_int_eq(count[VPP__EMUL_F_NONE], 690);
+	ck_assert_int_gt(differ, 0);
+	/* Not all at the front: a shuffle, not a prefix. */
+	int front = 0;
+	for (int i = 0; i < 310; i++)
+		front += a[i] != VPP__EMUL_F_NONE;
+	ck_assert_int_lt(front, 200);
+
+	frac[VPP__EMUL_F_IGNORE] = 0.9;
+	ck_assert_int_eq(vpp__emul_faults_assign(frac, N, 5, a), VPP_EINVAL);
+	ck_assert_str_eq(vpp__emul_fault_name(VPP__EMUL_F_LATE_ACK), "late_ack");
+}
+END_TEST
+
+Suite *test_emulator_suite(void)
+{
+	Suite *s = suite_create("emulator");
+	TCase *tc = tcase_create("physics");
+	tcase_add_test(tc, soc_integrates_with_efficiency);
+	tcase_add_test(tc, power_ratings_clamp);
+	tcase_add_test(tc, soc_limits_stop_discharge_and_charge);
+	tcase_add_test(tc, ramp_limits_the_rate_of_change);
+	tcase_add_test(tc, first_order_lag_and_delay);
+	tcase_add_test(tc, newer_setpoint_replaces_a_pending_one);
+	tcase_add_test(tc, lease_expiry_returns_to_zero);
+	tcase_add_test(tc, partial_and_ignore_faults);
+	tcase_add_test(tc, measurement_noise_is_honest);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("fleet");
+	tcase_add_test(tc, rng_is_deterministic_per_stream);
+	tcase_add_test(tc, faults_exact_disjoint_and_seeded);
+	suite_add_tcase(s, tc);
+	return s;
+}
