@@ -26,6 +26,7 @@ int vpp_fleet_set_target(vpp_fleet *f, double target_kw, int64_t valid_until_ms,
 /* What one pass over the fleet found, besides the per-slot scratch arrays. */
 typedef struct pass {
 	vpp__acc measured, dis, chg, energy;
+	double shift; /* sum of the predicted moves towards newer setpoints */
 	uint32_t n_devices, n_online, n_stale, n_offline, n_degraded, n_dispatched, n_fresh;
 	double agg_edis, agg_echg;
 } pass;
@@ -57,6 +58,12 @@ static void prepare(vpp_fleet *f, int64_t now, pass *ps)
 			ps->n_offline++;
 		if ((fl & F_CONNECTED) && (fl & F_DEGRADED))
 			ps->n_degraded++;
+		if (!(fl & F_CONNECTED) && (fl & F_HAS_SAMPLE) && now < f->gone_until[s]) {
+			/* Session lost, lease still running: the battery is
+			 * still at it, as far as anyone knows. */
+			double sd = 0.1 * d.p;
+			vpp__acc_add(&ps->measured, d.p, d.p_sigma * d.p_sigma + sd * sd, f->t_at[s]);
+		}
 		if (!(fl & F_CONNECTED) || !(fl & F_HAS_SAMPLE))
 			continue;
 
@@ -74,6 +81,7 @@ static void prepare(vpp_fleet *f, int64_t now, pass *ps)
 		vpp__acc_add(&ps->measured, d.avail * d.p,
 			     d.avail * d.p_sigma * d.p_sigma + d.avail * (1 - d.avail) * d.p * d.p,
 			     f->t_at[s]);
+		ps->shift += d.avail * d.shift;
 		if (d.state == VPP_DEVICE_ONLINE)
 			ps->n_fresh++;
 		if (d.a <= 0 || vpp_device_limits_compute(&f->rt[s], d.soc, d.p, horizon_s,
@@ -217,6 +225,10 @@ int vpp_fleet_tick(vpp_fleet *f, int64_t now, vpp_tick_output *out)
 	}
 
 	prepare(f, now, &ps);
+	/* How fast devices answer a new setpoint is a model shared by the
+	 * whole fleet, so its error does not average out over devices: the
+	 * predicted move counts as one correlated term. */
+	ps.measured.var += 0.25 * ps.shift * ps.shift;
 	vpp__acc_estimate(&ps.measured, &measured);
 	p_adj = control(f, now, measured.value, ps.n_fresh > 0, &err);
 

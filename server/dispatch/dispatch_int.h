@@ -26,6 +26,7 @@ typedef struct vpp__derived {
 	double a;       /* avail x reliability, 0 when not dispatchable */
 	double soc, soc_sigma;
 	double p, p_sigma;
+	double shift; /* part of p predicted from a setpoint newer than the sample */
 	vpp_device_state state;
 } vpp__derived;
 
@@ -63,6 +64,7 @@ struct vpp_fleet {
 	uint64_t *c_seq, *next_seq;
 	double *c_p, *c_prev;
 	int64_t *c_at, *c_until, *c_prev_at;
+	int64_t *gone_until; /* disconnected, but its lease runs until then */
 
 	/* per-tick scratch (index = slot) */
 	double *x_a, *x_edis, *x_echg, *x_lo, *x_hi, *x_p, *x_p2;

@@ -71,18 +71,29 @@ void vpp__derive(const vpp_fleet *f, uint32_t s, int64_t now, vpp__derived *d)
 		return;
 	}
 
+	d->shift = 0;
 	dt_s = now > f->t_at[s] ? (double)(now - f->t_at[s]) / 1000.0 : 0;
 	dt_h = dt_s / 3600.0;
 	growth = prm->power_sigma_growth * vpp__max_rating(rt);
 	d->p = f->t_p[s];
 	psig2 = f->t_psig[s] * f->t_psig[s] + growth * growth * dt_s;
-	/* A setpoint sent after the sample moves the device towards it. */
-	if ((fl & F_HAS_CMD) && f->c_prev_at[s] > f->t_at[s] && now > f->c_prev_at[s]) {
+	/* A setpoint moves the device towards it with the response time
+	 * constant; the part of that move the sample may not show yet (it
+	 * was measured before, or soon after, the setpoint went out) is
+	 * predicted from the sample's time to now. */
+	if ((fl & F_HAS_CMD) && now > f->c_prev_at[s] &&
+	    f->c_prev_at[s] > f->t_at[s] - 3 * (int64_t)prm->response_tau_ms) {
 		double want = f->c_p[s] * fmin(f->track_ratio[s], 1);
-		double frac = 1 - exp(-(double)(now - f->c_prev_at[s]) / prm->response_tau_ms);
+		double seen = f->t_at[s] > f->c_prev_at[s]
+				      ? 1 - exp(-(double)(f->t_at[s] - f->c_prev_at[s]) /
+						prm->response_tau_ms)
+				      : 0;
+		double by_now = 1 - exp(-(double)(now - f->c_prev_at[s]) / prm->response_tau_ms);
+		double frac = by_now > seen ? (by_now - seen) / (1 - seen) : 0;
 		double shift = (want - d->p) * frac;
 
 		d->p += shift;
+		d->shift = shift;
 		psig2 += 0.25 * shift * shift;
 	}
 	d->p_sigma = sqrt(psig2);

@@ -81,7 +81,7 @@ int vpp_dispatch_params_check(const vpp_dispatch_params *p)
 	X(id) X(flags) X(free_slots) X(rt) X(t_seq) X(t_at) X(t_recv) X(t_conn) X(t_p)    \
 	X(t_psig) X(t_soc) X(t_socsig) X(ack_score) X(track_ratio) X(cs_pos) X(cs_neg)    \
 	X(good_streak) X(c_seq) X(next_seq) X(c_p) X(c_prev) X(c_at) X(c_until)           \
-	X(c_prev_at) X(x_a) X(x_edis) X(x_echg) X(x_lo) X(x_hi) X(x_p) X(x_p2)
+	X(c_prev_at) X(gone_until) X(x_a) X(x_edis) X(x_echg) X(x_lo) X(x_hi) X(x_p) X(x_p2)
 
 static int grow(vpp_fleet *f)
 {
@@ -222,6 +222,7 @@ static void reset_slot(vpp_fleet *f, uint32_t s)
 	f->next_seq[s] = 1;
 	f->c_p[s] = f->c_prev[s] = 0;
 	f->c_at[s] = f->c_until[s] = f->c_prev_at[s] = 0;
+	f->gone_until[s] = 0;
 }
 
 int vpp_fleet_add(vpp_fleet *f, const char *id, const vpp_device_ratings *ratings,
@@ -303,6 +304,7 @@ int vpp_fleet_connect(vpp_fleet *f, uint32_t slot, int64_t now_ms)
 	f->t_seq[slot] = 0; /* a new session numbers its telemetry afresh */
 	f->c_p[slot] = f->c_prev[slot] = 0;
 	f->c_until[slot] = 0;
+	f->gone_until[slot] = 0;
 	return 0;
 }
 
@@ -310,6 +312,11 @@ int vpp_fleet_disconnect(vpp_fleet *f, uint32_t slot, int64_t now_ms)
 {
 	if (!vpp__slot_ok(f, slot))
 		return VPP_ENOENT;
+	/* The device goes on at its lease after losing its session: its power
+	 * still counts until the lease ends (see prepare() in control.c). */
+	f->gone_until[slot] = (f->flags[slot] & F_HAS_CMD) && f->c_until[slot] > now_ms
+				      ? f->c_until[slot]
+				      : 0;
 	f->flags[slot] &= ~(uint32_t)(F_CONNECTED | F_HAS_CMD | F_PENDING | F_ACKED);
 	f->c_p[slot] = f->c_prev[slot] = 0;
 	f->c_until[slot] = 0;

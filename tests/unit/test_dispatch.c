@@ -833,6 +833,41 @@ START_TEST(fleet_status_estimates)
 }
 END_TEST
 
+/* A device that loses its session keeps running at its lease: its power
+ * still counts in the fleet's measured power until the lease ends, then
+ * not at all. */
+START_TEST(fleet_lease_tail_after_disconnect)
+{
+	int64_t now = 1000000;
+	vpp_fleet *f = fleet_with(10, now);
+	vpp_tick_output o;
+
+	ck_assert_int_eq(vpp_fleet_set_target(f, 30, now + 600000, 0, now), 0);
+	ck_assert_int_eq(vpp_fleet_tick(f, now + 100, &o), 0);
+	follow(f, &o, now + 100, 1.0, 1);
+	now += 1000;
+	ck_assert_int_eq(vpp_fleet_tick(f, now + 100, &o), 0);
+	double before = o.status.measured_kw.value;
+	ck_assert_double_eq_tol(before, 30, 1.0);
+	uint32_t s;
+	ck_assert_int_eq(vpp_fleet_lookup(f, "dev-0003", &s), 0);
+	vpp_device_info di;
+	ck_assert_int_eq(vpp_fleet_device_info(f, s, now + 100, &di), 0);
+	double lost = di.power_kw.value;
+	int64_t until = di.setpoint_valid_until_ms;
+	ck_assert(lost > 1 && until > now + 200);
+	ck_assert_int_eq(vpp_fleet_disconnect(f, s, now + 200), 0);
+	/* Still counted while its lease runs... */
+	ck_assert_int_eq(vpp_fleet_tick(f, now + 300, &o), 0);
+	ck_assert_double_eq_tol(o.status.measured_kw.value, before, 1.0);
+	ck_assert_uint_eq(o.status.n_offline, 1);
+	/* ...and gone once it has ended (the device returned to 0). */
+	ck_assert_int_eq(vpp_fleet_tick(f, until + 1, &o), 0);
+	ck_assert(o.status.measured_kw.value < before - lost / 2);
+	vpp_fleet_free(f);
+}
+END_TEST
+
 Suite *test_dispatch_suite(void);
 
 Suite *test_dispatch_suite(void)
@@ -855,6 +890,7 @@ Suite *test_dispatch_suite(void)
 	tcase_add_test(tc, fleet_cusum_degraded_recovered);
 	tcase_add_test(tc, fleet_preview_pure);
 	tcase_add_test(tc, fleet_status_estimates);
+	tcase_add_test(tc, fleet_lease_tail_after_disconnect);
 	suite_add_tcase(s, tc);
 	return s;
 }
