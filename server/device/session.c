@@ -2,6 +2,7 @@
  * telemetry to the store and the plant, setpoint leases from the plant,
  * acks, pings, and every way a session can go wrong. */
 #include "device_int.h"
+#include "vpp/clock.h"
 #include "vpp/error.h"
 #include "vpp/log.h"
 #include "vpp/store.h"
@@ -21,13 +22,6 @@ const char *vpp__dev_reject_name(int r);
 const char *vpp__dev_reject_name(int r)
 {
 	return r >= 0 && r < DR__COUNT ? reject_names[r] : "unknown";
-}
-
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static dev_loop *loop_of(vpp_grpc_call *call)
@@ -212,7 +206,7 @@ static void on_hello(session *s, const Vpp__V1__Hello *h)
 	Vpp__V1__Welcome w = VPP__V1__WELCOME__INIT;
 	w.session_id = s->session_id;
 	w.telemetry_interval_ms = d->o.telemetry_interval_ms;
-	w.server_time_ms = wall_ms();
+	w.server_time_ms = vpp_wall_ms();
 	out.msg_case = VPP__V1__SERVER_MESSAGE__MSG_WELCOME;
 	out.welcome = &w;
 	send_server_msg(s, &out);
@@ -268,7 +262,7 @@ static void on_telemetry(session *s, const Vpp__V1__Telemetry *t)
 	}
 	s->last_seq = t->seq;
 	vpp_counter_inc(d->met.telemetry);
-	int64_t now = wall_ms();
+	int64_t now = vpp_wall_ms();
 	vpp_telemetry_row row;
 	memset(&row, 0, sizeof(row));
 	snprintf(row.device_id, sizeof(row.device_id), "%s", s->id);
@@ -330,7 +324,7 @@ static void on_ack(session *s, const Vpp__V1__Ack *a)
 	vpp_plant_msg m = {.type = VPP_PM_ACK, .session = s->handle, .slot = s->slot};
 	m.u.ack.seq = a->setpoint_seq;
 	m.u.ack.accepted = a->accepted;
-	m.u.ack.at_ms = wall_ms();
+	m.u.ack.at_ms = vpp_wall_ms();
 	if (vpp_plant_post(d->o.plant, s->dl->index, &m) != 0)
 		vpp_counter_inc(d->met.shed_dispatch);
 }
@@ -548,7 +542,7 @@ void vpp__dev_sweep(uv_timer_t *t)
 			Vpp__V1__ServerMessage out = VPP__V1__SERVER_MESSAGE__INIT;
 			Vpp__V1__Ping p = VPP__V1__PING__INIT;
 			p.ping_id = ++s->ping_id;
-			p.server_time_ms = wall_ms();
+			p.server_time_ms = vpp_wall_ms();
 			out.msg_case = VPP__V1__SERVER_MESSAGE__MSG_PING;
 			out.ping = &p;
 			s->ping_sent = now;

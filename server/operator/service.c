@@ -1,6 +1,7 @@
 /* GridOperator handlers: authentication, validation, the plant queries that
  * answer them, idempotent setpoints and the audit log. */
 #include "operator_int.h"
+#include "vpp/clock.h"
 #include "vpp/error.h"
 #include "vpp/log.h"
 #include "vpp/store.h"
@@ -9,13 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static vpp_operator *svc(vpp_grpc_call *call)
 {
@@ -146,7 +140,7 @@ static void audit(vpp_operator *op, const char *principal, const char *action,
 		return;
 	vpp_audit_entry a;
 	memset(&a, 0, sizeof(a));
-	a.at_ms = wall_ms();
+	a.at_ms = vpp_wall_ms();
 	snprintf(a.principal, sizeof(a.principal), "%s", principal);
 	snprintf(a.action, sizeof(a.action), "%s", action);
 	snprintf(a.request_id, sizeof(a.request_id), "%s", request_id ? request_id : "");
@@ -302,7 +296,7 @@ static void settle_in_memory(op_call *c)
 		}
 	}
 	c->created = true;
-	c->created_at_ms = wall_ms();
+	c->created_at_ms = vpp_wall_ms();
 	snprintf(c->setpoint_id, sizeof(c->setpoint_id), "%s-%llu", op->o.node_id,
 		 (unsigned long long)++op->next_local_id);
 	if (op->nrecent < op->caprecent) {

@@ -2,19 +2,13 @@
  * telemetry, acks, queries), ticks the control loop, hands setpoints to the
  * loops that own the sessions, and publishes a snapshot of each tick. */
 #include "plant_int.h"
+#include "vpp/clock.h"
 #include "vpp/error.h"
 #include "vpp/log.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 const char *vpp_bye_reason_name(vpp_bye_reason r)
 {
@@ -315,7 +309,7 @@ static void handle(vpp_plant *p, int loop, const vpp_plant_msg *m, int64_t now)
 
 static void drain(vpp_plant *p)
 {
-	int64_t now = wall_ms();
+	int64_t now = vpp_wall_ms();
 	vpp_plant_msg m;
 	size_t depth = 0;
 	for (int i = 0; i < p->nloops; i++) {
@@ -399,7 +393,7 @@ static void on_tick(uv_timer_t *t)
 	vpp_plant *p = t->data;
 	uint64_t t0 = uv_hrtime();
 	drain(p);
-	int64_t now = wall_ms();
+	int64_t now = vpp_wall_ms();
 	vpp_tick_output out;
 	if (vpp_fleet_tick(p->fleet, now, &out) != 0) {
 		vpp_log(VPP_LOG_ERROR, "dispatch", "tick failed: out of memory");
@@ -539,7 +533,7 @@ bool vpp_plant_healthy(vpp_plant *p, char *why, size_t whylen)
 		return false;
 	}
 	int64_t last = atomic_load(&p->last_tick_wall_ms);
-	int64_t now = wall_ms(), limit = 3 * p->o.params.tick_ms + 1000;
+	int64_t now = vpp_wall_ms(), limit = 3 * p->o.params.tick_ms + 1000;
 	if (last == 0 || now - last > limit) {
 		snprintf(why, whylen, last ? "dispatch loop has not ticked for %lld ms"
 					   : "dispatch loop has not ticked yet",
