@@ -49,7 +49,7 @@ def tcp_mem_kb():
 def hist_quantile(m, name, q):
     """Quantile |q| of Prometheus histogram |name| from parsed metrics."""
     buckets = sorted(((float(lbl["le"]) if lbl["le"] != "+Inf" else float("inf")), v)
-                     for (n, lbl), v in m.samples.items() if n == name + "_bucket")
+                     for n, lbl, v in m.samples if n == name + "_bucket")
     if not buckets or buckets[-1][1] == 0:
         return None
     total = buckets[-1][1]
@@ -143,6 +143,23 @@ def main():
         res["ack_p50_ms"] = (hist_quantile(m1, "vpp_device_setpoint_ack_seconds", 0.5) or 0) * 1000
         res["ack_p99_ms"] = (hist_quantile(m1, "vpp_device_setpoint_ack_seconds", 0.99) or 0) * 1000
         res["tick_p99_ms"] = (hist_quantile(m1, "vpp_dispatch_tick_seconds", 0.99) or 0) * 1000
+        # Operator reads while the fleet is connected: GetFleetStatus, h2load
+        # 8 connections x 32 streams over h2c (the sessions keep running).
+        req = os.path.join(vt.tempdir("vpp-bench-req-"), "empty.bin")
+        with open(req, "wb") as f:
+            f.write(b"\0\0\0\0\0")
+        for shape, args in (("8x32", ["-c", "8", "-m", "32", "-n", "100000"]), ("1x1", ["-c", "1", "-m", "1", "-n", "5000"])):
+            out = subprocess.run(["h2load"] + args + ["-t", "1", "-d", req, "-H", "content-type: application/grpc",
+                                  "-H", "te: trailers", "-H", "authorization: Bearer " + TOKEN,
+                                  "http://127.0.0.1:%d/vpp.v1.GridOperator/GetFleetStatus" % aport],
+                                 capture_output=True, text=True, timeout=300).stdout
+            for line in out.splitlines():
+                if line.startswith("finished in"):
+                    res["status_qps_" + shape] = float(line.split(",")[1].split()[0])
+                if line.startswith("status codes:"):
+                    res["status_codes_" + shape] = line.split(":", 1)[1].strip()
+                if line.strip().startswith("time for request:"):
+                    res["status_req_time_" + shape] = " ".join(line.split()[3:7])
         # Reconnect storm.
         vppd.signal(signal.SIGKILL)
         vppd.wait(10)
@@ -175,9 +192,13 @@ def main():
 | dispatch tick p99 (bucket bound) | %s ms | |
 | telemetry messages/s | %s | |
 | reconnect after vppd SIGKILL + restart | %s s | <= 2 s |
+| GetFleetStatus over h2c, 8x32 (QPS; h2load request time min/max/mean/sd) | %s; %s | |
+| GetFleetStatus over h2c, 1x1 (QPS; request time) | %s; %s | |
 """ % (n, f(res["connect_s"]), f(res["rss_per_session_kb"]), f(res["tcp_mem_per_session_kb"]),
        res["fanout_groups"], f(res["fanout_p50_ms"]), f(res["fanout_max_ms"]), f(res["ack_p50_ms"]),
-       f(res["ack_p99_ms"]), f(res["tick_p99_ms"]), f(res["telemetry_per_s"], "%.0f"), f(res["reconnect_s"])))
+       f(res["ack_p99_ms"]), f(res["tick_p99_ms"]), f(res["telemetry_per_s"], "%.0f"), f(res["reconnect_s"]),
+       f(res.get("status_qps_8x32"), "%.0f"), res.get("status_req_time_8x32"),
+       f(res.get("status_qps_1x1"), "%.0f"), res.get("status_req_time_1x1")))
 
 
 if __name__ == "__main__":

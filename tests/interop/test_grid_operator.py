@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""vpp.v1.GridOperator with Google's gRPC for Python as the client: every
+method, authentication and roles, idempotent setpoints, and bad requests
+(NaN, huge values, missing request_id, wrong role, no token) getting the
+right status. A few grpcio devices give the fleet something to report."""
+import hashlib
+import math
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+import vpptest as vt  # noqa: E402
+import test_device_sessions as tds  # noqa: E402
+
+import grpc  # noqa: E402
+
+OP, VIEW = "grid-operator-token", "grid-viewer-token"
+
+
+def body(r):
+    env = tds.Env.__new__(tds.Env)
+    env.dir = vt.tempdir("vpp-gridcerts-")
+    rc = subprocess.run(["bash", os.path.join(vt.ROOT, "deploy/local/certs.sh"), env.dir, "--devices", "3"],
+                        capture_output=True, text=True, timeout=300)
+    assert rc.returncode == 0, rc.stderr
+    tokens = os.path.join(env.dir, "tokens")
+    with open(tokens, "w") as f:
+        f.write("# test tokens\nops operator sha256:%s\nwatcher viewer sha256:%s\n" % (
+            hashlib.sha256(OP.encode()).hexdigest(), hashlib.sha256(VIEW.encode()).hexdigest()))
+    env.token = OP
+    env.device_port, env.api_port, env.admin = vt.free_port(), vt.free_port(), vt.free_port()
+    p = lambda n: os.path.join(env.dir, n)
+    env.proc = vt.Proc("vppd", [os.path.join(vt.build_dir(), "server", "vppd"), "--api-port", str(env.api_port),
+                                "--api-addr", "127.0.0.1", "--tls-cert", p("server.pem"), "--tls-key", p("server.key"),
+                                "--operator-ca", p("operator-ca.pem"), "--tokens-file", tokens,
+                                "--device-port", str(env.device_port), "--device-addr", "127.0.0.1",
+                                "--device-ca", p("device-ca.pem"), "--admin-port", str(env.admin),
+                                "--io-threads", "2", "--tick-ms", "200", "--node-id", "grid-test"])
+    vt.wait_port(env.api_port, 30, env.proc.p)
+    vt.wait_port(env.admin, 30, env.proc.p)
+    r.on_fail.append(lambda: env.proc.log_tail(20))
+    m = tds.mods()
+    g, gg = m["g"], m["gg"]
+    ca = env.read("ca.pem")
+    ch = grpc.secure_channel("localhost:%d" % env.api_port, grpc.ssl_channel_credentials(ca))
+    op = gg.GridOperatorStub(ch)
+    tok = lambda t: [("authorization", "Bearer " + t)]
+
+    devs = [tds.Device(env, "dev-%05d" % i, ratings=dict(ramp_kw_per_s=100)) for i in range(3)]
+
+    def feed():
+        for d in devs:
+            d.telemetry(power=0.0, soc=0.6)
+
+    for _ in range(6):
+        feed()
+        time.sleep(0.2)
+
+    def code_of(fn, *a, **kw):
+        try:
+            fn(*a, **kw)
+        except grpc.RpcError as e:
+            return e.code(), e.details()
+        return grpc.StatusCode.OK, ""
+
+    def status():
+        s = op.GetFleetStatus(g.GetFleetStatusRequest(), metadata=tok(VIEW), timeout=5)
+        assert s.devices_online == 3, s
+        assert s.measured_kw.lower <= s.measured_kw.value <= s.measured_kw.upper
+        assert s.discharge_headroom_kw.value > 0 and s.charge_headroom_kw.value < 0, s
+        # 3 batteries at SoC 0.6 with min 0.1 of 10 kWh: 15 kWh usable.
+        assert abs(s.stored_energy_kwh.value - 15) < 1.0, s.stored_energy_kwh
+        assert s.tick_at_ms > 0 and abs(s.tick_at_ms - time.time() * 1000) < 5000
+
+    r.case("GetFleetStatus as a viewer: Estimates and counts", status)
+
+    def set_and_retry():
+        req = g.SetFleetSetpointRequest(target_kw=6, valid_for_s=60, request_id="grid-1", reason="interop")
+        a = op.SetFleetSetpoint(req, metadata=tok(OP), timeout=5)
+        b = op.SetFleetSetpoint(req, metadata=tok(OP), timeout=5)
+        assert a.setpoint_id and a.setpoint_id == b.setpoint_id, (a, b)
+        assert a.valid_until_ms == b.valid_until_ms and a.valid_until_ms > time.time() * 1000 + 50000
+        assert abs(a.expected_delivery_kw.value - 6) < 0.5 and a.shortfall_kw == 0, a
+        c, why = code_of(op.SetFleetSetpoint, g.SetFleetSetpointRequest(target_kw=7, valid_for_s=60,
+                                                                          request_id="grid-1"), metadata=tok(OP))
+        assert c == grpc.StatusCode.ALREADY_EXISTS, (c, why)
+        time.sleep(1)
+        s = op.GetFleetStatus(g.GetFleetStatusRequest(), metadata=tok(OP), timeout=5)
+        assert s.target_kw == 6 and s.active_setpoint_id == a.setpoint_id, s
+
+    r.case("SetFleetSetpoint: accepted, a retry returns the same setpoint, a reuse is refused", set_and_retry)
+
+    def beyond():
+        a = op.SetFleetSetpoint(g.SetFleetSetpointRequest(target_kw=1000, valid_for_s=30, request_id="grid-2"),
+                                metadata=tok(OP), timeout=5)
+        assert a.shortfall_kw > 900 and a.expected_delivery_kw.value < 20, a
+
+    r.case("a target beyond the fleet reports its shortfall", beyond)
+
+    def bad_requests():
+        cases = [
+            (dict(target_kw=float("nan"), valid_for_s=10, request_id="b1"), "NaN target"),
+            (dict(target_kw=float("inf"), valid_for_s=10, request_id="b2"), "infinite target"),
+            (dict(target_kw=1e12, valid_for_s=10, request_id="b3"), "huge target"),
+            (dict(target_kw=5, valid_for_s=0, request_id="b4"), "valid_for_s 0"),
+            (dict(target_kw=5, valid_for_s=10 ** 7, request_id="b5"), "valid_for_s too long"),
+            (dict(target_kw=5, valid_for_s=10, request_id=""), "missing request_id"),
+            (dict(target_kw=5, valid_for_s=10, request_id="b6", ramp_kw_per_s=-1), "negative ramp"),
+            (dict(target_kw=5, valid_for_s=10, request_id="x" * 300), "request_id too long"),
+        ]
+        for kw, name in cases:
+            c, why = code_of(op.SetFleetSetpoint, g.SetFleetSetpointRequest(**kw), metadata=tok(OP), timeout=5)
+            assert c == grpc.StatusCode.INVALID_ARGUMENT and why, "%s: %s %s" % (name, c, why)
+        c, _ = code_of(op.PreviewDispatch, g.PreviewDispatchRequest(target_kw=math.nan), metadata=tok(OP))
+        assert c == grpc.StatusCode.INVALID_ARGUMENT, c
+        c, _ = code_of(op.ListDevices, g.ListDevicesRequest(page_size=100000), metadata=tok(OP))
+        assert c == grpc.StatusCode.INVALID_ARGUMENT, c
+        c, _ = code_of(op.GetDevice, g.GetDeviceRequest(device_id=""), metadata=tok(OP))
+        assert c == grpc.StatusCode.INVALID_ARGUMENT, c
+
+    r.case("bad requests get INVALID_ARGUMENT with a message", bad_requests)
+
+    def auth():
+        req = g.SetFleetSetpointRequest(target_kw=1, valid_for_s=10, request_id="auth-1")
+        c, why = code_of(op.SetFleetSetpoint, req, timeout=5)
+        assert c == grpc.StatusCode.UNAUTHENTICATED, (c, why)
+        c, why = code_of(op.GetFleetStatus, g.GetFleetStatusRequest(), metadata=tok("wrong"), timeout=5)
+        assert c == grpc.StatusCode.UNAUTHENTICATED, (c, why)
+        c, why = code_of(op.SetFleetSetpoint, req, metadata=tok(VIEW), timeout=5)
+        assert c == grpc.StatusCode.PERMISSION_DENIED, (c, why)
+        # An operator client certificate has the operator role.
+        creds = grpc.ssl_channel_credentials(ca, env.read("operator.key"), env.read("operator.pem"))
+        och = grpc.secure_channel("localhost:%d" % env.api_port, creds)
+        a = gg.GridOperatorStub(och).SetFleetSetpoint(
+            g.SetFleetSetpointRequest(target_kw=3, valid_for_s=30, request_id="cert-1"), timeout=5)
+        assert a.setpoint_id
+        och.close()
+        mt = vt.read_metrics(env.admin)
+        assert mt.get("vpp_operator_auth_failures_total") >= 2 and mt.get("vpp_operator_denied_total") >= 1
+        log = open(env.proc.log_path).read()
+        assert "principal=cert:operator action=SetFleetSetpoint request_id=cert-1" in log
+        assert "principal=token:ops action=SetFleetSetpoint request_id=grid-1" in log
+
+    r.case("no token / wrong token / viewer role / operator certificate", auth)
+
+    def preview_and_devices():
+        pv = op.PreviewDispatch(g.PreviewDispatchRequest(target_kw=9), metadata=tok(VIEW), timeout=5)
+        assert pv.devices_dispatched == 3 and abs(pv.expected_delivery_kw.value - 9) < 0.5, pv
+        pv = op.PreviewDispatch(g.PreviewDispatchRequest(target_kw=100), metadata=tok(VIEW), timeout=5)
+        assert pv.devices_saturated == 3 and pv.shortfall_kw > 80, pv
+        page1 = op.ListDevices(g.ListDevicesRequest(page_size=2), metadata=tok(VIEW), timeout=5)
+        assert [d.device_id for d in page1.devices] == ["dev-00000", "dev-00001"], page1
+        page2 = op.ListDevices(g.ListDevicesRequest(page_size=2, page_token=page1.next_page_token),
+                               metadata=tok(VIEW), timeout=5)
+        assert [d.device_id for d in page2.devices] == ["dev-00002"] and not page2.next_page_token, page2
+        off = op.ListDevices(g.ListDevicesRequest(state=g.DEVICE_STATE_OFFLINE), metadata=tok(VIEW), timeout=5)
+        assert not off.devices, off
+        d = op.GetDevice(g.GetDeviceRequest(device_id="dev-00001"), metadata=tok(VIEW), timeout=5)
+        assert d.rated_discharge_kw == 5 and d.capacity_kwh == 10 and d.node_id == "grid-test", d
+        assert d.soc.lower <= d.soc.value <= d.soc.upper and d.last_seen_ms > 0
+        c, _ = code_of(op.GetDevice, g.GetDeviceRequest(device_id="dev-99999"), metadata=tok(VIEW))
+        assert c == grpc.StatusCode.NOT_FOUND, c
+
+    r.case("PreviewDispatch, ListDevices paging and filter, GetDevice", preview_and_devices)
+
+    def watch():
+        it = op.WatchFleet(g.WatchFleetRequest(), metadata=tok(VIEW), timeout=10)
+        ticks = []
+        for s in it:
+            feed()
+            ticks.append(s.tick_at_ms)
+            if len(ticks) == 4:
+                it.cancel()
+                break
+        assert len(ticks) == 4 and ticks == sorted(ticks) and len(set(ticks)) == 4, ticks
+
+    r.case("WatchFleet streams one status per tick", watch)
+
+    def health_tracks_dispatch():
+        h = vt.stubs()
+        hs = h.health_pb2_grpc.HealthStub(ch)
+        assert hs.Check(h.health_pb2.HealthCheckRequest(), timeout=5).status == 1
+
+    r.case("Health: SERVING while the control loop ticks", health_tracks_dispatch)
+    for d in devs:
+        d.close()
+    ch.close()
+
+
+if __name__ == "__main__":
+    vt.main(body, budget_s=150)
