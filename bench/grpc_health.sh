@@ -85,8 +85,14 @@ sys.path.insert(0, out)
 import health_pb2
 import health_pb2_grpc
 creds = grpc.ssl_channel_credentials(open(ca, "rb").read())
+import time
 with grpc.secure_channel("localhost:" + port, creds) as ch:
-    r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    # A server that just started says NOT_SERVING until it is ready.
+    for _ in range(50):
+        r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        if r.status == health_pb2.HealthCheckResponse.SERVING:
+            break
+        time.sleep(0.1)
     if r.status != health_pb2.HealthCheckResponse.SERVING:
         sys.exit("status %s" % r.status)
 print("SERVING")

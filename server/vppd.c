@@ -154,7 +154,7 @@ int main(int argc, char **argv)
 	uv_timer_t health_timer;
 	uv_timer_init(&loop, &health_timer);
 	health_timer.data = &grpc;
-	uv_timer_start(&health_timer, on_health_timer, 0, 1000);
+	uv_timer_start(&health_timer, on_health_timer, 0, 200);
 
 	vpp_log(VPP_LOG_INFO, "vppd", "node=%s started", cfg.node_id);
 	uv_run(&loop, UV_RUN_DEFAULT);

@@ -148,7 +148,7 @@ The plant keeps running. In another terminal:
   $bin/tools/vppctl set 800 --for 10m
   $bin/tools/vppctl devices --state degraded
   curl -s http://127.0.0.1:$admin_port/metrics | grep vpp_fleet
-  psql "$db_url" -c 'select * from fleet_ticks order by tick_ms desc limit 5'
+  psql "$db_url" -c 'select * from fleet_ticks order by tick_at desc limit 5'
 Logs: $state/vppd.log, $state/emulator.log. Ctrl-C stops everything.
 
 EOF

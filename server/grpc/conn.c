@@ -64,7 +64,9 @@ static int pbuf_reserve(vpp_grpc_conn *c, size_t extra)
 {
 	if (c->plen + extra <= c->pcap)
 		return 0;
-	size_t ncap = c->pcap ? c->pcap : 16 * 1024;
+	/* Small first: most flushes are a few hundred bytes, and buffers of
+	 * this size come from malloc's per-thread cache. */
+	size_t ncap = c->pcap ? c->pcap : 1000;
 	while (ncap < c->plen + extra)
 		ncap *= 2;
 	uint8_t *nb = realloc(c->pbuf, ncap);
