@@ -121,8 +121,8 @@ ctl() { "$bin/tools/vppctl" "$@"; }
 
 say "Waiting for the fleet to connect"
 for _ in $(seq 60); do
-	online=$(ctl status --json 2>/dev/null | /usr/bin/python3 -c \
-		'import json,sys; print(json.load(sys.stdin).get("devices_online",0))' 2>/dev/null || echo 0)
+	online=$( (ctl status --json 2>/dev/null || true) | /usr/bin/python3 -c \
+		'import json,sys; print(json.load(sys.stdin).get("devices_online",0))' 2>/dev/null || true)
 	[ "${online:-0}" -ge $((devices * 9 / 10)) ] && break
 	sleep 1
 done
