@@ -9,6 +9,7 @@
 #include "vpp/log.h"
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,32 +29,30 @@ static void usage(FILE *out)
 	vpp_config_print_help(vppd_config_table, vppd_config_table_len, out);
 }
 
-/* admin: /readyz. Runs on the admin thread. */
+/* admin: /readyz, on the admin thread. Ready when the store can take rows
+ * (database up, or the journal has room) and the control loop ticks. */
 static int vppd_ready(void *ud, char *why, size_t whylen)
 {
-	/* TODO: consult the store (database reachable or journalling within
-	 * limits) and dispatch (control loop ticking) here; both must answer
-	 * thread-safely, e.g. from atomics they publish. */
-	vppd_grpc **g = ud;
+	vppd_grpc *g = atomic_load((_Atomic(vppd_grpc *) *)ud);
 	if (!vppd_store_ready(why, whylen)) /* store */
 		return 0;
-	if (!*g) {
+	if (!g) {
 		snprintf(why, whylen, "starting");
 		return 0;
 	}
-	return vppd_grpc_ready(*g, why, whylen) ? 1 : 0;
+	return vppd_grpc_ready(g, why, whylen) ? 1 : 0;
 }
 
 /* The health service says SERVING only while /readyz would say ready. */
 static void on_health_timer(uv_timer_t *t)
 {
-	vppd_grpc **g = t->data;
+	vppd_grpc *g = atomic_load((_Atomic(vppd_grpc *) *)t->data);
 	char why[256];
 	/* Stricter than /readyz: devices can go on while rows are journaled,
 	 * but operator commands need the database. */
-	if (*g)
-		vpp_health_set(vppd_grpc_health(*g), "",
-			       vppd_ready(g, why, sizeof(why)) && vppd_store_db_up(why, sizeof(why))
+	if (g)
+		vpp_health_set(vppd_grpc_health(g), "",
+			       vppd_ready(t->data, why, sizeof(why)) && vppd_store_db_up(why, sizeof(why))
 				       ? VPP_HEALTH_SERVING
 				       : VPP_HEALTH_NOT_SERVING);
 }
@@ -72,7 +71,7 @@ int main(int argc, char **argv)
 	int pos[4], npos = 0, rv, exit_code = EXIT_FAILURE;
 	bool help = false;
 	vpp_admin *admin = NULL; /* admin */
-	static vppd_grpc *grpc; /* read by the admin thread's /readyz */
+	static _Atomic(vppd_grpc *) grpc; /* read by the admin thread's /readyz */
 	vpp_store *store = NULL; /* store */
 
 	signal(SIGPIPE, SIG_IGN);
@@ -150,7 +149,7 @@ int main(int argc, char **argv)
 	vppd_grpc *g;
 	if ((rv = vppd_grpc_start(&cfg, store, &g)) != 0)
 		goto out_loop;
-	grpc = g;
+	atomic_store(&grpc, g);
 	uv_timer_t health_timer;
 	uv_timer_init(&loop, &health_timer);
 	health_timer.data = &grpc;
@@ -166,7 +165,7 @@ int main(int argc, char **argv)
 
 	/* Devices are told to back off and the dispatch thread stops; then
 	 * GOAWAY lets operators' in-flight calls finish. */
-	grpc = NULL;
+	atomic_store(&grpc, NULL);
 	vppd_grpc_stop(g, (uint32_t)cfg.shutdown_grace_ms);
 
 	/* store: stop */
