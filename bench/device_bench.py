@@ -86,9 +86,8 @@ def main():
         vt.wait_port(admin, 30, proc.p)
         return proc
 
-    sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
-    import test_plant_e2e as e2e  # noqa: E402
-    g, gg = e2e.stubs()
+    v = vt.vpp_stubs()
+    g, gg = v.grid_pb2, v.grid_pb2_grpc
     op = gg.GridOperatorStub(grpc.insecure_channel("127.0.0.1:%d" % aport))
     md = [("authorization", "Bearer " + TOKEN)]
 

@@ -138,31 +138,31 @@ dev_new=$ca_new
 if ((shared)) && [ ! -s devices/shared.key ]; then
 	newkey devices/shared.key
 fi
-todo=$(mktemp "${TMPDIR:-/tmp}/vpp-certs-todo.XXXXXX")
-trap 'rm -f "$cnf" "$todo"' EXIT
+missing=$(mktemp "${TMPDIR:-/tmp}/vpp-certs-missing.XXXXXX")
+trap 'rm -f "$cnf" "$missing"' EXIT
 for ((i = 0; i < devices; i++)); do
 	printf -v id '%s%05d' "$prefix" "$i"
 	if ((dev_new)) || [ ! -s "devices/$id.pem" ] || [ ! -s "devices/$id.key" ]; then
 		echo "$id"
 	fi
-done >"$todo"
-n=$(wc -l <"$todo")
+done >"$missing"
+n=$(wc -l <"$missing")
 if ((n > 0)); then
 	if ((shared)); then
 		xargs -P "$jobs" -I{} openssl req -config "$cnf" -x509 -new \
 			-key devices/shared.key -subj "/CN={}" -sha256 -days "$days" \
 			-CA device-ca.pem -CAkey device-ca.key -extensions client \
-			-out "devices/{}.pem" <"$todo"
+			-out "devices/{}.pem" <"$missing"
 		# Hard links: 100,000 keys cost no disk and no key generation.
 		while read -r id; do
 			ln -f devices/shared.key "devices/$id.key"
-		done <"$todo"
+		done <"$missing"
 	else
 		xargs -P "$jobs" -I{} openssl req -config "$cnf" -x509 -new \
 			-newkey ec -pkeyopt ec_paramgen_curve:P-256 -noenc \
 			-keyout "devices/{}.key" -subj "/CN={}" -sha256 -days "$days" \
 			-CA device-ca.pem -CAkey device-ca.key -extensions client \
-			-out "devices/{}.pem" <"$todo" 2> >(grep -v '^-----$' >&2)
+			-out "devices/{}.pem" <"$missing" 2> >(grep -v '^-----$' >&2)
 	fi
 	find devices -name '*.pem' -exec chmod 644 {} +
 fi

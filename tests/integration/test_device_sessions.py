@@ -17,24 +17,9 @@ import vpptest as vt  # noqa: E402
 import grpc  # noqa: E402
 
 ROOT = vt.ROOT
-_mods = {}
-
-
 def mods():
-    if _mods:
-        return _mods
-    out = vt.tempdir("vpp-devstubs-")
-    inc = os.path.join(ROOT, "proto")
-    r = subprocess.run([vt.PYTHON, "-m", "grpc_tools.protoc", "-I", inc, "--python_out=" + out,
-                        "--grpc_python_out=" + out] +
-                       [os.path.join(inc, "vpp/v1", n) for n in ("common.proto", "device.proto", "grid.proto")],
-                       capture_output=True, text=True, timeout=60)
-    if r.returncode != 0:
-        raise RuntimeError(r.stderr)
-    sys.path.insert(0, out)
-    from vpp.v1 import device_pb2, device_pb2_grpc, grid_pb2, grid_pb2_grpc
-    _mods.update(d=device_pb2, dg=device_pb2_grpc, g=grid_pb2, gg=grid_pb2_grpc)
-    return _mods
+    v = vt.vpp_stubs()
+    return dict(d=v.device_pb2, dg=v.device_pb2_grpc, g=v.grid_pb2, gg=v.grid_pb2_grpc)
 
 
 class Device:

@@ -30,17 +30,8 @@ TOKEN = "emu-op-token"
 
 
 def stubs():
-    out = vt.tempdir("vpp-gridstubs-")
-    inc = os.path.join(vt.ROOT, "proto")
-    r = subprocess.run([vt.PYTHON, "-m", "grpc_tools.protoc", "-I", inc, "--python_out=" + out,
-                        "--grpc_python_out=" + out] +
-                       [os.path.join(inc, "vpp/v1", n) for n in ("common.proto", "grid.proto")],
-                       capture_output=True, text=True, timeout=60)
-    if r.returncode != 0:
-        raise RuntimeError(r.stderr)
-    sys.path.insert(0, out)
-    from vpp.v1 import grid_pb2, grid_pb2_grpc
-    return grid_pb2, grid_pb2_grpc
+    v = vt.vpp_stubs()
+    return v.grid_pb2, v.grid_pb2_grpc
 
 
 class Env:
@@ -144,7 +135,6 @@ def body(r):
     env.vppd.wait(10)
     env.vppd.stop()
     time.sleep(1.0)
-    t_restart = time.monotonic()
     env.start_vppd("vppd-restarted")
     st["rejoin_s"] = env.wait_online(expect_online, 30)
     time.sleep(2)

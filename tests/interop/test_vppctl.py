@@ -35,17 +35,9 @@ NOW_MS = lambda: int(time.time() * 1000)  # noqa: E731
 
 
 def grid_stubs():
-    """grid_pb2 / grid_pb2_grpc / common_pb2, generated at test time."""
-    out = vpptest.tempdir("vpp-grid-stubs-")
-    root = os.path.join(vpptest.ROOT, "proto")
-    r = subprocess.run([vpptest.PYTHON, "-m", "grpc_tools.protoc", "-I", root, "--python_out=" + out,
-                        "--grpc_python_out=" + out, "vpp/v1/common.proto", "vpp/v1/grid.proto"],
-                       capture_output=True, text=True, timeout=60)
-    if r.returncode != 0:
-        raise RuntimeError("protoc grid.proto failed: %s" % r.stderr)
-    sys.path.insert(0, out)
-    from vpp.v1 import common_pb2, grid_pb2, grid_pb2_grpc  # noqa: E402
-    return common_pb2, grid_pb2, grid_pb2_grpc
+    """common_pb2, grid_pb2, grid_pb2_grpc, generated at test time."""
+    v = vpptest.vpp_stubs()
+    return v.common_pb2, v.grid_pb2, v.grid_pb2_grpc
 
 
 class Fake:

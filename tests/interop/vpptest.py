@@ -119,6 +119,32 @@ def stubs():
     return s
 
 
+_vpp_stubs = None
+
+
+def vpp_stubs():
+    """Generates the python modules of proto/vpp/v1 (common, device, grid)
+    once per process, importable as vpp.v1.*, and returns them as attributes
+    common_pb2, device_pb2, device_pb2_grpc, grid_pb2, grid_pb2_grpc."""
+    global _vpp_stubs
+    if _vpp_stubs is not None:
+        return _vpp_stubs
+    out = tempdir("vpp-v1-stubs-")
+    inc = os.path.join(ROOT, "proto")
+    r = subprocess.run([PYTHON, "-m", "grpc_tools.protoc", "-I", inc, "--python_out=" + out,
+                        "--grpc_python_out=" + out] +
+                       ["vpp/v1/%s.proto" % n for n in ("common", "device", "grid")],
+                       cwd=inc, capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError("protoc vpp/v1 failed: %s" % r.stderr)
+    sys.path.insert(0, out)
+    s = Stubs()
+    for m in ("common_pb2", "device_pb2", "device_pb2_grpc", "grid_pb2", "grid_pb2_grpc"):
+        setattr(s, m, importlib.import_module("vpp.v1." + m))
+    _vpp_stubs = s
+    return s
+
+
 def _gen_stubs():
     out = tempdir("vpp-stubs-")
     for folder, name in (("proto/vpp/v1", "echo.proto"), ("proto/grpc/health/v1", "health.proto")):
