@@ -95,6 +95,8 @@ typedef enum {
 	VPP_PO_SETPOINT,       /* send this lease to the device: u.sp */
 	VPP_PO_CLOSE,	       /* end the session: u.reason (vpp_bye_reason) */
 	VPP_PO_SHUTDOWN,       /* the plant stops: end every session */
+	VPP_PO_WRITTEN,	       /* every setpoint of tick u.tick_ns was handed
+				* over: the loop has written them */
 	VPP_PO__ANSWER = 100,  /* internal: a query's answer (u.q) */
 } vpp_plant_out_type;
 
@@ -107,8 +109,10 @@ typedef struct {
 			uint64_t seq;
 			double power_kw;
 			int64_t valid_until_ms;
+			uint64_t tick_ns; /* uv_hrtime() when the tick began */
 		} sp;
 		int reason;
+		uint64_t tick_ns;
 		vpp_plant_query *q;
 	} u;
 } vpp_plant_out;

@@ -68,7 +68,7 @@ struct vpp_devices {
 		vpp_counter *rejected[12];
 		vpp_counter *shed_dispatch, *store_blocked, *store_rejected, *stale_out;
 		vpp_counter *duplicates;
-		vpp_histogram *ack_rtt, *ping_rtt;
+		vpp_histogram *ack_rtt, *ping_rtt, *fanout;
 	} met;
 };
 

@@ -40,6 +40,11 @@ static void metrics_init(vpp_devices *d)
 					   "Setpoint written to its ack received", b, 12);
 	d->met.ping_rtt = vpp_histogram_get("vpp_device_ping_rtt_seconds", NULL,
 					    "Ping round trip", b, 12);
+	d->met.fanout = vpp_histogram_get(
+		"vpp_device_fanout_seconds", NULL,
+		"Control tick start to the last of its setpoints written to the sockets "
+		"(one observation per I/O loop and tick)",
+		b, 12);
 }
 
 int vpp_devices_new(const vpp_devices_opts *o, vpp_grpc_server *srv, vpp_grpc_listener *l,

@@ -476,6 +476,11 @@ void vpp__dev_deliver(void *ud, const vpp_plant_out *m)
 			shutdown_loop(dl);
 		return;
 	}
+	if (m->type == VPP_PO_WRITTEN) {
+		vpp_histogram_observe(dl->d->met.fanout,
+				      (double)(uv_hrtime() - m->u.tick_ns) / 1e9);
+		return;
+	}
 	session *s = vpp__dev_table_get(dl, m->session);
 	if (!s || s->ending) {
 		vpp_counter_inc(dl->d->met.stale_out);

@@ -132,6 +132,8 @@ struct vpp_grpc_conn {
 	bool reading;
 	bool in_h2;	    /* inside nghttp2 mem_recv/mem_send: no re-entry */
 	bool any_want_writable;
+	bool admission_wait; /* accepted, waiting for admission (server) */
+	struct vpp_grpc_conn *wait_next;
 	int handles;	    /* open libuv handles; freed at 0 */
 	int close_err;
 

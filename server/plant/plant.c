@@ -120,14 +120,39 @@ static void on_link_wake(uv_async_t *a)
 {
 	loop_link *l = a->data;
 	vpp_plant_out m;
+	uint64_t tick_ns = 0;
 	while (vpp_ring_pop(l->out, &m)) {
-		if (m.type == VPP_PO__ANSWER)
+		if (m.type == VPP_PO__ANSWER) {
 			m.u.q->done(m.u.q);
-		else if (l->fn)
+			continue;
+		}
+		if (m.type == VPP_PO_SETPOINT)
+			tick_ns = m.u.sp.tick_ns;
+		if (l->fn)
 			l->fn(l->ud, &m);
 	}
-	if (atomic_load(&l->closing) && !uv_is_closing((uv_handle_t *)&l->async))
+	/* One tick's setpoints arrive in one wake-up (the dispatch thread
+	 * wakes the loop after pushing them all). */
+	if (tick_ns && l->fn) {
+		vpp_plant_out w = {.type = VPP_PO_WRITTEN, .u.tick_ns = tick_ns};
+		l->fn(l->ud, &w);
+	}
+	if (atomic_load(&l->closing) && !uv_is_closing((uv_handle_t *)&l->async)) {
 		uv_close((uv_handle_t *)&l->async, on_link_closed);
+		uv_close((uv_handle_t *)&l->prepare, on_link_closed);
+	}
+}
+
+/* Before the loop waits for I/O: one wake-up of the dispatch thread for
+ * everything the sessions posted in this iteration, not one per message
+ * (each is a syscall and a context switch). */
+static void on_link_prepare(uv_prepare_t *h)
+{
+	loop_link *l = h->data;
+	if (l->posted) {
+		l->posted = false;
+		uv_async_send(&l->p->wake);
+	}
 }
 
 int vpp_plant_attach_loop(vpp_plant *p, int i, uv_loop_t *loop, vpp_plant_deliver_fn fn, void *ud)
@@ -141,6 +166,10 @@ int vpp_plant_attach_loop(vpp_plant *p, int i, uv_loop_t *loop, vpp_plant_delive
 	if (uv_async_init(loop, &l->async, on_link_wake) != 0)
 		return VPP_EIO;
 	l->async.data = l;
+	uv_prepare_init(loop, &l->prepare);
+	l->prepare.data = l;
+	uv_prepare_start(&l->prepare, on_link_prepare);
+	uv_unref((uv_handle_t *)&l->prepare);
 	l->attached = true;
 	return 0;
 }
@@ -149,10 +178,15 @@ int vpp_plant_post(vpp_plant *p, int i, const vpp_plant_msg *m)
 {
 	if (atomic_load_explicit(&p->stopping, memory_order_relaxed))
 		return VPP_ECLOSED;
-	int rv = vpp_ring_push(p->links[i].in, m);
-	if (rv == 0)
+	loop_link *l = &p->links[i];
+	int rv = vpp_ring_push(l->in, m);
+	if (rv != 0)
+		return rv;
+	if (l->attached)
+		l->posted = true; /* on_link_prepare wakes the plant */
+	else
 		uv_async_send(&p->wake);
-	return rv;
+	return 0;
 }
 
 /* ---- the dispatch side -------------------------------------------------- */
@@ -408,6 +442,7 @@ static void on_tick(uv_timer_t *t)
 		m.u.sp.seq = c->seq;
 		m.u.sp.power_kw = c->power_kw;
 		m.u.sp.valid_until_ms = c->valid_until_ms;
+		m.u.sp.tick_ns = t0;
 		if (send_out(p, o->loop, &m, true) != 0) {
 			vpp_counter_inc(p->met.commands_shed);
 			continue;

@@ -14,6 +14,8 @@ typedef struct {
 	int index;
 	uv_loop_t *loop;
 	uv_async_t async;
+	uv_prepare_t prepare; /* wakes the plant once per loop iteration */
+	bool posted;	  /* loop side: pushed to |in| since the last wake */
 	bool attached;
 	_Atomic bool closing;
 	vpp_ring *in;  /* loop -> plant */

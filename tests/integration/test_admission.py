@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Admission control on the device port (--device-handshakes-per-s): a burst
+of new connections far over the rate is paced, not dropped: connections
+within two seconds' worth of the rate wait (unread, no TLS work) and their
+handshakes complete in order at the rate; only those beyond that are
+refused cheaply and counted as vpp_grpc_rejected_total{reason="admission"}.
+Uses real TLS handshakes (Python's ssl module) with a device certificate."""
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "interop"))
+import vpptest as vt  # noqa: E402
+
+RATE = 10      # handshakes per second, one I/O loop
+BURST = 40     # connections opened at once
+
+
+def start(certs):
+    port, admin = vt.free_port(), vt.free_port()
+    p = lambda n: os.path.join(certs, n)
+    argv = [os.path.join(vt.build_dir(), "server", "vppd"), "--api-port", str(vt.free_port()), "--api-h2c",
+            "--device-port", str(port), "--device-addr", "127.0.0.1", "--tls-cert", p("server.pem"),
+            "--tls-key", p("server.key"), "--device-ca", p("device-ca.pem"), "--admin-port", str(admin),
+            "--io-threads", "1", "--device-handshakes-per-s", str(RATE)]
+    proc = vt.Proc("vppd", argv)
+    vt.wait_port(port, 30, proc.p)
+    vt.wait_port(admin, 30, proc.p)
+    return proc, port, admin
+
+
+def handshake(ctx, port, t0, out, i):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+            with ctx.wrap_socket(s, server_hostname="localhost") as t:
+                out[i] = ("ok", time.monotonic() - t0, t.selected_alpn_protocol())
+    except (OSError, ssl.SSLError) as e:
+        out[i] = ("refused", time.monotonic() - t0, type(e).__name__)
+
+
+def test_burst_is_paced_not_dropped(certs):
+    proc, port, admin = start(certs)
+    ctx = ssl.create_default_context(cafile=os.path.join(certs, "ca.pem"))
+    ctx.load_cert_chain(os.path.join(certs, "devices", "dev-00000.pem"),
+                        os.path.join(certs, "devices", "dev-00000.key"))
+    ctx.set_alpn_protocols(["h2"])
+    # Spend the burst allowance first, then let the bucket stay empty.
+    out = [None] * BURST
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=handshake, args=(ctx, port, t0, out, i)) for i in range(BURST)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    ok = sorted(x[1] for x in out if x and x[0] == "ok")
+    refused = [x for x in out if x and x[0] == "refused"]
+    assert all(x is not None for x in out), out
+    # One loop: a burst of max(rate/4, 1) = 2 at once, 2 s x 10/s = 20 wait.
+    assert 20 <= len(ok) <= 25, (len(ok), out)
+    assert len(refused) == BURST - len(ok), out
+    assert all(x[2] == "h2" for x in out if x[0] == "ok"), out
+    # Paced: the waiting ones finish about 1/RATE apart, not all at once.
+    assert ok[-1] >= 1.5, ok
+    assert ok[-1] <= 6, ok
+    m = vt.read_metrics(admin)
+    assert m.get("vpp_grpc_rejected_total", listener="device", reason="admission") == len(refused), out
+    assert proc.p.poll() is None
+    # Once the storm is over, a new connection is served at once.
+    time.sleep(1)
+    late = [None]
+    t1 = time.monotonic()
+    handshake(ctx, port, t1, late, 0)
+    assert late[0][0] == "ok" and late[0][1] < 1, late
+    proc.stop()
+
+
+def body(r):
+    certs = vt.tempdir("vpp-admission-certs-")
+    out = subprocess.run(["bash", os.path.join(vt.ROOT, "deploy/local/certs.sh"), certs, "--devices", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, "certs.sh: " + out.stderr[-2000:]
+    r.case("a burst over the handshake rate is paced; only the excess is refused",
+           test_burst_is_paced_not_dropped, certs)
+
+
+if __name__ == "__main__":
+    vt.main(body, budget_s=120)
