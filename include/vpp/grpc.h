@@ -49,6 +49,7 @@ typedef struct vpp_grpc_listener vpp_grpc_listener;
 typedef struct vpp_grpc_conn vpp_grpc_conn;
 typedef struct vpp_grpc_call vpp_grpc_call;
 typedef struct vpp_grpc_tls vpp_grpc_tls;
+typedef struct vpp_grpc_identity vpp_grpc_identity;
 
 /* One metadata entry (header or trailer). */
 typedef struct {
@@ -73,6 +74,16 @@ int vpp_grpc_tls_client_new(const char *ca_file, const char *cert_file, const ch
 /* Reference counted: every listener or connection using it holds one. */
 void vpp_grpc_tls_ref(vpp_grpc_tls *t);
 void vpp_grpc_tls_unref(vpp_grpc_tls *t);
+
+/* A client certificate and key (PEM) presented by one connection, so that
+ * many identities share one client context (CA, ALPN, settings): a fleet
+ * of devices in one process costs a certificate each, not an SSL_CTX each.
+ * When |same_key_as| is given and its key matches |cert_file|, that key is
+ * shared and |key_file| is not read. Returns 0, VPP_ENOMEM or VPP_ETLS. */
+int vpp_grpc_identity_load(const char *cert_file, const char *key_file,
+			   const vpp_grpc_identity *same_key_as, vpp_grpc_identity **ret);
+/* Connections keep what they need: an identity may be freed at any time. */
+void vpp_grpc_identity_free(vpp_grpc_identity *id);
 
 /* ---- Server -------------------------------------------------------------- */
 
@@ -217,6 +228,7 @@ typedef struct {
 	int port;
 	const char *authority;	 /* :authority and TLS SNI/verify name; NULL: host */
 	vpp_grpc_tls *tls;	 /* NULL: h2c with prior knowledge */
+	const vpp_grpc_identity *identity; /* client certificate; NULL: tls's own */
 	const char *bind_addr;	 /* optional source address (spread over 127.x.y.z) */
 	uint32_t connect_timeout_ms; /* 0: 10 s */
 	uint32_t keepalive_ms;	 /* 0: off */

@@ -62,6 +62,7 @@ int vpp_grpc_conn_new(uv_loop_t *loop, const vpp_grpc_client_opts *opts, vpp_grp
 	c->copts = *opts;
 	c->copts.host = NULL;
 	c->copts.bind_addr = NULL;
+	c->copts.identity = NULL; /* the SSL object keeps what it needs */
 	c->authority = strdup(opts->authority ? opts->authority : opts->host);
 	if (!c->authority) {
 		free(c);
@@ -83,7 +84,8 @@ int vpp_grpc_conn_new(uv_loop_t *loop, const vpp_grpc_client_opts *opts, vpp_grp
 	if (opts->tls) {
 		vpp_grpc_tls_ref(opts->tls);
 		c->ctls = opts->tls;
-		if ((rv = vpp__tls_attach(c, opts->tls, false, c->authority)) != 0)
+		rv = vpp__tls_attach(c, opts->tls, false, c->authority, opts->identity);
+		if (rv != 0)
 			goto fail;
 	}
 	if (opts->bind_addr && (rv = uv_tcp_bind(&c->tcp, (struct sockaddr *)&bs, 0)) != 0) {

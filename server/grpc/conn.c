@@ -295,6 +295,8 @@ static void on_tls_data(vpp_grpc_conn *c)
 			return;
 		}
 		c->tls_done = true;
+		if (c->adm)
+			vpp__admission_done(c);
 		vpp__tls_peer_identity(c);
 		const unsigned char *proto = NULL;
 		unsigned int plen = 0;

@@ -51,6 +51,11 @@ struct vpp_grpc_tls {
 	_Atomic int refs;
 };
 
+struct vpp_grpc_identity {
+	X509 *cert;
+	EVP_PKEY *key;
+};
+
 typedef struct {
 	vpp_counter *rejected[R__COUNT];
 	vpp_counter *conns_total;
@@ -66,6 +71,30 @@ typedef struct method_entry {
 } method_entry;
 
 typedef struct io_loop io_loop;
+
+/* Handshakes one loop runs at once on one listener (admission.c). */
+#define VPP__HANDSHAKES_IN_FLIGHT 64
+/* ... each holding its turn for at most this long. */
+#define VPP__HANDSHAKE_SLOT_MS 500
+/* A connection waits at most this long for its turn (clients time out). */
+#define VPP__ADMISSION_MAX_WAIT_MS 4000
+
+typedef struct {
+	struct vpp_grpc_conn *head, *tail;
+	uint32_t n;
+} vpp__conn_queue;
+
+typedef struct vpp__admission {
+	double rate; /* new connections per second on this loop; 0: no limit */
+	bool tls;    /* count handshakes in flight */
+	bool closed;
+	double tokens;
+	uint64_t tokens_at;
+	uint32_t wait_limit;
+	vpp__conn_queue waiting, handshaking;
+	uv_timer_t timer;
+	void (*start)(struct vpp_grpc_conn *c);
+} vpp__admission;
 
 struct vpp_grpc_listener {
 	vpp_grpc_server *srv;
@@ -132,8 +161,11 @@ struct vpp_grpc_conn {
 	bool reading;
 	bool in_h2;	    /* inside nghttp2 mem_recv/mem_send: no re-entry */
 	bool any_want_writable;
-	bool admission_wait; /* accepted, waiting for admission (server) */
-	struct vpp_grpc_conn *wait_next;
+	/* Server admission (admission.c): waiting for a turn, or handshaking. */
+	struct vpp__admission *adm;
+	uint8_t adm_state;
+	struct vpp_grpc_conn *adm_prev, *adm_next;
+	uint64_t adm_ms;
 	int handles;	    /* open libuv handles; freed at 0 */
 	int close_err;
 
@@ -227,9 +259,19 @@ void vpp__server_conn_closed(vpp_grpc_conn *c);
 void vpp__client_conn_closed(vpp_grpc_conn *c);
 void vpp__client_conn_ready(vpp_grpc_conn *c);
 
+/* admission.c */
+void vpp__admission_init(vpp__admission *a, uv_loop_t *loop, double rate_per_s, bool tls,
+			 void (*start_fn)(struct vpp_grpc_conn *c));
+/* Starts |c| now or queues it: false means refuse it. */
+bool vpp__admission_offer(vpp__admission *a, struct vpp_grpc_conn *c);
+/* |c|'s handshake completed, or |c| closed: its turn goes to the next. */
+void vpp__admission_done(struct vpp_grpc_conn *c);
+void vpp__admission_close(vpp__admission *a);
+
 /* tls.c */
 /* Creates c->ssl with memory BIOs from |t|. */
-int vpp__tls_attach(vpp_grpc_conn *c, vpp_grpc_tls *t, bool server, const char *sni);
+int vpp__tls_attach(vpp_grpc_conn *c, vpp_grpc_tls *t, bool server, const char *sni,
+		    const vpp_grpc_identity *id);
 /* Reads the verified peer's CN into c->peer_cn. */
 void vpp__tls_peer_identity(vpp_grpc_conn *c);
 const char *vpp__tls_last_error(void);

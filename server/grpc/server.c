@@ -30,13 +30,7 @@ typedef struct {
 	uv_tcp_t h;
 	vpp_grpc_listener *l;
 	io_loop *io;
-	double tokens; /* admission control */
-	uint64_t tokens_at;
-	/* Connections over the rate wait here (FIFO, not yet reading) for
-	 * their turn, rather than being refused outright. */
-	vpp_grpc_conn *wait_head, *wait_tail;
-	uint32_t nwait;
-	uv_timer_t admit_timer;
+	vpp__admission adm;
 } listen_handle;
 
 struct io_loop {
@@ -231,41 +225,6 @@ fail:
 void vpp_grpc_listener_set_admission(vpp_grpc_listener *l, uint32_t per_s)
 {
 	l->admission_per_s = per_s;
-}
-
-/* Token bucket per loop, each with its share of the rate and a burst of a
- * quarter second's worth. */
-static double loop_rate(const listen_handle *lh)
-{
-	return (double)lh->l->admission_per_s / lh->l->srv->nloops;
-}
-
-static bool admit(listen_handle *lh)
-{
-	if (!lh->l->admission_per_s)
-		return true;
-	double rate = loop_rate(lh);
-	double burst = rate / 4 > 1 ? rate / 4 : 1;
-	uint64_t now = uv_now(&lh->io->loop);
-	if (lh->tokens_at == 0)
-		lh->tokens = burst;
-	else
-		lh->tokens += (double)(now - lh->tokens_at) * rate / 1000.0;
-	lh->tokens_at = now;
-	if (lh->tokens > burst)
-		lh->tokens = burst;
-	if (lh->tokens < 1)
-		return false;
-	lh->tokens -= 1;
-	return true;
-}
-
-/* At most two seconds' worth of connections wait for admission; more are
- * refused (closed before any TLS work) and the devices back off. */
-static uint32_t wait_limit(const listen_handle *lh)
-{
-	double n = loop_rate(lh) * 2;
-	return n < 16 ? 16 : (uint32_t)n;
 }
 
 int vpp_grpc_listener_port(const vpp_grpc_listener *l)
@@ -672,71 +631,15 @@ int vpp__call_submit_response(vpp_grpc_call *call)
 
 /* ---- I/O threads ---------------------------------------------------------- */
 
-static void start_conn(listen_handle *lh, vpp_grpc_conn *c)
+static void start_conn(vpp_grpc_conn *c)
 {
 	/* The handshake timeout counts from here, not from the accept. */
 	c->opened_ms = c->last_rx_ms = c->idle_since_ms = uv_now(c->loop);
-	if (lh->l->tls && vpp__tls_attach(c, lh->l->tls, true, NULL) != 0) {
+	if (c->l->tls && vpp__tls_attach(c, c->l->tls, true, NULL, NULL) != 0) {
 		vpp__conn_close(c, VPP_ENOMEM);
 		return;
 	}
 	vpp__conn_start_reading(c);
-}
-
-static void on_admit_timer(uv_timer_t *t)
-{
-	listen_handle *lh = t->data;
-	while (lh->wait_head && admit(lh)) {
-		vpp_grpc_conn *c = lh->wait_head;
-		lh->wait_head = c->wait_next;
-		if (!lh->wait_head)
-			lh->wait_tail = NULL;
-		lh->nwait--;
-		c->admission_wait = false;
-		c->wait_next = NULL;
-		start_conn(lh, c);
-	}
-	if (!lh->wait_head)
-		uv_timer_stop(t);
-}
-
-static void enqueue_waiting(listen_handle *lh, vpp_grpc_conn *c)
-{
-	c->admission_wait = true;
-	if (lh->wait_tail)
-		lh->wait_tail->wait_next = c;
-	else
-		lh->wait_head = c;
-	lh->wait_tail = c;
-	lh->nwait++;
-	if (!uv_is_active((uv_handle_t *)&lh->admit_timer)) {
-		/* About one token per firing. */
-		uint64_t every = (uint64_t)(1000.0 / loop_rate(lh));
-		every = every < 2 ? 2 : every > 100 ? 100 : every;
-		uv_timer_start(&lh->admit_timer, on_admit_timer, every, every);
-	}
-}
-
-/* A waiting connection closed (shutdown): take it out of the queue. */
-static void dequeue_waiting(vpp_grpc_conn *c)
-{
-	io_loop *io = c->io;
-	for (int i = 0; i < io->nlh; i++) {
-		listen_handle *lh = &io->lh[i];
-		vpp_grpc_conn *prev = NULL;
-		for (vpp_grpc_conn *w = lh->wait_head; w; prev = w, w = w->wait_next) {
-			if (w != c)
-				continue;
-			if (prev)
-				prev->wait_next = w->wait_next;
-			else
-				lh->wait_head = w->wait_next;
-			if (lh->wait_tail == w)
-				lh->wait_tail = prev;
-			lh->nwait--;
-			return;
-		}
-	}
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -792,20 +695,14 @@ static void on_connection(uv_stream_t *server, int status)
 		vpp__conn_close(c, VPP_ECLOSED);
 		return;
 	}
-	if (!admit(lh)) {
-		if (lh->nwait < wait_limit(lh)) {
-			enqueue_waiting(lh, c);
-			return;
-		}
+	if (!vpp__admission_offer(&lh->adm, c)) {
 		/* Cheap refusal: no TLS work for a connection we cannot take. */
 		vpp_counter_inc(c->met->rejected[R_ADMISSION]);
-		vpp_log(VPP_LOG_DEBUG, "grpc", "listener=%s peer=%s refused: over %u new "
-					       "connections/s",
-			lh->l->name, c->peer_addr, lh->l->admission_per_s);
+		vpp_log(VPP_LOG_DEBUG, "grpc", "listener=%s peer=%s refused: too many new "
+					       "connections waiting",
+			lh->l->name, c->peer_addr);
 		vpp__conn_close(c, VPP_EAGAIN);
-		return;
 	}
-	start_conn(lh, c);
 }
 
 static void maybe_stop(io_loop *io);
@@ -813,8 +710,7 @@ static void maybe_stop(io_loop *io);
 void vpp__server_conn_closed(vpp_grpc_conn *c)
 {
 	io_loop *io = c->io;
-	if (c->admission_wait)
-		dequeue_waiting(c);
+	vpp__admission_done(c);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -873,7 +769,7 @@ static void on_wake(uv_async_t *a)
 	io->shutting_down = true;
 	for (int i = 0; i < io->nlh; i++) {
 		uv_close((uv_handle_t *)&io->lh[i].h, NULL);
-		uv_close((uv_handle_t *)&io->lh[i].admit_timer, NULL);
+		vpp__admission_close(&io->lh[i].adm);
 	}
 	for (vpp_grpc_conn *c = io->conns; c; c = c->next) {
 		if (c->closing)
@@ -922,8 +818,9 @@ int vpp_grpc_server_start(vpp_grpc_server *s)
 			lh->io = io;
 			uv_tcp_init(&io->loop, &lh->h);
 			lh->h.data = lh;
-			uv_timer_init(&io->loop, &lh->admit_timer);
-			lh->admit_timer.data = lh;
+			vpp__admission_init(&lh->adm, &io->loop,
+					    (double)lh->l->admission_per_s / s->nloops,
+					    lh->l->tls != NULL, start_conn);
 			if (uv_tcp_open(&lh->h, s->listeners[j]->fds[i]) != 0 ||
 			    uv_listen((uv_stream_t *)&lh->h, 4096, on_connection) != 0)
 				return VPP_EIO;

@@ -5,6 +5,7 @@
 #include "vpp/error.h"
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,7 +66,13 @@ int vpp_grpc_tls_server_new(const char *cert_file, const char *key_file, const c
 	    SSL_CTX_check_private_key(ctx) != 1)
 		goto fail;
 	SSL_CTX_set_alpn_select_cb(ctx, select_alpn, NULL);
-	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+	/* No session tickets and no session cache: the ticket keys live and
+	 * die with the process, so after a restart (the reconnect storm)
+	 * every client needs a full handshake anyway, and issuing two
+	 * tickets per connection cost a third of the server's handshake CPU;
+	 * a cache would hold every client's certificate in memory. */
+	SSL_CTX_set_num_tickets(ctx, 0);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"vpp", 3);
 	if (client_ca) {
 		if (SSL_CTX_load_verify_locations(ctx, client_ca, NULL) != 1)
@@ -137,11 +144,71 @@ void vpp_grpc_tls_unref(vpp_grpc_tls *t)
 	}
 }
 
-int vpp__tls_attach(vpp_grpc_conn *c, vpp_grpc_tls *t, bool server, const char *sni)
+static X509 *read_cert(const char *file)
+{
+	FILE *f = fopen(file, "r");
+	if (!f)
+		return NULL;
+	X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+	fclose(f);
+	return x;
+}
+
+static EVP_PKEY *read_key(const char *file)
+{
+	FILE *f = fopen(file, "r");
+	if (!f)
+		return NULL;
+	EVP_PKEY *k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+	fclose(f);
+	return k;
+}
+
+int vpp_grpc_identity_load(const char *cert_file, const char *key_file,
+			   const vpp_grpc_identity *same_key_as, vpp_grpc_identity **ret)
+{
+	if (!cert_file || !key_file)
+		return VPP_EINVAL;
+	vpp_grpc_identity *id = calloc(1, sizeof(*id));
+	if (!id)
+		return VPP_ENOMEM;
+	if (!(id->cert = read_cert(cert_file)))
+		goto fail;
+	if (same_key_as && X509_check_private_key(id->cert, same_key_as->key) == 1) {
+		EVP_PKEY_up_ref(same_key_as->key);
+		id->key = same_key_as->key;
+	} else {
+		ERR_clear_error(); /* the mismatch is not an error */
+		if (!(id->key = read_key(key_file)) || X509_check_private_key(id->cert, id->key) != 1)
+			goto fail;
+	}
+	*ret = id;
+	return 0;
+fail:
+	vpp_grpc_identity_free(id);
+	return VPP_ETLS;
+}
+
+void vpp_grpc_identity_free(vpp_grpc_identity *id)
+{
+	if (!id)
+		return;
+	X509_free(id->cert);
+	EVP_PKEY_free(id->key);
+	free(id);
+}
+
+int vpp__tls_attach(vpp_grpc_conn *c, vpp_grpc_tls *t, bool server, const char *sni,
+		    const vpp_grpc_identity *id)
 {
 	SSL *ssl = SSL_new(t->ctx);
 	if (!ssl)
 		return VPP_ENOMEM;
+	if (id && (SSL_use_certificate(ssl, id->cert) != 1 ||
+		   SSL_use_PrivateKey(ssl, id->key) != 1)) {
+		SSL_free(ssl);
+		return VPP_ETLS;
+	}
 	BIO *rbio = BIO_new(BIO_s_mem()), *wbio = BIO_new(BIO_s_mem());
 	if (!rbio || !wbio) {
 		BIO_free(rbio);

@@ -20,13 +20,13 @@ RATE = 10      # handshakes per second, one I/O loop
 BURST = 40     # connections opened at once
 
 
-def start(certs):
+def start(certs, rate=RATE):
     port, admin = vt.free_port(), vt.free_port()
     p = lambda n: os.path.join(certs, n)
     argv = [os.path.join(vt.build_dir(), "server", "vppd"), "--api-port", str(vt.free_port()), "--api-h2c",
             "--device-port", str(port), "--device-addr", "127.0.0.1", "--tls-cert", p("server.pem"),
             "--tls-key", p("server.key"), "--device-ca", p("device-ca.pem"), "--admin-port", str(admin),
-            "--io-threads", "1", "--device-handshakes-per-s", str(RATE)]
+            "--io-threads", "1", "--device-handshakes-per-s", str(rate)]
     proc = vt.Proc("vppd", argv)
     vt.wait_port(port, 30, proc.p)
     vt.wait_port(admin, 30, proc.p)
@@ -78,6 +78,29 @@ def test_burst_is_paced_not_dropped(certs):
     proc.stop()
 
 
+def test_silent_clients_do_not_hold_turns(certs):
+    """Connections that never send a ClientHello take a handshake turn each
+    (64 per loop at once), but only for half a second: a real device behind
+    100 of them is still served quickly, not after their handshake timeout."""
+    proc, port, admin = start(certs, rate=0)
+    ctx = ssl.create_default_context(cafile=os.path.join(certs, "ca.pem"))
+    ctx.load_cert_chain(os.path.join(certs, "devices", "dev-00000.pem"),
+                        os.path.join(certs, "devices", "dev-00000.key"))
+    ctx.set_alpn_protocols(["h2"])
+    silent = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(100)]
+    time.sleep(0.2)
+    out = [None]
+    handshake(ctx, port, time.monotonic(), out, 0)
+    assert out[0][0] == "ok", out
+    assert out[0][1] < 3, out
+    m = vt.read_metrics(admin)
+    assert (m.get("vpp_grpc_rejected_total", listener="device", reason="admission") or 0) == 0
+    for s in silent:
+        s.close()
+    assert proc.p.poll() is None
+    proc.stop()
+
+
 def body(r):
     certs = vt.tempdir("vpp-admission-certs-")
     out = subprocess.run(["bash", os.path.join(vt.ROOT, "deploy/local/certs.sh"), certs, "--devices", "1"],
@@ -85,6 +108,7 @@ def body(r):
     assert out.returncode == 0, "certs.sh: " + out.stderr[-2000:]
     r.case("a burst over the handshake rate is paced; only the excess is refused",
            test_burst_is_paced_not_dropped, certs)
+    r.case("silent connections hold a handshake turn only briefly", test_silent_clients_do_not_hold_turns, certs)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ const vpp_config_opt vpp__emul_opts[] = {
     O("per-address", I, per_address, 0, 60000, "20000",
       "devices per source address: above this, spread sources over 127.0.x.y (0: never)"),
     O("preload-tls", VPP_CFG_BOOL, preload_tls, 0, 0, "true",
-      "load every device's certificate before connecting (a TLS context costs ~1 ms of CPU)"),
+      "load every device's certificate and key before connecting"),
     O("telemetry-jitter", D, telemetry_jitter, 0, 0.9, "0.1",
       "telemetry interval jitter: each interval is uniform in (1 +/- F) x the interval"),
     O("telemetry-interval-ms", I, telemetry_interval_ms, 10, 3600000, "1000",

@@ -142,7 +142,7 @@ typedef struct vpp__emul_dev {
 	uint64_t seq;    /* last telemetry seq, kept across sessions */
 	uint32_t attempt, retry_after_ms, interval_ms, session_no;
 	int64_t next_telemetry_us, next_drop_us, next_malformed_us;
-	vpp_grpc_tls *tls;
+	vpp_grpc_identity *ident; /* certificate and key, loaded once */
 	vpp_grpc_conn *conn;
 	vpp_grpc_call *call;
 	uv_timer_t timer;
@@ -169,6 +169,8 @@ struct vpp__emul_worker {
 	uv_async_t stop_async;
 	uv_timer_t tick, pace, late_timer;
 	uv_thread_t thread;
+	vpp_grpc_tls *tls;		/* one client context: CA, ALPN */
+	vpp_grpc_identity *last_ident;	/* its key is shared when it matches */
 	vpp__emul_dev *devs;
 	size_t ndevs;
 	size_t next_connect;

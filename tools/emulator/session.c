@@ -318,20 +318,23 @@ static void on_closed(vpp_grpc_conn *conn, int err, void *ud)
 static const vpp_grpc_client_cbs client_cbs = {NULL, on_message, NULL, on_status};
 
 /* Loads the device's certificate once; it is kept across reconnects so a
- * reconnect storm costs handshakes, not file reads. */
+ * reconnect storm costs handshakes, not file reads. Devices of one worker
+ * share its client context, and their key when it is the same one. */
 int vpp__emul_dev_load_tls(vpp__emul_dev *d)
 {
-	if (d->tls)
+	if (d->ident)
 		return 0;
-	const vpp__emul_config *cfg = d->w->cfg;
-	char ca[4096], cert[4096], key[4096];
-	snprintf(ca, sizeof(ca), "%s/ca.pem", cfg->certs);
+	vpp__emul_worker *w = d->w;
+	const vpp__emul_config *cfg = w->cfg;
+	char cert[4096], key[4096];
 	snprintf(cert, sizeof(cert), "%s/devices/%s.pem", cfg->certs, d->id);
 	snprintf(key, sizeof(key), "%s/devices/%s.key", cfg->certs, d->id);
-	int rv = vpp_grpc_tls_client_new(ca, cert, key, &d->tls);
-	if (rv != 0 && d->attempt == 0)
-		vpp_log(VPP_LOG_WARN, "device", "device=%s cannot load %s / %s / %s: %s", d->id, ca,
-		        cert, key, vpp_strerror(rv));
+	int rv = vpp_grpc_identity_load(cert, key, w->last_ident, &d->ident);
+	if (rv == 0)
+		w->last_ident = d->ident;
+	else if (d->attempt == 0)
+		vpp_log(VPP_LOG_WARN, "device", "device=%s cannot load %s / %s: %s", d->id, cert, key,
+		        vpp_strerror(rv));
 	return rv;
 }
 
@@ -363,7 +366,8 @@ void vpp__emul_dev_connect(vpp__emul_dev *d)
 	    .host = cfg->host,
 	    .port = cfg->port,
 	    .authority = cfg->server_name,
-	    .tls = d->tls,
+	    .tls = w->tls,
+	    .identity = d->ident,
 	    .bind_addr = bind_addr,
 	    .connect_timeout_ms = 10000,
 	    .max_message_bytes = 64 * 1024,
@@ -467,6 +471,8 @@ void vpp__emul_dev_stop(vpp__emul_dev *d)
 
 void vpp__emul_dev_release(vpp__emul_dev *d)
 {
-	vpp_grpc_tls_unref(d->tls);
-	d->tls = NULL;
+	if (d->w->last_ident == d->ident)
+		d->w->last_ident = NULL;
+	vpp_grpc_identity_free(d->ident);
+	d->ident = NULL;
 }
