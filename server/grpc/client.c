@@ -405,7 +405,7 @@ int vpp__client_session_new(vpp_grpc_conn *c)
 	if (!cbs || nghttp2_option_new(&opt) != 0)
 		return VPP_ENOMEM;
 	nghttp2_option_set_no_auto_window_update(opt, 1);
-	int rv = nghttp2_session_client_new2(&c->h2, cbs, c, opt);
+	int rv = nghttp2_session_client_new3(&c->h2, cbs, c, opt, vpp__h2_mem());
 	nghttp2_option_del(opt);
 	if (rv != 0)
 		return VPP_ENOMEM;

@@ -259,6 +259,9 @@ void vpp__server_conn_closed(vpp_grpc_conn *c);
 void vpp__client_conn_closed(vpp_grpc_conn *c);
 void vpp__client_conn_ready(vpp_grpc_conn *c);
 
+/* h2mem.c: the allocator of nghttp2 sessions. */
+nghttp2_mem *vpp__h2_mem(void);
+
 /* admission.c */
 void vpp__admission_init(vpp__admission *a, uv_loop_t *loop, double rate_per_s, bool tls,
 			 void (*start_fn)(struct vpp_grpc_conn *c));

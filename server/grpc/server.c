@@ -577,7 +577,7 @@ int vpp__server_session_new(vpp_grpc_conn *c)
 		return VPP_ENOMEM;
 	nghttp2_option_set_no_auto_window_update(opt, 1);
 	nghttp2_option_set_max_deflate_dynamic_table_size(opt, 4096);
-	int rv = nghttp2_session_server_new2(&c->h2, cbs, c, opt);
+	int rv = nghttp2_session_server_new3(&c->h2, cbs, c, opt, vpp__h2_mem());
 	nghttp2_option_del(opt);
 	if (rv != 0)
 		return VPP_ENOMEM;
