@@ -8,10 +8,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void outbound_gauge(vpp_grpc_call *call, double delta)
+/* The conn folds its calls' queues into the outbound gauge when it
+ * flushes: one update per flush, not two per message. */
+static void queued_add(vpp_grpc_call *call, size_t n)
 {
-	if (call->conn->met)
-		vpp_gauge_add(call->conn->met->outbound, delta);
+	call->out_bytes += n;
+	call->conn->queued_bytes += n;
+}
+
+static void queued_sub(vpp_grpc_call *call, size_t n)
+{
+	call->out_bytes -= n;
+	call->conn->queued_bytes -= n;
 }
 
 vpp_grpc_call *vpp__call_new(vpp_grpc_conn *c, int32_t stream_id)
@@ -72,9 +80,7 @@ static void free_chunks(vpp_grpc_call *call)
 		ch = n;
 	}
 	call->out_head = call->out_tail = NULL;
-	if (call->out_bytes)
-		outbound_gauge(call, -(double)call->out_bytes);
-	call->out_bytes = 0;
+	queued_sub(call, call->out_bytes);
 }
 
 static void on_deadline_closed(uv_handle_t *h)
@@ -227,9 +233,7 @@ ssize_t vpp__call_read_data(nghttp2_session *s, int32_t stream_id, uint8_t *buf,
 			free(ch);
 		}
 	}
-	call->out_bytes -= n;
-	if (n)
-		outbound_gauge(call, -(double)n);
+	queued_sub(call, n);
 	if (call->want_writable)
 		call->conn->any_want_writable = true;
 	if (call->out_head)
@@ -305,8 +309,7 @@ int vpp_grpc_call_send(vpp_grpc_call *call, const uint8_t *data, size_t len)
 	else
 		call->out_head = ch;
 	call->out_tail = ch;
-	call->out_bytes += ch->len;
-	outbound_gauge(call, (double)ch->len);
+	queued_add(call, ch->len);
 	if (c->met)
 		vpp_counter_inc(c->met->msgs_out);
 	if (c->role == ROLE_SERVER && !call->headers_sent) {

@@ -140,6 +140,7 @@ struct vpp_grpc_conn {
 	size_t wlen;
 	uint8_t *pbuf; /* waiting for the write in flight */
 	size_t plen, pcap;
+	size_t queued_bytes;	   /* in the outbound queues of its calls */
 	size_t outbound_accounted; /* what this conn adds to met->outbound */
 
 	struct vpp_grpc_call *calls; /* open calls, for cancellation on close */
