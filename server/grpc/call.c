@@ -5,8 +5,12 @@
 #include "vpp/error.h"
 #include "vpp/log.h"
 
+#include <sanitizer/asan_interface.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Strings of request metadata a pooled call keeps for its next use. */
+#define MD_KEEP_BYTES 1024
 
 /* The conn folds its calls' queues into the outbound gauge when it
  * flushes: one update per flush, not two per message. */
@@ -24,9 +28,16 @@ static void queued_sub(vpp_grpc_call *call, size_t n)
 
 vpp_grpc_call *vpp__call_new(vpp_grpc_conn *c, int32_t stream_id)
 {
-	vpp_grpc_call *call = calloc(1, sizeof(*call));
-	if (!call)
+	vpp_grpc_call *call;
+	if (c->pool && c->pool->n) {
+		call = c->pool->items[--c->pool->n];
+		ASAN_UNPOISON_MEMORY_REGION(call, sizeof(*call));
+		md_list md = call->md; /* emptied, with its buffers */
+		memset(call, 0, sizeof(*call));
+		call->md = md;
+	} else if (!(call = calloc(1, sizeof(*call)))) {
 		return NULL;
+	}
 	call->conn = c;
 	call->stream_id = stream_id;
 	call->status = -1;
@@ -39,6 +50,30 @@ vpp_grpc_call *vpp__call_new(vpp_grpc_conn *c, int32_t stream_id)
 	return call;
 }
 
+/* Makes room for |need| more bytes in |l->str|, moving the entries'
+ * pointers along. */
+static int md_reserve(md_list *l, size_t need)
+{
+	if (l->slen + need <= l->scap)
+		return 0;
+	size_t ncap = l->scap ? l->scap * 2 : 256;
+	while (ncap < l->slen + need)
+		ncap *= 2;
+	char *ns = malloc(ncap);
+	if (!ns)
+		return VPP_ENOMEM;
+	if (l->slen)
+		memcpy(ns, l->str, l->slen);
+	for (size_t i = 0; i < l->n; i++) {
+		l->v[i].key = ns + (l->v[i].key - l->str);
+		l->v[i].value = ns + (l->v[i].value - l->str);
+	}
+	free(l->str);
+	l->str = ns;
+	l->scap = ncap;
+	return 0;
+}
+
 int vpp__md_add(md_list *l, const char *k, size_t klen, const char *v, size_t vlen)
 {
 	if (l->n == l->cap) {
@@ -49,13 +84,14 @@ int vpp__md_add(md_list *l, const char *k, size_t klen, const char *v, size_t vl
 		l->v = nv;
 		l->cap = ncap;
 	}
-	char *mem = malloc(klen + vlen + 2);
-	if (!mem)
+	if (md_reserve(l, klen + vlen + 2) != 0)
 		return VPP_ENOMEM;
+	char *mem = l->str + l->slen;
 	memcpy(mem, k, klen);
 	mem[klen] = 0;
 	memcpy(mem + klen + 1, v, vlen);
 	mem[klen + 1 + vlen] = 0;
+	l->slen += klen + vlen + 2;
 	l->v[l->n].key = mem;
 	l->v[l->n].value = mem + klen + 1;
 	l->n++;
@@ -65,10 +101,29 @@ int vpp__md_add(md_list *l, const char *k, size_t klen, const char *v, size_t vl
 
 void vpp__md_free(md_list *l)
 {
-	for (size_t i = 0; i < l->n; i++)
-		free((char *)l->v[i].key);
 	free(l->v);
+	free(l->str);
 	memset(l, 0, sizeof(*l));
+}
+
+/* Empties |l| but keeps its buffers when they are small. */
+static void md_clear(md_list *l)
+{
+	if (l->scap > MD_KEEP_BYTES) {
+		vpp__md_free(l);
+		return;
+	}
+	l->n = l->slen = l->bytes = 0;
+}
+
+void vpp__call_pool_drain(call_pool *p)
+{
+	while (p->n) {
+		vpp_grpc_call *call = p->items[--p->n];
+		ASAN_UNPOISON_MEMORY_REGION(call, sizeof(*call));
+		vpp__md_free(&call->md);
+		free(call);
+	}
 }
 
 static void free_chunks(vpp_grpc_call *call)
@@ -172,13 +227,21 @@ void vpp__call_free(vpp_grpc_call *call)
 		call->next->prev = call->prev;
 	vpp__call_clear_deadline(call);
 	free_chunks(call);
-	vpp__md_free(&call->md);
 	vpp__md_free(&call->resp_hdr);
 	vpp__md_free(&call->trailers);
 	vpp_grpc_decoder_free(&call->dec);
-	free(call->path);
+	free(call->path_own);
 	free(call->status_msg);
-	free(call->req);
+	if (call->req != call->req_inl)
+		free(call->req);
+	if (c->pool && c->pool->n < VPP__CALL_POOL) {
+		md_clear(&call->md);
+		c->pool->items[c->pool->n++] = call;
+		/* A use after free still trips the sanitizer build. */
+		ASAN_POISON_MEMORY_REGION(call, sizeof(*call));
+		return;
+	}
+	vpp__md_free(&call->md);
 	free(call);
 }
 
@@ -426,7 +489,7 @@ static int on_decoded(void *ud, bool compressed, const uint8_t *msg, size_t len)
 						     "single-request method");
 				return 1;
 			}
-			call->req = malloc(len ? len : 1);
+			call->req = len <= sizeof(call->req_inl) ? call->req_inl : malloc(len);
 			if (!call->req) {
 				vpp_grpc_call_finish(call, VPP_GRPC_RESOURCE_EXHAUSTED,
 						     "out of memory");

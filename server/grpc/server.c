@@ -44,6 +44,7 @@ struct io_loop {
 	listen_handle lh[VPP__MAX_LISTENERS];
 	int nlh;
 	vpp_grpc_conn *conns;
+	call_pool pool;
 	bool shutting_down;
 	bool thread_started;
 };
@@ -269,7 +270,11 @@ int vpp_grpc_listener_add_method(vpp_grpc_listener *l, const vpp_grpc_method *m)
 	l->methods = nm;
 	method_entry *e = &nm[l->nmethods];
 	memset(e, 0, sizeof(*e));
+	if (!(e->path = strdup(m->path)))
+		return VPP_ENOMEM;
+	e->path_len = strlen(e->path);
 	e->m = *m;
+	e->m.path = e->path;
 	for (int code = 0; code <= 16; code++) {
 		char labels[512];
 		snprintf(labels, sizeof(labels), "listener=\"%s\",method=\"%s\",code=\"%d\"", l->name,
@@ -307,6 +312,29 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void
 	return 0;
 }
 
+/* Finds the method |path| names, comparing lengths first. */
+static method_entry *find_method(vpp_grpc_listener *l, const char *path, size_t len)
+{
+	for (size_t i = 0; i < l->nmethods; i++) {
+		method_entry *e = &l->methods[i];
+		if (e->path_len == len && memcmp(e->path, path, len) == 0)
+			return e;
+	}
+	return NULL;
+}
+
+/* Resolves :path as it arrives: a known method's path is not copied. */
+static void set_path(vpp_grpc_call *call, const char *value, size_t len)
+{
+	free(call->path_own);
+	call->path_own = NULL;
+	call->route = memchr(value, 0, len) ? NULL : find_method(call->conn->l, value, len);
+	if (call->route)
+		call->path = call->route->path;
+	else
+		call->path = call->path_own = strndup(value, len);
+}
+
 static bool is_grpc_content_type(const uint8_t *v, size_t n)
 {
 	static const char ct[] = "application/grpc";
@@ -334,8 +362,7 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
 		if (namelen == 7 && memcmp(name, ":method", 7) == 0) {
 			call->is_post = valuelen == 4 && memcmp(value, "POST", 4) == 0;
 		} else if (namelen == 5 && memcmp(name, ":path", 5) == 0) {
-			free(call->path);
-			call->path = strndup((const char *)value, valuelen);
+			set_path(call, (const char *)value, valuelen);
 		}
 		return 0;
 	}
@@ -402,9 +429,11 @@ static void half_close(vpp_grpc_call *call)
 			return;
 		}
 		uint8_t *req = call->req;
+		bool inl = req == call->req_inl;
 		call->req = NULL;
 		call->me->m.on_request(call, req, call->req_len);
-		free(req);
+		if (!inl)
+			free(req);
 		return;
 	}
 	if (call->me->m.on_half_close)
@@ -439,13 +468,7 @@ static void dispatch(vpp_grpc_call *call)
 		       "grpc-encoding not supported (identity only)");
 		return;
 	}
-	method_entry *me = NULL;
-	for (size_t i = 0; i < l->nmethods; i++) {
-		if (strcmp(l->methods[i].m.path, call->path) == 0) {
-			me = &l->methods[i];
-			break;
-		}
-	}
+	method_entry *me = call->route;
 	if (!me) {
 		vpp_counter_inc(l->unknown_calls);
 		snprintf(msg, sizeof(msg), "unknown method %.200s", call->path);
@@ -672,6 +695,7 @@ static void on_connection(uv_stream_t *server, int status)
 	c->io = io;
 	c->l = lh->l;
 	c->met = &lh->l->met;
+	c->pool = &io->pool;
 	const vpp_grpc_server_opts *o = &io->srv->opts;
 	c->max_message_bytes = o->max_message_bytes;
 	c->call_outbound_limit = o->call_outbound_limit;
@@ -874,6 +898,7 @@ void vpp_grpc_server_free(vpp_grpc_server *s)
 		/* Run the loop once more so closed handles are released. */
 		uv_run(&io->loop, UV_RUN_NOWAIT);
 		uv_loop_close(&io->loop);
+		vpp__call_pool_drain(&io->pool);
 		free(io);
 	}
 	for (int j = 0; j < s->nlisteners; j++) {
@@ -882,6 +907,8 @@ void vpp_grpc_server_free(vpp_grpc_server *s)
 			if (l->fds[i] >= 0)
 				close(l->fds[i]);
 		vpp_grpc_tls_unref(l->tls);
+		for (size_t i = 0; i < l->nmethods; i++)
+			free(l->methods[i].path);
 		free(l->methods);
 		free(l->name);
 		free(l->addr);
