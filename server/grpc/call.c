@@ -245,14 +245,28 @@ void vpp__call_free(vpp_grpc_call *call)
 	free(call);
 }
 
+const char *vpp__status_text(int v, char *buf, size_t len)
+{
+	/* snprintf was a visible share of a unary call's CPU time. */
+	static const char *const codes[] = {"0", "1",  "2",  "3",  "4",  "5",  "6",  "7", "8",
+					    "9", "10", "11", "12", "13", "14", "15", "16"};
+	if (v >= 0 && v <= 16)
+		return codes[v];
+	if (v == 200)
+		return "200";
+	snprintf(buf, len, "%d", v);
+	return buf;
+}
+
 /* Builds the trailing header block: grpc-status, grpc-message, trailers. */
 static int submit_trailers(vpp_grpc_call *call)
 {
 	vpp_grpc_conn *c = call->conn;
 	nghttp2_nv nva[64];
 	size_t n = 0;
-	char status[16], msg[1024];
-	snprintf(status, sizeof(status), "%d", call->status < 0 ? 0 : call->status);
+	char buf[16], msg[1024];
+	const char *status =
+		vpp__status_text(call->status < 0 ? 0 : call->status, buf, sizeof(buf));
 	nva[n++] = (nghttp2_nv){(uint8_t *)"grpc-status", (uint8_t *)status, 11, strlen(status),
 				NGHTTP2_NV_FLAG_NONE};
 	if (call->status_msg && call->status_msg[0]) {

@@ -276,5 +276,8 @@ void vpp__call_expire(vpp_grpc_call *call);
 /* Calls on_writable of the calls that wait for it and have room again. */
 void vpp__conn_notify_writable(vpp_grpc_conn *c);
 uint64_t vpp__now_ms(uv_loop_t *loop);
+/* The decimal text of a status code |v|: a constant for gRPC codes and
+ * 200, else formatted into |buf| (|len| >= 12). */
+const char *vpp__status_text(int v, char *buf, size_t len);
 
 #endif

@@ -647,8 +647,9 @@ int vpp__call_submit_response(vpp_grpc_call *call)
 	vpp_grpc_conn *c = call->conn;
 	nghttp2_nv nva[72];
 	size_t n = 0;
-	char status[8], gstatus[16], msg[1024];
-	snprintf(status, sizeof(status), "%d", call->http_status ? call->http_status : 200);
+	char sbuf[16], gbuf[16], msg[1024];
+	const char *status =
+		vpp__status_text(call->http_status ? call->http_status : 200, sbuf, sizeof(sbuf));
 #define NV(k, v, vl) (nghttp2_nv){(uint8_t *)(k), (uint8_t *)(v), strlen(k), (vl), NGHTTP2_NV_FLAG_NONE}
 	nva[n++] = NV(":status", status, strlen(status));
 	nva[n++] = NV("content-type", "application/grpc", 16);
@@ -658,7 +659,8 @@ int vpp__call_submit_response(vpp_grpc_call *call)
 	call->headers_sent = true;
 	if (call->finishing && !call->out_head) {
 		/* Trailers-only response. */
-		snprintf(gstatus, sizeof(gstatus), "%d", call->status < 0 ? 0 : call->status);
+		const char *gstatus =
+			vpp__status_text(call->status < 0 ? 0 : call->status, gbuf, sizeof(gbuf));
 		nva[n++] = NV("grpc-status", gstatus, strlen(gstatus));
 		if (call->status_msg && call->status_msg[0]) {
 			size_t len = vpp_grpc_percent_encode(call->status_msg, msg, sizeof(msg));
