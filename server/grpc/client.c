@@ -185,7 +185,7 @@ int vpp_grpc_conn_call(vpp_grpc_conn *c, const char *path, const vpp_grpc_md *md
 		return VPP_ENOMEM;
 	call->cbs = cbs;
 	call->data = data;
-	call->path = strdup(path);
+	call->path = call->path_own = strdup(path);
 	if (!call->path)
 		goto nomem;
 	for (size_t i = 0; i < nmd; i++)

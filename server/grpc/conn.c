@@ -14,6 +14,9 @@
 
 static __thread uint8_t read_buf[VPP__READ_BUF];
 static __thread uint8_t plain_buf[16 * 1024];
+/* Plaintext gathered by vpp__conn_flush: one TLS record's worth. */
+static __thread uint8_t stage_buf[16 * 1024];
+static __thread bool stage_busy;
 static __thread bool read_buf_busy;
 
 uint64_t vpp__now_ms(uv_loop_t *loop)
@@ -53,7 +56,7 @@ static void account_outbound(vpp_grpc_conn *c)
 {
 	if (!c->met)
 		return;
-	size_t now = c->wlen + c->plen;
+	size_t now = c->wlen + c->plen + c->queued_bytes;
 	if (now != c->outbound_accounted) {
 		vpp_gauge_add(c->met->outbound, (double)now - (double)c->outbound_accounted);
 		c->outbound_accounted = now;
@@ -139,45 +142,82 @@ static void on_write(uv_write_t *req, int status)
 	vpp__conn_flush(c);
 }
 
+/* Encrypts |len| bytes into TLS records and moves them to the pending
+ * buffer. Returns 0, VPP_ETLS or VPP_ENOMEM. */
+static int tls_put(vpp_grpc_conn *c, const uint8_t *data, size_t len)
+{
+	/* Writes to a memory BIO never block: one call encrypts it all (into
+	 * as many records as needed). */
+	if (SSL_write(c->ssl, data, (int)len) != (int)len)
+		return VPP_ETLS;
+	return drain_wbio(c);
+}
+
+/* Frames from nghttp2 come one at a time and are small (a unary call is
+ * four or five of them): they are gathered in |st| and encrypted together,
+ * so that a flush costs one TLS record, not one per frame. */
+typedef struct {
+	uint8_t *buf; /* NULL: the thread's buffer is taken, encrypt at once */
+	size_t len;
+} stage;
+
+static int put_frame(vpp_grpc_conn *c, stage *st, const uint8_t *data, size_t len)
+{
+	int rv;
+	if (!c->ssl)
+		return pbuf_append(c, data, len);
+	if (st->len && st->len + len > sizeof(stage_buf)) {
+		if ((rv = tls_put(c, st->buf, st->len)) != 0)
+			return rv;
+		st->len = 0;
+	}
+	if (!st->buf || len > sizeof(stage_buf))
+		return tls_put(c, data, len);
+	memcpy(st->buf + st->len, data, len);
+	st->len += len;
+	return 0;
+}
+
+static void flush_failed(vpp_grpc_conn *c, int rv)
+{
+	if (rv == VPP_ETLS)
+		vpp_log(VPP_LOG_WARN, "grpc", "peer=%s TLS write failed: %s", c->peer_addr,
+			vpp__tls_last_error());
+	c->in_h2 = false;
+	vpp__conn_close(c, rv);
+}
+
 void vpp__conn_flush(vpp_grpc_conn *c)
 {
 	if (c->closing || c->in_h2)
 		return;
 	c->in_h2 = true;
 	if (c->h2 && (c->tls_done || c->ssl == NULL)) {
-		while (c->plen + c->wlen < VPP__OUT_HIGH_WATER && nghttp2_session_want_write(c->h2)) {
+		/* A handler called from nghttp2 may flush another conn of
+		 * this thread: only the outermost flush uses the buffer. */
+		stage st = {stage_busy ? NULL : stage_buf, 0};
+		int rv = 0;
+		stage_busy = true;
+		while (c->plen + c->wlen + st.len < VPP__OUT_HIGH_WATER &&
+		       nghttp2_session_want_write(c->h2)) {
 			const uint8_t *data;
 			ssize_t n = nghttp2_session_mem_send(c->h2, &data);
 			if (n < 0) {
 				vpp_log(VPP_LOG_WARN, "grpc", "peer=%s http2 send failed: %s",
 					c->peer_addr, nghttp2_strerror((int)n));
-				c->in_h2 = false;
-				vpp__conn_close(c, VPP_EPROTO);
-				return;
-			}
-			if (n == 0)
+				rv = VPP_EPROTO;
 				break;
-			if (c->ssl) {
-				/* Writes to a memory BIO never block: one call
-				 * encrypts it all (into as many records as needed). */
-				int w = SSL_write(c->ssl, data, (int)n);
-				if (w != (int)n) {
-					vpp_log(VPP_LOG_WARN, "grpc", "peer=%s TLS write failed: %s",
-						c->peer_addr, vpp__tls_last_error());
-					c->in_h2 = false;
-					vpp__conn_close(c, VPP_ETLS);
-					return;
-				}
-				if (drain_wbio(c) != 0) {
-					c->in_h2 = false;
-					vpp__conn_close(c, VPP_ENOMEM);
-					return;
-				}
-			} else if (pbuf_append(c, data, (size_t)n) != 0) {
-				c->in_h2 = false;
-				vpp__conn_close(c, VPP_ENOMEM);
-				return;
 			}
+			if (n == 0 || (rv = put_frame(c, &st, data, (size_t)n)) != 0)
+				break;
+		}
+		if (rv == 0 && st.len)
+			rv = tls_put(c, st.buf, st.len);
+		if (st.buf)
+			stage_busy = false;
+		if (rv != 0) {
+			flush_failed(c, rv);
+			return;
 		}
 	}
 	c->in_h2 = false;

@@ -66,9 +66,19 @@ typedef struct {
 } vpp__listener_metrics;
 
 typedef struct method_entry {
-	vpp_grpc_method m;
+	vpp_grpc_method m; /* m.path is |path| */
+	char *path;	   /* our copy */
+	size_t path_len;
 	vpp_counter *calls[17]; /* by status code */
 } method_entry;
+
+/* Calls freed on one I/O loop, kept for the next ones (server side): most
+ * calls are short and a loop starts and ends dozens per read. */
+#define VPP__CALL_POOL 64
+typedef struct call_pool {
+	struct vpp_grpc_call *items[VPP__CALL_POOL];
+	int n;
+} call_pool;
 
 typedef struct io_loop io_loop;
 
@@ -131,9 +141,13 @@ typedef struct chunk {
 	uint8_t data[];
 } chunk;
 
+/* Metadata: entries point into |str|, where keys and values are packed,
+ * NUL-terminated: two allocations for any number of entries. */
 typedef struct md_list {
 	vpp_grpc_md *v;
 	size_t n, cap;
+	char *str;
+	size_t slen, scap;
 	size_t bytes;
 } md_list;
 
@@ -147,6 +161,7 @@ struct vpp_grpc_conn {
 	io_loop *io;		/* server only */
 	vpp_grpc_listener *l;	/* server only */
 	vpp__listener_metrics *met; /* server only */
+	call_pool *pool;	    /* server only: the loop's */
 	SSL *ssl;
 	nghttp2_session *h2;
 	struct vpp_grpc_conn *prev, *next; /* in io->conns (server) */
@@ -174,6 +189,7 @@ struct vpp_grpc_conn {
 	size_t wlen;
 	uint8_t *pbuf; /* waiting for the write in flight */
 	size_t plen, pcap;
+	size_t queued_bytes;	   /* in the outbound queues of its calls */
 	size_t outbound_accounted; /* what this conn adds to met->outbound */
 
 	struct vpp_grpc_call *calls; /* open calls, for cancellation on close */
@@ -208,7 +224,9 @@ struct vpp_grpc_call {
 	const vpp_grpc_client_cbs *cbs; /* client */
 	struct vpp_grpc_call *next_waiting;
 	struct vpp_grpc_call *prev, *next; /* in conn->calls */
-	char *path;
+	const char *path; /* server: route's path or path_own; client: path_own */
+	char *path_own;
+	method_entry *route; /* server: the method :path names; NULL: unknown */
 	md_list md;	  /* request metadata (server) / response metadata (client) */
 	md_list resp_hdr; /* server: extra response headers */
 	md_list trailers; /* server: trailing metadata */
@@ -236,6 +254,7 @@ struct vpp_grpc_call {
 	size_t pending_consume;
 	uint8_t *req;	      /* server, on_request methods: the one request */
 	size_t req_len;
+	uint8_t req_inl[32]; /* |req| when it is this small */
 	bool have_req;
 	uv_timer_t *deadline; /* allocated only when the call has a deadline */
 	uint64_t deadline_at; /* loop time, ms; 0: none */
@@ -284,6 +303,8 @@ vpp_grpc_call *vpp__call_new(vpp_grpc_conn *c, int32_t stream_id);
 void vpp__call_free(vpp_grpc_call *call);
 int vpp__md_add(md_list *l, const char *k, size_t klen, const char *v, size_t vlen);
 void vpp__md_free(md_list *l);
+/* Frees the calls kept in |p|. */
+void vpp__call_pool_drain(call_pool *p);
 ssize_t vpp__call_read_data(nghttp2_session *s, int32_t stream_id, uint8_t *buf, size_t length,
 			    uint32_t *flags, nghttp2_data_source *src, void *ud);
 /* Feeds inbound DATA to the call's decoder; delivers messages. */
@@ -302,5 +323,8 @@ void vpp__call_expire(vpp_grpc_call *call);
 /* Calls on_writable of the calls that wait for it and have room again. */
 void vpp__conn_notify_writable(vpp_grpc_conn *c);
 uint64_t vpp__now_ms(uv_loop_t *loop);
+/* The decimal text of a status code |v|: a constant for gRPC codes and
+ * 200, else formatted into |buf| (|len| >= 12). */
+const char *vpp__status_text(int v, char *buf, size_t len);
 
 #endif

@@ -7,6 +7,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,6 +86,34 @@ static int lookup(vpp_health *h, const char *service)
 	return st;
 }
 
+/* Unpacking a HealthCheckRequest on the stack: Check is the probe every
+ * load balancer sends, and the message is one short string. Larger
+ * requests fall back to malloc. */
+typedef struct {
+	_Alignas(16) uint8_t buf[256];
+	size_t used;
+} unpack_arena;
+
+static void *arena_alloc(void *ud, size_t n)
+{
+	unpack_arena *a = ud;
+	n = (n + 15) & ~(size_t)15;
+	if (n <= sizeof(a->buf) - a->used) {
+		void *p = a->buf + a->used;
+		a->used += n;
+		return p;
+	}
+	return malloc(n);
+}
+
+static void arena_free(void *ud, void *p)
+{
+	unpack_arena *a = ud;
+	uintptr_t u = (uintptr_t)p, lo = (uintptr_t)a->buf;
+	if (u < lo || u >= lo + sizeof(a->buf))
+		free(p);
+}
+
 static int send_status(vpp_grpc_call *call, int st)
 {
 	Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
@@ -97,15 +126,18 @@ static int send_status(vpp_grpc_call *call, int st)
 static void on_check(vpp_grpc_call *call, const uint8_t *req, size_t len)
 {
 	vpp_health *h = vpp_grpc_call_method_data(call);
+	unpack_arena arena;
+	arena.used = 0;
+	ProtobufCAllocator alloc = {arena_alloc, arena_free, &arena};
 	Grpc__Health__V1__HealthCheckRequest *r =
-		grpc__health__v1__health_check_request__unpack(NULL, len, req);
+		grpc__health__v1__health_check_request__unpack(&alloc, len, req);
 	if (!r) {
 		vpp_grpc_call_reject(call, VPP_GRPC_INVALID_ARGUMENT, "bad_message",
 				     "HealthCheckRequest does not parse");
 		return;
 	}
 	int st = lookup(h, r->service);
-	grpc__health__v1__health_check_request__free_unpacked(r, NULL);
+	grpc__health__v1__health_check_request__free_unpacked(r, &alloc);
 	if (st < 0) {
 		vpp_grpc_call_finish(call, VPP_GRPC_NOT_FOUND, "unknown service");
 		return;

@@ -43,6 +43,7 @@ struct io_loop {
 	listen_handle lh[VPP__MAX_LISTENERS];
 	int nlh;
 	vpp_grpc_conn *conns;
+	call_pool pool;
 	bool shutting_down;
 	bool thread_started;
 };
@@ -245,7 +246,11 @@ int vpp_grpc_listener_add_method(vpp_grpc_listener *l, const vpp_grpc_method *m)
 	l->methods = nm;
 	method_entry *e = &nm[l->nmethods];
 	memset(e, 0, sizeof(*e));
+	if (!(e->path = strdup(m->path)))
+		return VPP_ENOMEM;
+	e->path_len = strlen(e->path);
 	e->m = *m;
+	e->m.path = e->path;
 	for (int code = 0; code <= 16; code++) {
 		char labels[512];
 		snprintf(labels, sizeof(labels), "listener=\"%s\",method=\"%s\",code=\"%d\"", l->name,
@@ -283,6 +288,29 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void
 	return 0;
 }
 
+/* Finds the method |path| names, comparing lengths first. */
+static method_entry *find_method(vpp_grpc_listener *l, const char *path, size_t len)
+{
+	for (size_t i = 0; i < l->nmethods; i++) {
+		method_entry *e = &l->methods[i];
+		if (e->path_len == len && memcmp(e->path, path, len) == 0)
+			return e;
+	}
+	return NULL;
+}
+
+/* Resolves :path as it arrives: a known method's path is not copied. */
+static void set_path(vpp_grpc_call *call, const char *value, size_t len)
+{
+	free(call->path_own);
+	call->path_own = NULL;
+	call->route = memchr(value, 0, len) ? NULL : find_method(call->conn->l, value, len);
+	if (call->route)
+		call->path = call->route->path;
+	else
+		call->path = call->path_own = strndup(value, len);
+}
+
 static bool is_grpc_content_type(const uint8_t *v, size_t n)
 {
 	static const char ct[] = "application/grpc";
@@ -310,8 +338,7 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *frame, const uint8
 		if (namelen == 7 && memcmp(name, ":method", 7) == 0) {
 			call->is_post = valuelen == 4 && memcmp(value, "POST", 4) == 0;
 		} else if (namelen == 5 && memcmp(name, ":path", 5) == 0) {
-			free(call->path);
-			call->path = strndup((const char *)value, valuelen);
+			set_path(call, (const char *)value, valuelen);
 		}
 		return 0;
 	}
@@ -378,9 +405,11 @@ static void half_close(vpp_grpc_call *call)
 			return;
 		}
 		uint8_t *req = call->req;
+		bool inl = req == call->req_inl;
 		call->req = NULL;
 		call->me->m.on_request(call, req, call->req_len);
-		free(req);
+		if (!inl)
+			free(req);
 		return;
 	}
 	if (call->me->m.on_half_close)
@@ -415,13 +444,7 @@ static void dispatch(vpp_grpc_call *call)
 		       "grpc-encoding not supported (identity only)");
 		return;
 	}
-	method_entry *me = NULL;
-	for (size_t i = 0; i < l->nmethods; i++) {
-		if (strcmp(l->methods[i].m.path, call->path) == 0) {
-			me = &l->methods[i];
-			break;
-		}
-	}
+	method_entry *me = call->route;
 	if (!me) {
 		vpp_counter_inc(l->unknown_calls);
 		snprintf(msg, sizeof(msg), "unknown method %.200s", call->path);
@@ -600,8 +623,9 @@ int vpp__call_submit_response(vpp_grpc_call *call)
 	vpp_grpc_conn *c = call->conn;
 	nghttp2_nv nva[72];
 	size_t n = 0;
-	char status[8], gstatus[16], msg[1024];
-	snprintf(status, sizeof(status), "%d", call->http_status ? call->http_status : 200);
+	char sbuf[16], gbuf[16], msg[1024];
+	const char *status =
+		vpp__status_text(call->http_status ? call->http_status : 200, sbuf, sizeof(sbuf));
 #define NV(k, v, vl) (nghttp2_nv){(uint8_t *)(k), (uint8_t *)(v), strlen(k), (vl), NGHTTP2_NV_FLAG_NONE}
 	nva[n++] = NV(":status", status, strlen(status));
 	nva[n++] = NV("content-type", "application/grpc", 16);
@@ -611,7 +635,8 @@ int vpp__call_submit_response(vpp_grpc_call *call)
 	call->headers_sent = true;
 	if (call->finishing && !call->out_head) {
 		/* Trailers-only response. */
-		snprintf(gstatus, sizeof(gstatus), "%d", call->status < 0 ? 0 : call->status);
+		const char *gstatus =
+			vpp__status_text(call->status < 0 ? 0 : call->status, gbuf, sizeof(gbuf));
 		nva[n++] = NV("grpc-status", gstatus, strlen(gstatus));
 		if (call->status_msg && call->status_msg[0]) {
 			size_t len = vpp_grpc_percent_encode(call->status_msg, msg, sizeof(msg));
@@ -659,6 +684,7 @@ static void on_connection(uv_stream_t *server, int status)
 	c->io = io;
 	c->l = lh->l;
 	c->met = &lh->l->met;
+	c->pool = &io->pool;
 	const vpp_grpc_server_opts *o = &io->srv->opts;
 	c->max_message_bytes = o->max_message_bytes;
 	c->call_outbound_limit = o->call_outbound_limit;
@@ -861,6 +887,7 @@ void vpp_grpc_server_free(vpp_grpc_server *s)
 		/* Run the loop once more so closed handles are released. */
 		uv_run(&io->loop, UV_RUN_NOWAIT);
 		uv_loop_close(&io->loop);
+		vpp__call_pool_drain(&io->pool);
 		free(io);
 	}
 	for (int j = 0; j < s->nlisteners; j++) {
@@ -869,6 +896,8 @@ void vpp_grpc_server_free(vpp_grpc_server *s)
 			if (l->fds[i] >= 0)
 				close(l->fds[i]);
 		vpp_grpc_tls_unref(l->tls);
+		for (size_t i = 0; i < l->nmethods; i++)
+			free(l->methods[i].path);
 		free(l->methods);
 		free(l->name);
 		free(l->addr);

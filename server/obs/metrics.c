@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -10,21 +11,34 @@
 #include <string.h>
 
 #define MAX_BUCKETS 32
+/* Counters and histograms are updated on every call by every I/O thread:
+ * each has one cache line (or histogram shard) per CPU slot, so that
+ * threads on different CPUs do not bounce a shared line. Reads add the
+ * shards up. */
+#define SHARDS 8
+#define CACHE_LINE 64
 
 enum kind { KIND_COUNTER, KIND_GAUGE, KIND_HISTOGRAM };
 
+typedef struct {
+	_Alignas(CACHE_LINE) _Atomic uint64_t v;
+} counter_shard;
+
 struct vpp_counter {
-	_Atomic uint64_t v;
+	counter_shard s[SHARDS];
 };
 struct vpp_gauge {
 	_Atomic double v;
 };
+typedef struct {
+	_Alignas(CACHE_LINE) _Atomic uint64_t buckets[MAX_BUCKETS + 1];
+	_Atomic double sum;
+} histogram_shard;
+
 struct vpp_histogram {
 	size_t n;
 	double bounds[MAX_BUCKETS];
-	_Atomic uint64_t buckets[MAX_BUCKETS + 1];
-	_Atomic uint64_t count;
-	_Atomic double sum;
+	histogram_shard s[SHARDS];
 };
 
 typedef struct series {
@@ -52,6 +66,23 @@ static const double default_bounds[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001,
 					0.0025,  0.005,  0.01,    0.025,  0.05,
 					0.1,     0.25,   0.5,     1,      2.5,
 					5,       10};
+
+/* The shard of the calling thread: its CPU, which glibc reads from the
+ * rseq area without a system call. Any shard is correct (updates are
+ * atomic); the CPU's own is just the one no other running thread uses. */
+static unsigned shard(void)
+{
+	int cpu = sched_getcpu();
+	return cpu < 0 ? 0 : (unsigned)cpu % SHARDS;
+}
+
+static void add_double(_Atomic double *d, double delta)
+{
+	double cur = atomic_load_explicit(d, memory_order_relaxed);
+	while (!atomic_compare_exchange_weak_explicit(d, &cur, cur + delta, memory_order_relaxed,
+						      memory_order_relaxed))
+		;
+}
 
 /* Finds or creates the series |name|{|labels|}; NULL on OOM or when |name|
  * already exists with another kind (a programming error). */
@@ -87,9 +118,11 @@ static series *lookup(const char *name, const char *labels, const char *help, en
 	for (series *s = f->first; s; s = s->next)
 		if (strcmp(s->labels, labels) == 0)
 			return s;
-	series *s = calloc(1, sizeof(*s));
+	/* Aligned for the shards' cache lines. */
+	series *s = aligned_alloc(CACHE_LINE, sizeof(*s));
 	if (!s)
 		return NULL;
+	memset(s, 0, sizeof(*s));
 	s->labels = strdup(labels);
 	if (!s->labels) {
 		free(s);
@@ -119,12 +152,15 @@ vpp_counter *vpp_counter_get(const char *name, const char *labels, const char *h
 
 void vpp_counter_add(vpp_counter *c, uint64_t n)
 {
-	atomic_fetch_add_explicit(&c->v, n, memory_order_relaxed);
+	atomic_fetch_add_explicit(&c->s[shard()].v, n, memory_order_relaxed);
 }
 
 uint64_t vpp_counter_value(const vpp_counter *c)
 {
-	return atomic_load_explicit(&((vpp_counter *)c)->v, memory_order_relaxed);
+	uint64_t v = 0;
+	for (int i = 0; i < SHARDS; i++)
+		v += atomic_load_explicit(&((vpp_counter *)c)->s[i].v, memory_order_relaxed);
+	return v;
 }
 
 vpp_gauge *vpp_gauge_get(const char *name, const char *labels, const char *help)
@@ -142,10 +178,7 @@ void vpp_gauge_set(vpp_gauge *g, double v)
 
 void vpp_gauge_add(vpp_gauge *g, double delta)
 {
-	double cur = atomic_load_explicit(&g->v, memory_order_relaxed);
-	while (!atomic_compare_exchange_weak_explicit(&g->v, &cur, cur + delta,
-						      memory_order_relaxed, memory_order_relaxed))
-		;
+	add_double(&g->v, delta);
 }
 
 double vpp_gauge_value(const vpp_gauge *g)
@@ -177,17 +210,35 @@ void vpp_histogram_observe(vpp_histogram *h, double v)
 	size_t i = 0;
 	while (i < h->n && v > h->bounds[i])
 		i++;
-	atomic_fetch_add_explicit(&h->buckets[i], 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
-	double cur = atomic_load_explicit(&h->sum, memory_order_relaxed);
-	while (!atomic_compare_exchange_weak_explicit(&h->sum, &cur, cur + v, memory_order_relaxed,
-						      memory_order_relaxed))
-		;
+	histogram_shard *sh = &h->s[shard()];
+	atomic_fetch_add_explicit(&sh->buckets[i], 1, memory_order_relaxed);
+	add_double(&sh->sum, v);
+}
+
+/* Observations in bucket |i| (|h->n|: +Inf) over all shards. */
+static uint64_t bucket_count(const vpp_histogram *h, size_t i)
+{
+	uint64_t v = 0;
+	for (int k = 0; k < SHARDS; k++)
+		v += atomic_load_explicit(&((vpp_histogram *)h)->s[k].buckets[i],
+					  memory_order_relaxed);
+	return v;
+}
+
+static double histogram_sum(const vpp_histogram *h)
+{
+	double v = 0;
+	for (int k = 0; k < SHARDS; k++)
+		v += atomic_load_explicit(&((vpp_histogram *)h)->s[k].sum, memory_order_relaxed);
+	return v;
 }
 
 uint64_t vpp_histogram_count(const vpp_histogram *h)
 {
-	return atomic_load_explicit(&((vpp_histogram *)h)->count, memory_order_relaxed);
+	uint64_t v = 0;
+	for (size_t i = 0; i <= h->n; i++)
+		v += bucket_count(h, i);
+	return v;
 }
 
 typedef struct {
@@ -242,8 +293,7 @@ static void render_histogram(strbuf *sb, const family *f, const series *s)
 	const char *sep = s->labels[0] ? "," : "";
 	uint64_t cum = 0;
 	for (size_t i = 0; i <= h->n; i++) {
-		cum += atomic_load_explicit(&((struct vpp_histogram *)h)->buckets[i],
-					    memory_order_relaxed);
+		cum += bucket_count(h, i);
 		if (i < h->n) {
 			sb_printf(sb, "%s_bucket{%s%sle=\"", f->name, s->labels, sep);
 			sb_value(sb, h->bounds[i]);
@@ -255,7 +305,7 @@ static void render_histogram(strbuf *sb, const family *f, const series *s)
 	}
 	const char *lb = s->labels[0] ? "{" : "", *rb = s->labels[0] ? "}" : "";
 	sb_printf(sb, "%s_sum%s%s%s ", f->name, lb, s->labels, rb);
-	sb_value(sb, atomic_load_explicit(&((struct vpp_histogram *)h)->sum, memory_order_relaxed));
+	sb_value(sb, histogram_sum(h));
 	sb_printf(sb, "\n%s_count%s%s%s %llu\n", f->name, lb, s->labels, rb, (unsigned long long)cum);
 }
 
