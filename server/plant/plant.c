@@ -182,6 +182,13 @@ int vpp_plant_post(vpp_plant *p, int i, const vpp_plant_msg *m)
 	int rv = vpp_ring_push(l->in, m);
 	if (rv != 0)
 		return rv;
+	/* Telemetry and acks (stamped when received) wait for the next tick,
+	 * which drains the ring before it estimates anything; the rest is
+	 * answered at once. */
+	bool urgent = (m->type != VPP_PM_TELEMETRY && m->type != VPP_PM_ACK) ||
+		      vpp_ring_count(l->in) > vpp_ring_capacity(l->in) / 8;
+	if (!urgent)
+		return 0;
 	if (l->attached)
 		l->posted = true; /* on_link_prepare wakes the plant */
 	else
