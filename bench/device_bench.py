@@ -127,6 +127,7 @@ def main():
         time.sleep(3)
         rss, tcp = rss_kb(vppd.p.pid), tcp_mem_kb()
         res["rss_per_session_kb"] = (rss - base_rss) / max(res["online"], 1)
+        res["emu_rss_per_device_kb"] = rss_kb(emu.p.pid) / n
         res["tcp_mem_per_session_kb"] = (tcp - base_tcp) / max(res["online"], 1) / 2  # both ends are here
         m0 = vt.read_metrics(admin)
         t_m0 = time.monotonic()
@@ -199,6 +200,7 @@ def main():
 | --- | ---: | ---: |
 | connect, first to last online | %s s | |
 | vppd RSS per session | %s KB | <= 48 KB with kernel |
+| vpp-emulator RSS per device | %s KB | |
 | kernel TCP memory per session (one end) | %s KB | |
 | setpoint fan-out in vppd, tick start to last write (histogram p50 / p99 bucket bounds; mean) | %s / %s ms; %s ms | <= 50 ms at 10,000 |
 | setpoint fan-out seen by the devices, first to last (p50 / max of full ticks, %s ticks) | %s / %s ms | |
@@ -208,7 +210,8 @@ def main():
 | reconnect after vppd SIGKILL + restart | %s s | <= 2 s |
 | GetFleetStatus over h2c, 8x32: QPS, p50 / p99 | %s, %s / %s us | |
 | GetFleetStatus over h2c, 1x1: QPS, p50 / p99 | %s, %s / %s us | |
-""" % (n, f(res["connect_s"]), f(res["rss_per_session_kb"]), f(res["tcp_mem_per_session_kb"]),
+""" % (n, f(res["connect_s"]), f(res["rss_per_session_kb"]), f(res["emu_rss_per_device_kb"]),
+       f(res["tcp_mem_per_session_kb"]),
        f(res["sfan_p50_ms"]), f(res["sfan_p99_ms"]), f(res["sfan_mean_ms"]), res["fanout_groups"], f(res["fanout_p50_ms"]), f(res["fanout_max_ms"]), f(res["ack_p50_ms"]),
        f(res["ack_p99_ms"]), f(res["tick_p99_ms"]), f(res["telemetry_per_s"], "%.0f"), f(res["reconnect_s"]),
        f(res.get("status_qps_8x32"), "%.0f"), res.get("status_p50_us_8x32"), res.get("status_p99_us_8x32"),
