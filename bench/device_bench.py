@@ -204,7 +204,7 @@ def main():
 | kernel TCP memory per session (one end) | %s KB | |
 | setpoint fan-out in vppd, tick start to last write (histogram p50 / p99 bucket bounds; mean) | %s / %s ms; %s ms | <= 50 ms at 10,000 |
 | setpoint fan-out seen by the devices, first to last (p50 / max of full ticks, %s ticks) | %s / %s ms | |
-| setpoint -> ack, vppd histogram p50 / p99 (bucket bound) | %s / %s ms | p99 <= 100 ms |
+| setpoint written -> ack read, vppd histogram p50 / p99 (bucket bound) | %s / %s ms | p99 <= 100 ms |
 | dispatch tick p99 (bucket bound) | %s ms | |
 | telemetry messages/s | %s | |
 | reconnect after vppd SIGKILL + restart | %s s | <= 2 s |

@@ -22,7 +22,7 @@ typedef struct session {
 	int bye_reason;
 	uint64_t last_seq;
 	uint64_t last_sp_seq;
-	uint64_t last_sp_sent; /* loop time, ms */
+	uint64_t last_sp_sent; /* uv_hrtime() just after it was written */
 	int64_t clock_offset_ms;
 	uint64_t ping_id;
 	uint64_t ping_sent;    /* loop time, ms; 0: none outstanding */

@@ -315,7 +315,7 @@ static void on_ack(session *s, const Vpp__V1__Ack *a)
 	vpp_counter_inc(d->met.acks);
 	if (a->setpoint_seq == s->last_sp_seq && s->last_sp_sent)
 		vpp_histogram_observe(d->met.ack_rtt,
-				      (double)(uv_now(s->dl->loop) - s->last_sp_sent) / 1000.0);
+				      (double)(uv_hrtime() - s->last_sp_sent) / 1e9);
 	if (!a->accepted)
 		vpp_log(VPP_LOG_INFO, "device", "device=%s refused setpoint %llu: %.100s", s->id,
 			(unsigned long long)a->setpoint_seq, a->reason ? a->reason : "");
@@ -500,9 +500,11 @@ void vpp__dev_deliver(void *ud, const vpp_plant_out *m)
 		out.msg_case = VPP__V1__SERVER_MESSAGE__MSG_SETPOINT;
 		out.setpoint = &sp;
 		s->last_sp_seq = sp.seq;
-		s->last_sp_sent = uv_now(dl->loop);
 		vpp_counter_inc(dl->d->met.setpoints);
 		send_server_msg(s, &out);
+		/* After the write: the fan-out before it is measured apart
+		 * (vpp_device_fanout_seconds). */
+		s->last_sp_sent = uv_hrtime();
 		break;
 	}
 	case VPP_PO_CLOSE:
