@@ -122,7 +122,15 @@ def counter(body, name, labels):
 def test_paths(v):
     st, h, body = get(v.port, "/healthz")
     assert (st, body) == (200, b"ok\n"), (st, body)
-    st, h, body = get(v.port, "/readyz")
+    # The admin port opens before the rest of vppd: /readyz says so with a
+    # 503 and a reason until the control loop has ticked.
+    deadline = time.time() + 10
+    while True:
+        st, h, body = get(v.port, "/readyz")
+        if (st, body) == (200, b"ready\n") or time.time() > deadline:
+            break
+        assert st == 503 and body.startswith(b"not ready: "), (st, body)
+        time.sleep(0.05)
     assert (st, body) == (200, b"ready\n"), (st, body)
     st, h, body = get(v.port, "/metrics")
     assert st == 200, st
