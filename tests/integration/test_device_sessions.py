@@ -159,7 +159,14 @@ def body(r):
             if (vt.read_metrics(env.admin).get("vpp_device_acks_total") or 0) >= 1:
                 break
             time.sleep(0.1)
-        assert vt.read_metrics(env.admin).get("vpp_device_acks_total") >= 1
+        m = vt.read_metrics(env.admin)
+        assert m.get("vpp_device_acks_total") >= 1
+        # The setpoint was timed from its tick to its write, and its ack
+        # from the write; neither can take longer than the test did.
+        assert m.get("vpp_device_fanout_seconds_count") >= 1, "no fan-out observed"
+        assert 0 <= m.get("vpp_device_fanout_seconds_sum") < 5 * m.get("vpp_device_fanout_seconds_count")
+        assert m.get("vpp_device_setpoint_ack_seconds_count") >= 1
+        assert 0 <= m.get("vpp_device_setpoint_ack_seconds_sum") < 5 * m.get("vpp_device_setpoint_ack_seconds_count")
         info = stub.GetDevice(g.GetDeviceRequest(device_id="dev-00000"), metadata=md)
         assert info.state == g.DEVICE_STATE_ONLINE and abs(info.soc.value - 0.5) < 0.05, info
 

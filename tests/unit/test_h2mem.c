@@ -16,6 +16,8 @@ START_TEST(small_and_large_blocks_round_trip)
 	ck_assert_ptr_nonnull(b);
 	ck_assert_uint_eq((uintptr_t)a % 16, 0);
 	ck_assert_uint_eq((uintptr_t)b % 16, 0);
+	/* A frame buffer comes from a page slot: just after its header. */
+	ck_assert_uint_eq(((uintptr_t)b - 16) % 4096, 0);
 	for (int i = 0; i < 16394; i++)
 		ck_assert_uint_eq(b[i], 0);
 	memset(a, 'a', 100);
