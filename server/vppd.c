@@ -8,6 +8,7 @@
 #include "vpp/health.h"
 #include "vpp/log.h"
 
+#include <malloc.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -74,6 +75,11 @@ int main(int argc, char **argv)
 	static _Atomic(vppd_grpc *) grpc; /* read by the admin thread's /readyz */
 	vpp_store *store = NULL; /* store */
 
+	/* TLS sessions take a 17 KB record buffer for each write and give it
+	 * back after (SSL_MODE_RELEASE_BUFFERS keeps idle sessions small):
+	 * without a trim threshold, glibc returns the top of the heap to the
+	 * kernel and the next write faults the pages in again. */
+	mallopt(M_TRIM_THRESHOLD, 4 << 20);
 	signal(SIGPIPE, SIG_IGN);
 	if (vpp_config_parse(vppd_config_table, vppd_config_table_len, &cfg, argc, argv, pos, 4,
 			     &npos, &help, err, sizeof(err)) != 0) {

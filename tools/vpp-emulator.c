@@ -9,6 +9,7 @@
 #include "vpp/error.h"
 #include "vpp/log.h"
 
+#include <malloc.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +71,11 @@ int main(int argc, char **argv)
 {
 	vpp__emul_config cfg;
 	char err[1024];
+	/* TLS sessions take a 17 KB record buffer for each write and give it
+	 * back after (SSL_MODE_RELEASE_BUFFERS keeps idle sessions small):
+	 * without a trim threshold, glibc returns the top of the heap to the
+	 * kernel and the next write faults the pages in again. */
+	mallopt(M_TRIM_THRESHOLD, 4 << 20);
 	int rv = vpp__emul_config_load(&cfg, argc, argv, err, sizeof(err));
 	if (rv == 1) {
 		vpp__emul_config_free(&cfg);

@@ -1,5 +1,5 @@
 /* One HTTP/2 connection on a libuv TCP handle, server or client side:
- * reading, the TLS pump (memory BIOs), feeding nghttp2, the bounded write
+ * reading, the TLS pump (tls.c's BIOs), feeding nghttp2, the bounded write
  * path, timers (handshake, idle, keepalive) and closing. The role-specific
  * parts (nghttp2 callbacks, calls) are in server.c and client.c. */
 #include "grpc_int.h"
@@ -80,28 +80,12 @@ static int pbuf_reserve(vpp_grpc_conn *c, size_t extra)
 	return 0;
 }
 
-static int pbuf_append(vpp_grpc_conn *c, const uint8_t *data, size_t len)
+int vpp__conn_out_append(vpp_grpc_conn *c, const uint8_t *data, size_t len)
 {
 	if (pbuf_reserve(c, len) != 0)
 		return VPP_ENOMEM;
 	memcpy(c->pbuf + c->plen, data, len);
 	c->plen += len;
-	return 0;
-}
-
-/* Moves what OpenSSL produced (records, alerts) into the pending buffer. */
-static int drain_wbio(vpp_grpc_conn *c)
-{
-	BIO *wbio = SSL_get_wbio(c->ssl);
-	size_t pending;
-	while ((pending = BIO_ctrl_pending(wbio)) > 0) {
-		if (pbuf_reserve(c, pending) != 0)
-			return VPP_ENOMEM;
-		int n = BIO_read(wbio, c->pbuf + c->plen, (int)pending);
-		if (n <= 0)
-			break;
-		c->plen += (size_t)n;
-	}
 	return 0;
 }
 
@@ -142,15 +126,15 @@ static void on_write(uv_write_t *req, int status)
 	vpp__conn_flush(c);
 }
 
-/* Encrypts |len| bytes into TLS records and moves them to the pending
- * buffer. Returns 0, VPP_ETLS or VPP_ENOMEM. */
+/* Encrypts |len| bytes into TLS records, which OpenSSL's write BIO
+ * appends to the pending buffer. Returns 0 or VPP_ETLS. */
 static int tls_put(vpp_grpc_conn *c, const uint8_t *data, size_t len)
 {
-	/* Writes to a memory BIO never block: one call encrypts it all (into
-	 * as many records as needed). */
+	/* The write BIO never blocks: one call encrypts it all (into as many
+	 * records as needed). */
 	if (SSL_write(c->ssl, data, (int)len) != (int)len)
 		return VPP_ETLS;
-	return drain_wbio(c);
+	return 0;
 }
 
 /* Frames from nghttp2 come one at a time and are small (a unary call is
@@ -165,7 +149,7 @@ static int put_frame(vpp_grpc_conn *c, stage *st, const uint8_t *data, size_t le
 {
 	int rv;
 	if (!c->ssl)
-		return pbuf_append(c, data, len);
+		return vpp__conn_out_append(c, data, len);
 	if (st->len && st->len + len > sizeof(stage_buf)) {
 		if ((rv = tls_put(c, st->buf, st->len)) != 0)
 			return rv;
@@ -221,10 +205,6 @@ void vpp__conn_flush(vpp_grpc_conn *c)
 		}
 	}
 	c->in_h2 = false;
-	if (c->ssl && drain_wbio(c) != 0) {
-		vpp__conn_close(c, VPP_ENOMEM);
-		return;
-	}
 	start_write(c);
 	account_outbound(c);
 	if (c->any_want_writable)
@@ -298,7 +278,7 @@ static void feed_h2(vpp_grpc_conn *c, const uint8_t *data, size_t len)
 			if (c->ssl)
 				SSL_write(c->ssl, resp, sizeof(resp) - 1);
 			else
-				pbuf_append(c, (const uint8_t *)resp, sizeof(resp) - 1);
+				vpp__conn_out_append(c, (const uint8_t *)resp, sizeof(resp) - 1);
 			nghttp2_session_del(c->h2);
 			c->h2 = NULL;
 			vpp__conn_reject(c, R_HTTP1, "HTTP/1.x request");
@@ -405,11 +385,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	if (c->closing)
 		return;
 	if (c->ssl) {
-		if (BIO_write(SSL_get_rbio(c->ssl), buf->base, (int)nread) != nread) {
-			vpp__conn_close(c, VPP_ENOMEM);
-			return;
-		}
+		/* OpenSSL's read BIO takes records from this buffer; what a
+		 * partial record needs stays in OpenSSL's own read buffer. */
+		c->tls_in = (const uint8_t *)buf->base;
+		c->tls_in_len = (size_t)nread;
 		on_tls_data(c);
+		/* Consumed, or the connection is closing. */
+		c->tls_in = NULL;
+		c->tls_in_len = 0;
 		return;
 	}
 	feed_h2(c, (const uint8_t *)buf->base, (size_t)nread);

@@ -163,6 +163,8 @@ struct vpp_grpc_conn {
 	vpp__listener_metrics *met; /* server only */
 	call_pool *pool;	    /* server only: the loop's */
 	SSL *ssl;
+	const uint8_t *tls_in; /* ciphertext not yet read by OpenSSL */
+	size_t tls_in_len;
 	nghttp2_session *h2;
 	struct vpp_grpc_conn *prev, *next; /* in io->conns (server) */
 
@@ -268,6 +270,8 @@ void vpp__conn_start_reading(vpp_grpc_conn *c);
 /* Pulls frames from nghttp2, encrypts and writes; closes the conn when
  * nghttp2 has nothing left to do. Safe to call often. */
 void vpp__conn_flush(vpp_grpc_conn *c);
+/* Appends bytes to be written (after the write in flight). 0 or VPP_ENOMEM. */
+int vpp__conn_out_append(vpp_grpc_conn *c, const uint8_t *data, size_t len);
 void vpp__conn_close(vpp_grpc_conn *c, int err);
 void vpp__conn_reject(vpp_grpc_conn *c, vpp__reason r, const char *why);
 void vpp__conn_arm_timer(vpp_grpc_conn *c);
@@ -291,7 +295,8 @@ void vpp__admission_done(struct vpp_grpc_conn *c);
 void vpp__admission_close(vpp__admission *a);
 
 /* tls.c */
-/* Creates c->ssl with memory BIOs from |t|. */
+/* Creates c->ssl from |t|, reading ciphertext from c->tls_in and writing
+ * records to the conn's pending buffer (vpp__conn_out_append). */
 int vpp__tls_attach(vpp_grpc_conn *c, vpp_grpc_tls *t, bool server, const char *sni,
 		    const vpp_grpc_identity *id);
 /* Reads the verified peer's CN into c->peer_cn. */

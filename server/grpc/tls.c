@@ -1,16 +1,84 @@
 /* TLS for the gRPC transport: SSL_CTX set-up (TLS 1.2+, ALPN h2, optional
- * client certificates) and per-connection SSL objects on memory BIOs, so
- * that libuv owns the socket and OpenSSL only transforms bytes. */
+ * client certificates) and per-connection SSL objects on a BIO of our own,
+ * so that libuv owns the socket and OpenSSL only transforms bytes. */
 #include "grpc_int.h"
 #include "vpp/error.h"
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 static const unsigned char alpn_h2[] = {2, 'h', '2'};
+
+/* The connection's BIO: OpenSSL reads ciphertext straight from the buffer
+ * libuv read into (c->tls_in) and writes records straight into the conn's
+ * pending output. Memory BIOs would copy every record once more each way
+ * and cost their own bookkeeping per record. */
+static BIO_METHOD *conn_bio_method;
+static pthread_once_t conn_bio_once = PTHREAD_ONCE_INIT;
+
+static int conn_bio_write(BIO *b, const char *data, size_t len, size_t *written)
+{
+	vpp_grpc_conn *c = BIO_get_data(b);
+	BIO_clear_retry_flags(b);
+	if (vpp__conn_out_append(c, (const uint8_t *)data, len) != 0)
+		return 0;
+	*written = len;
+	return 1;
+}
+
+static int conn_bio_read(BIO *b, char *out, size_t len, size_t *readbytes)
+{
+	vpp_grpc_conn *c = BIO_get_data(b);
+	BIO_clear_retry_flags(b);
+	if (c->tls_in_len == 0) {
+		BIO_set_retry_read(b); /* until the next read from the socket */
+		return 0;
+	}
+	size_t n = len < c->tls_in_len ? len : c->tls_in_len;
+	memcpy(out, c->tls_in, n);
+	c->tls_in += n;
+	c->tls_in_len -= n;
+	*readbytes = n;
+	return 1;
+}
+
+static long conn_bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	(void)num;
+	(void)ptr;
+	vpp_grpc_conn *c = BIO_get_data(b);
+	switch (cmd) {
+	case BIO_CTRL_FLUSH:
+		return 1; /* vpp__conn_flush writes the pending output */
+	case BIO_CTRL_PENDING:
+		return (long)c->tls_in_len;
+	default:
+		return 0;
+	}
+}
+
+static int conn_bio_create(BIO *b)
+{
+	BIO_set_init(b, 1);
+	return 1;
+}
+
+static void conn_bio_init_method(void)
+{
+	BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "vpp conn");
+	if (m && (BIO_meth_set_write_ex(m, conn_bio_write) != 1 ||
+		  BIO_meth_set_read_ex(m, conn_bio_read) != 1 ||
+		  BIO_meth_set_ctrl(m, conn_bio_ctrl) != 1 ||
+		  BIO_meth_set_create(m, conn_bio_create) != 1)) {
+		BIO_meth_free(m);
+		m = NULL;
+	}
+	conn_bio_method = m;
+}
 
 const char *vpp__tls_last_error(void)
 {
@@ -209,15 +277,14 @@ int vpp__tls_attach(vpp_grpc_conn *c, vpp_grpc_tls *t, bool server, const char *
 		SSL_free(ssl);
 		return VPP_ETLS;
 	}
-	BIO *rbio = BIO_new(BIO_s_mem()), *wbio = BIO_new(BIO_s_mem());
-	if (!rbio || !wbio) {
-		BIO_free(rbio);
-		BIO_free(wbio);
+	pthread_once(&conn_bio_once, conn_bio_init_method);
+	BIO *bio = conn_bio_method ? BIO_new(conn_bio_method) : NULL;
+	if (!bio) {
 		SSL_free(ssl);
 		return VPP_ENOMEM;
 	}
-	BIO_set_mem_eof_return(rbio, -1);
-	SSL_set_bio(ssl, rbio, wbio);
+	BIO_set_data(bio, c);
+	SSL_set_bio(ssl, bio, bio); /* one reference, used both ways */
 	if (server) {
 		SSL_set_accept_state(ssl);
 	} else {

@@ -239,6 +239,77 @@ def p_tls_garbage(srv):
         s.close()
 
 
+def p_tls_records_split(srv):
+    """TLS records that arrive one byte per TCP segment, and many tiny records
+    in one segment, make a normal call: the server reassembles records
+    across reads and reads every record of one read."""
+    ctx = ssl.create_default_context(cafile=CERTS.ca)
+    ctx.set_alpn_protocols(["h2"])
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(inc, out, server_hostname="localhost")
+    sock = tcp(srv)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def bytewise(data):
+        for i in range(len(data)):
+            sock.sendall(data[i:i + 1])
+            time.sleep(0.0005)
+
+    def recv_into_tls():
+        chunk = sock.recv(65536)
+        assert chunk, "server closed the connection"
+        inc.write(chunk)
+
+    try:
+        sock.settimeout(5)
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                bytewise(out.read())
+                recv_into_tls()
+        bytewise(out.read())  # the client's Finished
+        assert tls.selected_alpn_protocol() == "h2"
+        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        data = conn.data_to_send()
+        for i in range(0, len(data), 5):  # one TLS record per 5 bytes
+            tls.write(data[i:i + 5])
+        sock.sendall(out.read())  # all of them in one segment
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, [(":method", "POST"), (":scheme", "https"), (":path", "/grpc.health.v1.Health/Check"),
+                                (":authority", "localhost"), ("te", "trailers"),
+                                ("content-type", "application/grpc")])
+        conn.send_data(sid, grpc_frame(S.health_pb2.HealthCheckRequest().SerializeToString()), end_stream=True)
+        tls.write(conn.data_to_send())
+        bytewise(out.read())  # one record, one byte per segment
+        body, trailers, deadline = b"", {}, time.monotonic() + 5
+        while not trailers and time.monotonic() < deadline:
+            recv_into_tls()
+            plain = b""
+            try:
+                while True:
+                    plain += tls.read(65536)
+            except ssl.SSLWantReadError:
+                pass
+            for e in conn.receive_data(plain):
+                if isinstance(e, h2.events.DataReceived) and e.stream_id == sid:
+                    body += e.data
+                    conn.acknowledge_received_data(e.flow_controlled_length, sid)
+                if isinstance(e, h2.events.TrailersReceived) and e.stream_id == sid:
+                    trailers = {k.decode(): v.decode() for k, v in e.headers}
+            pending = conn.data_to_send()
+            if pending:
+                tls.write(pending)
+                sock.sendall(out.read())
+        assert trailers.get("grpc-status") == "0", "trailers %r" % trailers
+        resp = S.health_pb2.HealthCheckResponse.FromString(body[5:])
+        assert resp.status == S.health_pb2.HealthCheckResponse.SERVING, resp
+    finally:
+        sock.close()
+
+
 def p_bad_preface(srv):
     s = tcp(srv)
     try:
@@ -570,6 +641,7 @@ def body(r):
     bad_case(r, "tls: TCP connection that sends nothing", tls, ["handshake_timeout"], p_silent_tcp)
     bad_case(r, "tls: TLS handshake then silence", tls, ["handshake_timeout", "idle_timeout"], p_silent_tls)
     bad_case(r, "tls: unknown method over TLS", tls, ["unknown_method"], p_unknown)
+    r.case("tls: records split over 1-byte segments, many records in one segment", p_tls_records_split, tls)
     bad_case(r, "h2c: garbage instead of the HTTP/2 preface", h2c, ["bad_preface"], p_bad_preface)
     bad_case(r, "h2c: HTTP/1.1 request", h2c, ["http1"], p_http1)
     bad_case(r, "h2c: content-type text/plain -> 415", h2c, ["bad_content_type"], p_content_type)
