@@ -7,7 +7,7 @@ emulator's ground truth), setpoint -> ack latency (vppd's histogram),
 telemetry messages/s, and the time for the whole fleet to reconnect after
 vppd is killed and restarted. Prints a markdown table for bench/RESULTS.md.
 
-    VPP_BUILD=build /usr/bin/python3 bench/device_bench.py [--devices N] [--hold S]
+    VPP_BUILD=build /usr/bin/python3 bench/device_bench.py [--devices N] [--hold S] [--emu-nice 19]
 
 vppd runs without a database here: the store's throughput is measured by
 bench/store_bench.py. Both programs share the machine's cores."""
@@ -63,6 +63,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--devices", type=int, default=10000)
     ap.add_argument("--hold", type=int, default=30, help="seconds with a target set")
+    ap.add_argument("--emu-nice", type=int, default=0,
+                    help="run vpp-emulator at this nice level (19: the devices only take the CPU "
+                         "vppd leaves, as if they ran on other machines)")
     a = ap.parse_args()
     n = a.devices
     build = os.environ.get("VPP_BUILD", os.path.join(ROOT, "build"))
@@ -111,7 +114,8 @@ def main():
         time.sleep(1)
         base_rss, base_tcp = rss_kb(vppd.p.pid), tcp_mem_kb()
         report = os.path.join(vt.tempdir("vpp-bench-report-"), "report.json")
-        emu = vt.Proc("vpp-emulator", [os.path.join(build, "tools/vpp-emulator"), "--server",
+        nice = ["nice", "-n", str(a.emu_nice)] if a.emu_nice else []
+        emu = vt.Proc("vpp-emulator", nice + [os.path.join(build, "tools/vpp-emulator"), "--server",
                                        "127.0.0.1:%d" % dport, "--certs", certs, "--devices", str(n),
                                        "--report", report, "--threads", "2", "--connect-rate", "0",
                                        "--progress-s", "0"])
@@ -196,7 +200,7 @@ def main():
     print(json.dumps(res, indent=1))
     f = lambda v, fmt="%.1f": "n/a" if v is None else fmt % v
     print("""
-| what | %d devices | target |
+| what | %d devices, emulator nice %d | target |
 | --- | ---: | ---: |
 | connect, first to last online | %s s | |
 | vppd RSS per session | %s KB | <= 48 KB with kernel |
@@ -210,7 +214,7 @@ def main():
 | reconnect after vppd SIGKILL + restart | %s s | <= 2 s |
 | GetFleetStatus over h2c, 8x32: QPS, p50 / p99 | %s, %s / %s us | |
 | GetFleetStatus over h2c, 1x1: QPS, p50 / p99 | %s, %s / %s us | |
-""" % (n, f(res["connect_s"]), f(res["rss_per_session_kb"]), f(res["emu_rss_per_device_kb"]),
+""" % (n, a.emu_nice, f(res["connect_s"]), f(res["rss_per_session_kb"]), f(res["emu_rss_per_device_kb"]),
        f(res["tcp_mem_per_session_kb"]),
        f(res["sfan_p50_ms"]), f(res["sfan_p99_ms"]), f(res["sfan_mean_ms"]), res["fanout_groups"], f(res["fanout_p50_ms"]), f(res["fanout_max_ms"]), f(res["ack_p50_ms"]),
        f(res["ack_p99_ms"]), f(res["tick_p99_ms"]), f(res["telemetry_per_s"], "%.0f"), f(res["reconnect_s"]),
