@@ -36,15 +36,19 @@ static void metrics_init(vpp_devices *d)
 	d->met.duplicates = vpp_counter_get("vpp_device_telemetry_duplicates_total", NULL,
 					    "Telemetry with a seq not newer than the last");
 	double b[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
+	/* Finer around the targets (fan-out <= 50 ms, ack p99 <= 100 ms). */
+	double fine[] = {0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075,
+			 0.1,	0.15,	0.2,   0.25, 0.5,  1,	 2.5,  5};
+	size_t nfine = sizeof(fine) / sizeof(fine[0]);
 	d->met.ack_rtt = vpp_histogram_get("vpp_device_setpoint_ack_seconds", NULL,
-					   "Setpoint written to its ack received", b, 12);
+					   "Setpoint written to its ack received", fine, nfine);
 	d->met.ping_rtt = vpp_histogram_get("vpp_device_ping_rtt_seconds", NULL,
 					    "Ping round trip", b, 12);
 	d->met.fanout = vpp_histogram_get(
 		"vpp_device_fanout_seconds", NULL,
 		"Control tick start to the last of its setpoints written to the sockets "
 		"(one observation per I/O loop and tick)",
-		b, 12);
+		fine, nfine);
 }
 
 int vpp_devices_new(const vpp_devices_opts *o, vpp_grpc_server *srv, vpp_grpc_listener *l,
