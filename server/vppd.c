@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -62,6 +63,32 @@ static void on_signal(uv_signal_t *h, int signum)
 {
 	vpp_log(VPP_LOG_INFO, "vppd", "signal %d: shutting down", signum);
 	uv_stop(h->loop);
+}
+
+/* Every device session is a socket: the soft open-file limit (often 1,024
+ * in a shell) goes up to the hard one, and a limit that caps the fleet is
+ * said at start-up. */
+enum { VPPD_FD_LIMIT_WARN = 4096 };
+
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		struct rlimit want = {rl.rlim_max, rl.rlim_max};
+		if (want.rlim_cur == RLIM_INFINITY)
+			want.rlim_cur = 1 << 20;
+		if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+			rl.rlim_cur = want.rlim_cur;
+	}
+	if (rl.rlim_cur < VPPD_FD_LIMIT_WARN)
+		vpp_log(VPP_LOG_WARN, "vppd",
+			"open-file limit %llu (hard %llu): at most about that many device sessions "
+			"(raise it with ulimit -n or LimitNOFILE=)",
+			(unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max);
+	else
+		vpp_log(VPP_LOG_INFO, "vppd", "open-file limit %llu", (unsigned long long)rl.rlim_cur);
 }
 
 int main(int argc, char **argv)
@@ -123,6 +150,8 @@ int main(int argc, char **argv)
 		exit_code = vppd_migrate_main(&cfg);
 		goto out;
 	}
+
+	raise_fd_limit();
 
 	/* admin: start (before the other threads, so /healthz answers while
 	 * they come up) */

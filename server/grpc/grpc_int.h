@@ -18,6 +18,8 @@
 /* Stop pulling frames out of nghttp2 while this much is waiting for the
  * socket: a slow reader holds data in call queues, never in the conn. */
 #define VPP__OUT_HIGH_WATER (64 * 1024)
+/* Descriptors besides connections (loops, files, the database, admin). */
+#define VPP__FD_RESERVE 64
 
 /* Reasons counted in vpp_grpc_rejected_total{reason=...}. */
 typedef enum {
@@ -41,6 +43,7 @@ typedef enum {
 	R_CANCELLED,
 	R_SLOW_READER,
 	R_ADMISSION,
+	R_ACCEPT_FAILED,
 	R__COUNT
 } vpp__reason;
 
@@ -128,6 +131,8 @@ struct vpp_grpc_server {
 	int nloops;
 	bool started;
 	uint32_t grace_ms;
+	uint64_t fd_limit;	  /* RLIMIT_NOFILE when started */
+	atomic_long open_conns; /* over every loop */
 	struct {
 		void (*fn)(void *ud, int loop_index);
 		void *ud;

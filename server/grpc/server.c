@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -23,7 +24,7 @@ const char *const vpp__reason_names[R__COUNT] = {
 	"truncated_message", "bad_message",	  "too_many_streams",
 	"header_too_large", "handshake_timeout",  "idle_timeout",
 	"keepalive_timeout", "deadline_exceeded", "cancelled",
-	"slow_reader",	    "admission",
+	"slow_reader",	    "admission",	  "accept_failed",
 };
 
 typedef struct {
@@ -31,6 +32,8 @@ typedef struct {
 	vpp_grpc_listener *l;
 	io_loop *io;
 	vpp__admission adm;
+	uint64_t accept_logged_ms; /* loop time of the last accept-failure log */
+	uint64_t fd_logged_ms;	   /* ... of the last near-the-fd-limit log */
 } listen_handle;
 
 struct io_loop {
@@ -667,12 +670,43 @@ static void start_conn(vpp_grpc_conn *c)
 	vpp__conn_start_reading(c);
 }
 
+/* Connections past the open-file limit are accepted and closed by libuv
+ * without a word to us: say so when the connections come close to it. */
+static void near_fd_limit(listen_handle *lh, long open)
+{
+	uint64_t limit = lh->io->srv->fd_limit;
+	if (limit == 0 || (uint64_t)open + VPP__FD_RESERVE < limit)
+		return;
+	uint64_t now = uv_now(&lh->io->loop);
+	if (lh->fd_logged_ms && now - lh->fd_logged_ms < 10000)
+		return;
+	lh->fd_logged_ms = now;
+	vpp_log(VPP_LOG_WARN, "grpc",
+		"listener=%s: %ld connections open, open-file limit %llu: connections past the "
+		"limit are refused (raise ulimit -n or LimitNOFILE=)",
+		lh->l->name, open, (unsigned long long)limit);
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
 	listen_handle *lh = server->data;
 	io_loop *io = lh->io;
-	if (status != 0)
+	if (status != 0) {
+		/* Out of file descriptors, most often: libuv has accepted and
+		 * closed the connection so that the listener does not spin. */
+		vpp_counter_inc(lh->l->met.rejected[R_ACCEPT_FAILED]);
+		uint64_t now = uv_now(&io->loop);
+		if (lh->accept_logged_ms == 0 || now - lh->accept_logged_ms >= 1000) {
+			lh->accept_logged_ms = now;
+			struct rlimit rl = {0, 0};
+			getrlimit(RLIMIT_NOFILE, &rl);
+			vpp_log(VPP_LOG_WARN, "grpc",
+				"listener=%s cannot accept a connection: %s (open-file limit %llu; "
+				"counted in vpp_grpc_rejected_total{reason=\"accept_failed\"})",
+				lh->l->name, uv_strerror(status), (unsigned long long)rl.rlim_cur);
+		}
 		return;
+	}
 	vpp_grpc_conn *c = calloc(1, sizeof(*c));
 	if (!c)
 		return;
@@ -698,6 +732,7 @@ static void on_connection(uv_stream_t *server, int status)
 	io->conns = c;
 	vpp_counter_inc(c->met->conns_total);
 	vpp_gauge_add(c->met->conns, 1);
+	near_fd_limit(lh, atomic_fetch_add(&io->srv->open_conns, 1) + 1);
 	if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
 		vpp__conn_close(c, VPP_EIO);
 		return;
@@ -744,6 +779,7 @@ void vpp__server_conn_closed(vpp_grpc_conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	vpp_gauge_add(c->met->conns, -1);
+	atomic_fetch_sub(&io->srv->open_conns, 1);
 	free(c->peer_cn);
 	free(c);
 	if (io->shutting_down)
@@ -832,6 +868,9 @@ int vpp_grpc_server_start(vpp_grpc_server *s)
 	if (s->started)
 		return VPP_EINVAL;
 	s->started = true;
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+		s->fd_limit = rl.rlim_cur;
 	for (int i = 0; i < s->nloops; i++) {
 		io_loop *io = s->loops[i];
 		uv_async_init(&io->loop, &io->wake, on_wake);

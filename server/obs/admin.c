@@ -237,6 +237,7 @@ static void handle(conn *c, const vpp__http_req *r)
 	case PATH_METRICS: {
 		char *out;
 		size_t len;
+		vpp__process_metrics_update();
 		if (vpp_metrics_render(&out, &len) != 0) {
 			respond_text(c, path, 503, "out of memory\n", 1);
 			return;

@@ -25,4 +25,8 @@ typedef struct {
  * |max| without a complete head. */
 int vpp__http_parse(const char *buf, size_t len, size_t max, vpp__http_req *req);
 
+/* process.c: refreshes process_open_fds, process_max_fds and
+ * process_resident_memory_bytes (admin thread, before rendering). */
+void vpp__process_metrics_update(void);
+
 #endif

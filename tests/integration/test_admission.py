@@ -4,7 +4,8 @@ of new connections far over the rate is paced, not dropped: connections
 within two seconds' worth of the rate wait (unread, no TLS work) and their
 handshakes complete in order at the rate; only those beyond that are
 refused cheaply and counted as vpp_grpc_rejected_total{reason="admission"}.
-Uses real TLS handshakes (Python's ssl module) with a device certificate."""
+Also the open-file limit: raised to the hard limit at start, and
+connections beyond it refused, counted and logged. Uses real TLS handshakes (Python's ssl module) with a device certificate."""
 import os
 import socket
 import ssl
@@ -101,6 +102,59 @@ def test_silent_clients_do_not_hold_turns(certs):
     proc.stop()
 
 
+def test_out_of_file_descriptors(certs):
+    """vppd raises its soft open-file limit to the hard one and says when
+    that caps the fleet; when connections come near the limit it says so
+    (libuv closes the ones past it without telling), /metrics shows
+    process_open_fds against process_max_fds, and vppd serves again as soon
+    as descriptors are free."""
+    port, admin = vt.free_port(), vt.free_port()
+    exe = os.path.join(vt.build_dir(), "server", "vppd")
+    argv = ["sh", "-c", 'ulimit -S -n 32 && ulimit -H -n 64 && exec "$0" "$@"', exe,
+            "--api-addr", "127.0.0.1", "--api-port", str(port), "--api-h2c", "--device-port", "0",
+            "--admin-port", str(admin), "--io-threads", "1", "--enable-echo"]
+    proc = vt.Proc("vppd-fd-limit", argv)
+    try:
+        vt.wait_port(port, 30, proc.p)
+        vt.wait_port(admin, 30, proc.p)
+        with open("/proc/%d/limits" % proc.p.pid) as f:
+            line = [x for x in f if x.startswith("Max open files")][0].split()
+        assert line[3:5] == ["64", "64"], line
+        m = vt.read_metrics(admin)
+        assert m.get("process_max_fds") == 64, m.get("process_max_fds")
+        assert 0 < m.get("process_open_fds") < 64, m.get("process_open_fds")
+        clients, closed = [], 0
+        for _ in range(100):
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        time.sleep(1)
+        for c in clients:
+            c.settimeout(0.05)
+            try:
+                if c.recv(100) == b"":
+                    closed += 1
+            except OSError:
+                closed += 1
+        assert closed > 0, "all 100 connections held open with a limit of 64"
+        assert proc.p.poll() is None
+        for c in clients:
+            c.close()
+        time.sleep(0.5)
+        import grpc
+        S = vt.stubs()
+        with grpc.insecure_channel("127.0.0.1:%d" % port) as ch:
+            st = S.health_pb2_grpc.HealthStub(ch).Check(S.health_pb2.HealthCheckRequest(), timeout=10).status
+        assert st == S.health_pb2.HealthCheckResponse.SERVING, st
+        m = vt.read_metrics(admin)
+        assert m.get("process_open_fds") < 64, m.get("process_open_fds")
+        assert proc.p.poll() is None
+    finally:
+        proc.stop()
+    log = proc.log_tail(400)
+    assert "open-file limit 64 (hard 64)" in log, log
+    warns = [x for x in log.splitlines() if "connections past the limit are refused" in x]
+    assert len(warns) == 1, warns  # once, not once per connection
+
+
 def body(r):
     certs = vt.tempdir("vpp-admission-certs-")
     out = subprocess.run(["bash", os.path.join(vt.ROOT, "deploy/local/certs.sh"), certs, "--devices", "1"],
@@ -109,6 +163,8 @@ def body(r):
     r.case("a burst over the handshake rate is paced; only the excess is refused",
            test_burst_is_paced_not_dropped, certs)
     r.case("silent connections hold a handshake turn only briefly", test_silent_clients_do_not_hold_turns, certs)
+    r.case("out of file descriptors: the limit is raised and reported, then served again",
+           test_out_of_file_descriptors, certs)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,53 @@
+/* The standard Prometheus process metrics that an operator of many
+ * sockets watches: open file descriptors against the limit, resident
+ * memory. Read from /proc when /metrics is scraped. */
+#include "admin_int.h"
+#include "vpp/metrics.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+static double count_open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	if (!d)
+		return -1;
+	double n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL)
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n - 1; /* the directory's own descriptor */
+}
+
+static double resident_bytes(void)
+{
+	FILE *f = fopen("/proc/self/statm", "r");
+	if (!f)
+		return -1;
+	unsigned long size = 0, resident = 0;
+	int ok = fscanf(f, "%lu %lu", &size, &resident) == 2;
+	fclose(f);
+	return ok ? (double)resident * (double)sysconf(_SC_PAGESIZE) : -1;
+}
+
+void vpp__process_metrics_update(void)
+{
+	/* Looked up on each scrape (a lock and a name look-up): cheap at
+	 * that rate, and never stale after vpp_metrics_reset(). */
+	double n = count_open_fds();
+	if (n >= 0)
+		vpp_gauge_set(vpp_gauge_get("process_open_fds", NULL, "Open file descriptors"), n);
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+		vpp_gauge_set(vpp_gauge_get("process_max_fds", NULL,
+					    "Open-file limit (every device session is one)"),
+			      rl.rlim_cur == RLIM_INFINITY ? -1 : (double)rl.rlim_cur);
+	double r = resident_bytes();
+	if (r >= 0)
+		vpp_gauge_set(vpp_gauge_get("process_resident_memory_bytes", NULL, "Resident memory"),
+			      r);
+}
