@@ -44,10 +44,10 @@ void vpp__process_metrics_update(void)
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
 		vpp_gauge_set(vpp_gauge_get("process_max_fds", NULL,
-					    "Open-file limit (every device session is one)"),
-			      rl.rlim_cur == RLIM_INFINITY ? -1 : (double)rl.rlim_cur);
+		                            "Open-file limit (every device session is one)"),
+		              rl.rlim_cur == RLIM_INFINITY ? -1 : (double)rl.rlim_cur);
 	double r = resident_bytes();
 	if (r >= 0)
-		vpp_gauge_set(vpp_gauge_get("process_resident_memory_bytes", NULL, "Resident memory"),
-			      r);
+		vpp_gauge_set(
+		    vpp_gauge_get("process_resident_memory_bytes", NULL, "Resident memory"), r);
 }
