@@ -67,7 +67,8 @@ const vpp_config_opt vppd_config_table[] = {
 	    "new device TLS handshakes started per second (0 = no rate limit); "
 	    "handshakes also run at most 64 at a time per I/O thread, in arrival "
 	    "order; connections over either wait unread (up to 2 s of the rate, "
-	    "4 s each), beyond that they are closed and the device backs off"),
+	    "8 s each; one whose device gave up is dropped without TLS work), beyond "
+	    "that they are closed and the device backs off"),
 	OPT("device-hello-timeout-ms", VPP_CFG_INT, device_hello_timeout_ms, 100, 600000, "10000",
 	    "time a device has to send its Hello"),
 	OPT("device-ping-interval-ms", VPP_CFG_INT, device_ping_interval_ms, 1000, 3600000,

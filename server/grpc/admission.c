@@ -7,13 +7,20 @@
  * and, when a rate is set, no faster than it. The others wait, accepted but
  * unread (no TLS work), up to two seconds' worth of the rate and at most
  * VPP__ADMISSION_MAX_WAIT_MS each; beyond that they are refused and the
- * devices back off.
+ * devices back off. A waiting connection whose client gave up meanwhile
+ * (closed it) is dropped when its turn comes, without TLS work: so waiting
+ * can be long, and a client's patience is not spent on a refusal followed
+ * by an ever longer backoff.
  *
  * A handshake stops counting as in flight when it completes, when its
  * connection closes, or after VPP__HANDSHAKE_SLOT_MS: a client that stalls
  * its handshake does not hold a turn for long. */
 #include "grpc_int.h"
 #include "vpp/error.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 enum { ADM_NONE, ADM_WAITING, ADM_HANDSHAKE };
 
@@ -97,12 +104,31 @@ static void drop_stale(vpp__admission *a)
 	}
 }
 
+/* True when the client has closed its end (its FIN or RST arrived). */
+static bool client_gone(vpp_grpc_conn *c)
+{
+	uv_os_fd_t fd;
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+	if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0 ||
+	    getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0)
+		return false;
+	return ti.tcpi_state == TCP_CLOSE_WAIT || ti.tcpi_state == TCP_CLOSE;
+}
+
 static void release_waiting(vpp__admission *a)
 {
 	drop_stale(a);
 	while (a->waiting.head && !a->closed && may_start(a)) {
 		vpp_grpc_conn *c = a->waiting.head;
 		q_remove(&a->waiting, c);
+		if (client_gone(c)) {
+			c->adm_state = ADM_NONE;
+			c->adm = NULL;
+			vpp_counter_inc(c->met->rejected[R_CLIENT_GONE]);
+			vpp__conn_close(c, 0);
+			continue;
+		}
 		start(a, c);
 	}
 }

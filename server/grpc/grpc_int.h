@@ -44,6 +44,7 @@ typedef enum {
 	R_SLOW_READER,
 	R_ADMISSION,
 	R_ACCEPT_FAILED,
+	R_CLIENT_GONE,
 	R__COUNT
 } vpp__reason;
 
@@ -89,8 +90,9 @@ typedef struct io_loop io_loop;
 #define VPP__HANDSHAKES_IN_FLIGHT 64
 /* ... each holding its turn for at most this long. */
 #define VPP__HANDSHAKE_SLOT_MS 500
-/* A connection waits at most this long for its turn (clients time out). */
-#define VPP__ADMISSION_MAX_WAIT_MS 4000
+/* A connection waits at most this long for its turn (clients time out;
+ * one whose client has already given up is dropped at its turn). */
+#define VPP__ADMISSION_MAX_WAIT_MS 8000
 
 typedef struct {
 	struct vpp_grpc_conn *head, *tail;

@@ -25,6 +25,7 @@ const char *const vpp__reason_names[R__COUNT] = {
 	"header_too_large", "handshake_timeout",  "idle_timeout",
 	"keepalive_timeout", "deadline_exceeded", "cancelled",
 	"slow_reader",	    "admission",	  "accept_failed",
+	"client_gone",
 };
 
 typedef struct {

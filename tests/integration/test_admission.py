@@ -102,6 +102,45 @@ def test_silent_clients_do_not_hold_turns(certs):
     proc.stop()
 
 
+def client_hello(certs):
+    """The bytes of a TLS ClientHello, as a device would send them first."""
+    ctx = ssl.create_default_context(cafile=os.path.join(certs, "ca.pem"))
+    ctx.set_alpn_protocols(["h2"])
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    t = ctx.wrap_bio(inc, out, server_hostname="localhost")
+    try:
+        t.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return out.read()
+
+
+def test_gone_clients_cost_no_handshake(certs):
+    """A client that gives up while it waits for its turn (closes its
+    connection) is dropped when the turn comes, without TLS work, and
+    counted as client_gone; the ones still there get their handshake."""
+    proc, port, admin = start(certs, rate=2)
+    hello = client_hello(certs)
+    socks = []
+    for _ in range(6):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(hello)
+        socks.append(s)
+    time.sleep(0.2)
+    for s in socks[3:]:
+        s.close()  # these three give up while waiting
+    time.sleep(4)  # 2/s: every turn has come
+    m = vt.read_metrics(admin)
+    assert m.get("vpp_grpc_rejected_total", listener="device", reason="client_gone") == 3, m.text[-3000:]
+    assert m.get("vpp_grpc_rejected_total", listener="device", reason="admission") == 0
+    for s in socks[:3]:
+        s.settimeout(2)
+        assert len(s.recv(65536)) > 0, "a waiting client that stayed got no ServerHello"
+        s.close()
+    assert proc.p.poll() is None
+    proc.stop()
+
+
 def test_out_of_file_descriptors(certs):
     """vppd raises its soft open-file limit to the hard one and says when
     that caps the fleet; when connections come near the limit it says so
@@ -163,6 +202,8 @@ def body(r):
     r.case("a burst over the handshake rate is paced; only the excess is refused",
            test_burst_is_paced_not_dropped, certs)
     r.case("silent connections hold a handshake turn only briefly", test_silent_clients_do_not_hold_turns, certs)
+    r.case("clients that give up while waiting are dropped without TLS work",
+           test_gone_clients_cost_no_handshake, certs)
     r.case("out of file descriptors: the limit is raised and reported, then served again",
            test_out_of_file_descriptors, certs)
 
