@@ -119,16 +119,20 @@ static bool client_gone(vpp_grpc_conn *c)
 static void release_waiting(vpp__admission *a)
 {
 	drop_stale(a);
-	while (a->waiting.head && !a->closed && may_start(a)) {
+	while (a->waiting.head && !a->closed) {
 		vpp_grpc_conn *c = a->waiting.head;
-		q_remove(&a->waiting, c);
+		/* Before the token: a client that left does not spend one. */
 		if (client_gone(c)) {
+			q_remove(&a->waiting, c);
 			c->adm_state = ADM_NONE;
 			c->adm = NULL;
 			vpp_counter_inc(c->met->rejected[R_CLIENT_GONE]);
 			vpp__conn_close(c, 0);
 			continue;
 		}
+		if (!may_start(a))
+			break;
+		q_remove(&a->waiting, c);
 		start(a, c);
 	}
 }

@@ -382,7 +382,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		return;
 	}
 	c->last_rx_ms = uv_now(c->loop);
-	if (c->closing)
+	/* A connection that closes once its output is flushed reads no more:
+	 * nothing it receives would be used, and with TLS, records cut off
+	 * when it stopped reading could not be decrypted later anyway. */
+	if (c->closing || c->want_close)
 		return;
 	if (c->ssl) {
 		/* OpenSSL's read BIO takes records from this buffer; what a
@@ -390,7 +393,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		c->tls_in = (const uint8_t *)buf->base;
 		c->tls_in_len = (size_t)nread;
 		on_tls_data(c);
-		/* Consumed, or the connection is closing. */
+		/* All consumed, unless the connection stopped reading (above). */
 		c->tls_in = NULL;
 		c->tls_in_len = 0;
 		return;

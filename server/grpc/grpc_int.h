@@ -18,8 +18,9 @@
 /* Stop pulling frames out of nghttp2 while this much is waiting for the
  * socket: a slow reader holds data in call queues, never in the conn. */
 #define VPP__OUT_HIGH_WATER (64 * 1024)
-/* Descriptors besides connections (loops, files, the database, admin). */
-#define VPP__FD_RESERVE 64
+/* Descriptors kept free for the database, the admin endpoint and files,
+ * over those in use when the server starts. */
+#define VPP__FD_MARGIN 32
 
 /* Reasons counted in vpp_grpc_rejected_total{reason=...}. */
 typedef enum {
@@ -134,6 +135,7 @@ struct vpp_grpc_server {
 	bool started;
 	uint32_t grace_ms;
 	uint64_t fd_limit;	  /* RLIMIT_NOFILE when started */
+	uint64_t fd_reserve;	  /* descriptors that are not connections */
 	atomic_long open_conns; /* over every loop */
 	struct {
 		void (*fn)(void *ud, int loop_index);

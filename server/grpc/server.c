@@ -5,6 +5,7 @@
 #include "grpc_int.h"
 #include "vpp/error.h"
 #include "vpp/log.h"
+#include "vpp/proc.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -676,7 +677,7 @@ static void start_conn(vpp_grpc_conn *c)
 static void near_fd_limit(listen_handle *lh, long open)
 {
 	uint64_t limit = lh->io->srv->fd_limit;
-	if (limit == 0 || (uint64_t)open + VPP__FD_RESERVE < limit)
+	if (limit == 0 || (uint64_t)open + lh->io->srv->fd_reserve < limit)
 		return;
 	uint64_t now = uv_now(&lh->io->loop);
 	if (lh->fd_logged_ms && now - lh->fd_logged_ms < 10000)
@@ -693,8 +694,10 @@ static void on_connection(uv_stream_t *server, int status)
 	listen_handle *lh = server->data;
 	io_loop *io = lh->io;
 	if (status != 0) {
-		/* Out of file descriptors, most often: libuv has accepted and
-		 * closed the connection so that the listener does not spin. */
+		/* Rare: out of descriptors, libuv closes the pending
+		 * connections itself (with a spare descriptor it keeps) and
+		 * does not call us; we get here for other accept errors, or
+		 * when even that fails. near_fd_limit() is what warns. */
 		vpp_counter_inc(lh->l->met.rejected[R_ACCEPT_FAILED]);
 		uint64_t now = uv_now(&io->loop);
 		if (lh->accept_logged_ms == 0 || now - lh->accept_logged_ms >= 1000) {
@@ -872,6 +875,11 @@ int vpp_grpc_server_start(vpp_grpc_server *s)
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
 		s->fd_limit = rl.rlim_cur;
+	/* What the process holds besides connections (loops, listeners,
+	 * files; it grows with the I/O threads), and room for the database
+	 * and the admin endpoint. */
+	long in_use = vpp_proc_open_fds();
+	s->fd_reserve = (uint64_t)(in_use > 0 ? in_use : 64) + VPP__FD_MARGIN;
 	for (int i = 0; i < s->nloops; i++) {
 		io_loop *io = s->loops[i];
 		uv_async_init(&io->loop, &io->wake, on_wake);

@@ -1,20 +1,24 @@
 /* The standard Prometheus process metrics that an operator of many
  * sockets watches: open file descriptors against the limit, resident
- * memory. Read from /proc when /metrics is scraped. */
+ * memory. Read from /proc when /metrics is scraped; vpp_proc_open_fds() is
+ * also what the gRPC server sizes its descriptor reserve with. */
 #include "admin_int.h"
+#include "vpp/error.h"
 #include "vpp/metrics.h"
+#include "vpp/proc.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
-static double count_open_fds(void)
+long vpp_proc_open_fds(void)
 {
 	DIR *d = opendir("/proc/self/fd");
 	if (!d)
-		return -1;
-	double n = 0;
+		return errno == EMFILE || errno == ENFILE ? VPP_EFULL : VPP_EIO;
+	long n = 0;
 	struct dirent *e;
 	while ((e = readdir(d)) != NULL)
 		if (e->d_name[0] != '.')
@@ -38,14 +42,19 @@ void vpp__process_metrics_update(void)
 {
 	/* Looked up on each scrape (a lock and a name look-up): cheap at
 	 * that rate, and never stale after vpp_metrics_reset(). */
-	double n = count_open_fds();
-	if (n >= 0)
-		vpp_gauge_set(vpp_gauge_get("process_open_fds", NULL, "Open file descriptors"), n);
 	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
-		vpp_gauge_set(vpp_gauge_get("process_max_fds", NULL,
-		                            "Open-file limit (every device session is one)"),
-		              rl.rlim_cur == RLIM_INFINITY ? -1 : (double)rl.rlim_cur);
+	double limit = -1;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+		limit = (double)rl.rlim_cur;
+	vpp_gauge_set(vpp_gauge_get("process_max_fds", NULL,
+	                            "Open-file limit (every device session is one)"),
+	              limit);
+	long n = vpp_proc_open_fds();
+	/* No descriptor left to count with: the process is at its limit. */
+	double open = n >= 0 ? (double)n : n == VPP_EFULL ? limit : -1;
+	if (open >= 0)
+		vpp_gauge_set(vpp_gauge_get("process_open_fds", NULL, "Open file descriptors"),
+		              open);
 	double r = resident_bytes();
 	if (r >= 0)
 		vpp_gauge_set(

@@ -240,9 +240,10 @@ def p_tls_garbage(srv):
 
 
 def p_tls_records_split(srv):
-    """TLS records that arrive one byte per TCP segment, and many tiny records
-    in one segment, make a normal call: the server reassembles records
-    across reads and reads every record of one read."""
+    """TLS records cut across TCP segments (the handshake in pieces, a
+    request one byte per segment) and many tiny records in one segment make
+    a normal call: the server reassembles records across reads and reads
+    every record of one read."""
     ctx = ssl.create_default_context(cafile=CERTS.ca)
     ctx.set_alpn_protocols(["h2"])
     inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
@@ -254,6 +255,14 @@ def p_tls_records_split(srv):
         for i in range(len(data)):
             sock.sendall(data[i:i + 1])
             time.sleep(0.0005)
+
+    def in_pieces(data):
+        # Record headers and bodies cut across reads, quickly enough for
+        # the server's handshake timeout on a loaded machine.
+        for a, b in ((0, 3), (3, 64), (64, len(data))):
+            if data[a:b]:
+                sock.sendall(data[a:b])
+                time.sleep(0.01)
 
     def recv_into_tls():
         chunk = sock.recv(65536)
@@ -267,9 +276,9 @@ def p_tls_records_split(srv):
                 tls.do_handshake()
                 break
             except ssl.SSLWantReadError:
-                bytewise(out.read())
+                in_pieces(out.read())
                 recv_into_tls()
-        bytewise(out.read())  # the client's Finished
+        in_pieces(out.read())  # the client's Finished
         assert tls.selected_alpn_protocol() == "h2"
         conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
         conn.initiate_connection()
@@ -336,6 +345,26 @@ def p_http1(srv):
     finally:
         s.close()
 
+
+def p_http1_tls_then_more(srv):
+    """Over TLS: an HTTP/1.1 request followed at once by 150 KB more. The
+    server stops reading when it decides to close; the records it had not
+    yet decrypted must not turn into a TLS error (and an abrupt close that
+    drops what it still had to send)."""
+    s = tls_wrap(tcp(srv))
+    try:
+        try:
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n" + b"x" * 150000)
+        except (OSError, ssl.SSLError):
+            pass  # the server closed while we were still sending: expected
+        _, closed = read_until_closed(s, 5)
+        assert closed, "connection still open 5 s after an HTTP/1.1 request"
+        if srv.kind == "vppd":
+            time.sleep(0.2)
+            log = srv.proc.log_tail(50)
+            assert "TLS read failed" not in log, log
+    finally:
+        s.close()
 
 def p_content_type(srv):
     c = H2(srv)
@@ -641,6 +670,8 @@ def body(r):
     bad_case(r, "tls: TCP connection that sends nothing", tls, ["handshake_timeout"], p_silent_tcp)
     bad_case(r, "tls: TLS handshake then silence", tls, ["handshake_timeout", "idle_timeout"], p_silent_tls)
     bad_case(r, "tls: unknown method over TLS", tls, ["unknown_method"], p_unknown)
+    bad_case(r, "tls: HTTP/1.1 request and more data: closed without a TLS error", tls, ["http1"],
+             p_http1_tls_then_more)
     r.case("tls: records split over 1-byte segments, many records in one segment", p_tls_records_split, tls)
     bad_case(r, "h2c: garbage instead of the HTTP/2 preface", h2c, ["bad_preface"], p_bad_preface)
     bad_case(r, "h2c: HTTP/1.1 request", h2c, ["http1"], p_http1)
