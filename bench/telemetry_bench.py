@@ -11,8 +11,7 @@ durability). For each telemetry interval the devices are told (vppd's
   checked against count(*) at the end of the window);
 - lag: worst `vpp_store_lag_seconds` sampled every 0.25 s (age of the oldest
   row of the last committed batch);
-- journaled rows, sessions paused because the store's queue was full,
-  messages refused by the per-device rate limit;
+- journaled rows and sessions paused because the store's queue was full;
 - CPU seconds per second of vppd, vpp-emulator and PostgreSQL.
 
     VPP_BUILD=build /usr/bin/python3 bench/telemetry_bench.py [--devices N]
@@ -103,9 +102,7 @@ def run_level(build, pg, certs, n, interval_ms, window, emu_nice):
             "worst_lag_s": worst_lag,
             "worst_queue": worst_queue,
             "journaled": d("vpp_store_rows_journaled_total"),
-            "store_rejected": d("vpp_store_rejected_total"),
             "paused": d("vpp_device_store_backpressure_total"),
-            "rate_limited": d("vpp_device_rejected_total", reason="flood"),
             "cpu_vppd": (c1[0] - c0[0]) / dt,
             "cpu_emu": (c1[1] - c0[1]) / dt,
             "cpu_pg": (c1[2] - c0[2]) / dt,

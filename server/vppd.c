@@ -7,14 +7,13 @@
 #include "vpp/error.h"
 #include "vpp/health.h"
 #include "vpp/log.h"
+#include "vpp/proc.h"
 
-#include <malloc.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -65,30 +64,21 @@ static void on_signal(uv_signal_t *h, int signum)
 	uv_stop(h->loop);
 }
 
-/* Every device session is a socket: the soft open-file limit (often 1,024
- * in a shell) goes up to the hard one, and a limit that caps the fleet is
- * said at start-up. */
+/* A limit that caps the fleet is said at start-up. */
 enum { VPPD_FD_LIMIT_WARN = 4096 };
 
 static void raise_fd_limit(void)
 {
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+	unsigned long long hard = 0, soft = vpp_proc_raise_fd_limit(&hard);
+	if (soft == 0)
 		return;
-	if (rl.rlim_cur < rl.rlim_max) {
-		struct rlimit want = {rl.rlim_max, rl.rlim_max};
-		if (want.rlim_cur == RLIM_INFINITY)
-			want.rlim_cur = 1 << 20;
-		if (setrlimit(RLIMIT_NOFILE, &want) == 0)
-			rl.rlim_cur = want.rlim_cur;
-	}
-	if (rl.rlim_cur < VPPD_FD_LIMIT_WARN)
+	if (soft < VPPD_FD_LIMIT_WARN)
 		vpp_log(VPP_LOG_WARN, "vppd",
 			"open-file limit %llu (hard %llu): at most about that many device sessions "
 			"(raise it with ulimit -n or LimitNOFILE=)",
-			(unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max);
+			soft, hard);
 	else
-		vpp_log(VPP_LOG_INFO, "vppd", "open-file limit %llu", (unsigned long long)rl.rlim_cur);
+		vpp_log(VPP_LOG_INFO, "vppd", "open-file limit %llu", soft);
 }
 
 int main(int argc, char **argv)
@@ -102,11 +92,7 @@ int main(int argc, char **argv)
 	static _Atomic(vppd_grpc *) grpc; /* read by the admin thread's /readyz */
 	vpp_store *store = NULL; /* store */
 
-	/* TLS sessions take a 17 KB record buffer for each write and give it
-	 * back after (SSL_MODE_RELEASE_BUFFERS keeps idle sessions small):
-	 * without a trim threshold, glibc returns the top of the heap to the
-	 * kernel and the next write faults the pages in again. */
-	mallopt(M_TRIM_THRESHOLD, 4 << 20);
+	vpp_proc_tune_malloc();
 	signal(SIGPIPE, SIG_IGN);
 	if (vpp_config_parse(vppd_config_table, vppd_config_table_len, &cfg, argc, argv, pos, 4,
 			     &npos, &help, err, sizeof(err)) != 0) {

@@ -8,12 +8,11 @@
 #include "emulator/emul_int.h"
 #include "vpp/error.h"
 #include "vpp/log.h"
+#include "vpp/proc.h"
 
-#include <malloc.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 
 typedef struct {
 	vpp__emul_fleet fleet;
@@ -50,32 +49,22 @@ static void on_progress(uv_timer_t *t)
 	a->last_progress_ms = now;
 }
 
-/* 100,000 sessions need as many descriptors: raise the soft limit to the
- * hard one and say so when that is still not enough. */
+/* 100,000 sessions need as many descriptors: say so when the hard limit
+ * is still not enough. */
 static void raise_nofile(size_t need)
 {
-	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-		return;
-	if (rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
-	if (rl.rlim_cur < need)
+	unsigned long long soft = vpp_proc_raise_fd_limit(NULL);
+	if (soft && soft < need)
 		vpp_log(VPP_LOG_WARN, "emulator",
-		        "open-file limit %llu is below the %zu this fleet needs (ulimit -n)",
-		        (unsigned long long)rl.rlim_cur, need);
+		        "open-file limit %llu is below the %zu this fleet needs (ulimit -n)", soft,
+		        need);
 }
 
 int main(int argc, char **argv)
 {
 	vpp__emul_config cfg;
 	char err[1024];
-	/* TLS sessions take a 17 KB record buffer for each write and give it
-	 * back after (SSL_MODE_RELEASE_BUFFERS keeps idle sessions small):
-	 * without a trim threshold, glibc returns the top of the heap to the
-	 * kernel and the next write faults the pages in again. */
-	mallopt(M_TRIM_THRESHOLD, 4 << 20);
+	vpp_proc_tune_malloc();
 	int rv = vpp__emul_config_load(&cfg, argc, argv, err, sizeof(err));
 	if (rv == 1) {
 		vpp__emul_config_free(&cfg);

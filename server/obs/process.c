@@ -1,7 +1,7 @@
 /* The standard Prometheus process metrics that an operator of many
  * sockets watches: open file descriptors against the limit, resident
- * memory. Read from /proc when /metrics is scraped; vpp_proc_open_fds() is
- * also what the gRPC server sizes its descriptor reserve with. */
+ * memory, read from /proc when /metrics is scraped; and the process
+ * settings (open files, malloc) that programs with many sessions share. */
 #include "admin_int.h"
 #include "vpp/error.h"
 #include "vpp/metrics.h"
@@ -9,6 +9,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -25,6 +26,28 @@ long vpp_proc_open_fds(void)
 			n++;
 	closedir(d);
 	return n - 1; /* the directory's own descriptor */
+}
+
+unsigned long long vpp_proc_raise_fd_limit(unsigned long long *hard)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return 0;
+	if (rl.rlim_cur < rl.rlim_max) {
+		struct rlimit want = {rl.rlim_max, rl.rlim_max};
+		if (want.rlim_cur == RLIM_INFINITY)
+			want.rlim_cur = 1 << 20; /* the kernel's usual nr_open */
+		if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+			rl.rlim_cur = want.rlim_cur;
+	}
+	if (hard)
+		*hard = rl.rlim_max;
+	return rl.rlim_cur;
+}
+
+void vpp_proc_tune_malloc(void)
+{
+	mallopt(M_TRIM_THRESHOLD, 4 << 20);
 }
 
 static double resident_bytes(void)
