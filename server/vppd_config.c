@@ -75,6 +75,10 @@ const vpp_config_opt vppd_config_table[] = {
 	    "15000", "liveness and clock-offset pings to each device"),
 	OPT("device-max-msgs-per-s", VPP_CFG_INT, device_max_msgs_per_s, 1, 100000, "50",
 	    "messages per second one device may send (sustained; bursts of 4x)"),
+	OPT("device-outbound-limit-bytes", VPP_CFG_INT, device_outbound_limit_bytes, 64,
+	    16777216, "65536",
+	    "bytes queued for one device that is not reading before its session is dropped "
+	    "(counted as slow_reader; the device reconnects)"),
 	OPT("tick-ms", VPP_CFG_INT, tick_ms, 100, 60000, "1000",
 	    "control loop period (allocation horizon)"),
 	OPT("lease-ms", VPP_CFG_INT, lease_ms, 1000, 3600000, "10000",

@@ -120,6 +120,7 @@ static int device_listener(const vppd_config *cfg, vpp_store *store, vppd_grpc *
 		.ping_interval_ms = (uint32_t)cfg->device_ping_interval_ms,
 		.max_msgs_per_s = (double)cfg->device_max_msgs_per_s,
 		.max_burst = 4.0 * (double)cfg->device_max_msgs_per_s,
+		.outbound_limit = (size_t)cfg->device_outbound_limit_bytes,
 	};
 	if ((rv = vpp_devices_new(&o, g->srv, l, &g->devices)) != 0)
 		return rv;

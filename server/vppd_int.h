@@ -48,6 +48,7 @@ typedef struct {
 	int64_t device_handshakes_per_s;
 	int64_t device_hello_timeout_ms;
 	int64_t device_ping_interval_ms;
+	int64_t device_outbound_limit_bytes;
 	int64_t device_max_msgs_per_s;
 	int64_t tick_ms;
 	int64_t lease_ms;

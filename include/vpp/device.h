@@ -19,7 +19,8 @@ typedef struct {
 	uint32_t telemetry_interval_ms; /* told to devices; 0: 1000 */
 	uint32_t hello_timeout_ms;	/* 0: 10000 */
 	uint32_t ping_interval_ms;	/* 0: 15000 */
-	uint32_t silence_timeout_ms;	/* no message for this long ends it; 0: 60000 */
+	uint32_t silence_timeout_ms;	/* no message for this long ends it; 0: 3 x the longer of
+					   the ping and telemetry intervals, at least 60000 */
 	double max_msgs_per_s;		/* per session, sustained; 0: 50 */
 	double max_burst;		/* per session; 0: 200 */
 	size_t outbound_limit;		/* queued bytes before a session is dropped; 0: 64 KiB */

@@ -197,6 +197,9 @@ int vpp_grpc_call_reject(vpp_grpc_call *c, vpp_grpc_status status, const char *r
 /* Stops (|paused| true) or resumes delivering inbound messages; while
  * paused, HTTP/2 flow control makes the peer wait. */
 void vpp_grpc_call_pause_recv(vpp_grpc_call *c, bool paused);
+/* Queued bytes past which vpp_grpc_call_send returns VPP_EFULL on this
+ * call; 0: the connection's call_outbound_limit. */
+void vpp_grpc_call_set_outbound_limit(vpp_grpc_call *call, size_t bytes);
 
 /* Request metadata (server) or response headers and trailers (client).
  * Keys are lower case. NULL when absent. */

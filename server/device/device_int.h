@@ -21,8 +21,8 @@ typedef struct session {
 	bool ending; /* finish sent; waiting for on_done */
 	int bye_reason;
 	uint64_t last_seq;
-	uint64_t last_sp_seq;
-	uint64_t last_sp_sent; /* uv_hrtime() just after it was written */
+	uint64_t first_sp_seq, last_sp_seq; /* setpoints sent on this session */
+	uint64_t last_sp_sent; /* uv_hrtime() just after it was written; 0: acked */
 	int64_t clock_offset_ms;
 	uint64_t ping_id;
 	uint64_t ping_sent;    /* loop time, ms; 0: none outstanding */
@@ -31,8 +31,7 @@ typedef struct session {
 	uint64_t started, last_rx, next_ping; /* loop time, ms */
 	double tokens;
 	uint64_t tokens_at;
-	bool blocked; /* a telemetry row waits for room in the store */
-	vpp_telemetry_row pending;
+	bool blocked; /* its reads are paused while the loop's backlog drains */
 } session;
 
 typedef struct {
@@ -56,18 +55,28 @@ struct dev_loop {
 	bool shutdown;
 	pending_bye *byes;
 	size_t nbyes, capbyes;
+	/* Sessions that ended before the plant registered their Hello: their
+	 * bye waits for the slot (VPP_PO_REGISTERED) or the refusal. */
+	pending_bye *unreg;
+	size_t nunreg, capunreg;
+	/* Telemetry rows waiting for room in the store (backlog.c). */
+	vpp_telemetry_row *backlog;
+	size_t bl_head, bl_n, bl_cap;
 };
+
+/* Rows one loop holds for a full store; past this, telemetry is refused. */
+#define VPP__DEV_BACKLOG_MAX 65536
 
 struct vpp_devices {
 	vpp_devices_opts o;
 	dev_loop *loops;
 	int nloops;
 	struct {
-		vpp_gauge *sessions;
+		vpp_gauge *sessions, *backlog;
 		vpp_counter *hellos, *telemetry, *setpoints, *acks, *pings;
-		vpp_counter *rejected[12];
+		vpp_counter *rejected[13];
 		vpp_counter *shed_dispatch, *store_blocked, *store_rejected, *stale_out;
-		vpp_counter *duplicates;
+		vpp_counter *duplicates, *stale_acks, *lost_at_shutdown;
 		vpp_histogram *ack_rtt, *ping_rtt, *fanout;
 	} met;
 };
@@ -86,6 +95,7 @@ enum {
 	DR_HELLO_TIMEOUT,
 	DR_SILENT,
 	DR_SLOW_READER,
+	DR_STORE_FULL,
 	DR__COUNT
 };
 
@@ -93,6 +103,13 @@ enum {
 int vpp__dev_table_add(dev_loop *dl, session *s);
 void vpp__dev_table_remove(dev_loop *dl, session *s);
 session *vpp__dev_table_get(dev_loop *dl, uint64_t handle);
+
+/* backlog.c */
+/* Appends |row|; VPP_EFULL past VPP__DEV_BACKLOG_MAX. */
+int vpp__dev_backlog_push(dev_loop *dl, const vpp_telemetry_row *row);
+/* Hands rows to the store until it is full; returns how many still wait. */
+size_t vpp__dev_backlog_drain(dev_loop *dl, struct vpp_store *st);
+void vpp__dev_backlog_free(dev_loop *dl);
 
 /* session.c */
 void vpp__dev_deliver(void *ud, const vpp_plant_out *m);

@@ -10,6 +10,8 @@ const char *vpp__dev_reject_name(int r);
 static void metrics_init(vpp_devices *d)
 {
 	d->met.sessions = vpp_gauge_get("vpp_device_sessions", NULL, "Device sessions open now");
+	d->met.backlog = vpp_gauge_get("vpp_device_telemetry_backlog_rows", NULL,
+				       "Accepted telemetry rows waiting for room in the store");
 	d->met.hellos = vpp_counter_get("vpp_device_hellos_total", NULL, "Hellos accepted");
 	d->met.telemetry = vpp_counter_get("vpp_device_telemetry_total", NULL,
 					   "Telemetry messages accepted");
@@ -35,6 +37,12 @@ static void metrics_init(vpp_devices *d)
 					   "Plant messages for sessions that had ended");
 	d->met.duplicates = vpp_counter_get("vpp_device_telemetry_duplicates_total", NULL,
 					    "Telemetry with a seq not newer than the last");
+	d->met.stale_acks = vpp_counter_get(
+		"vpp_device_stale_acks_total", NULL,
+		"Acks for a setpoint of an earlier session, or acked twice (ignored)");
+	d->met.lost_at_shutdown = vpp_counter_get(
+		"vpp_device_telemetry_lost_total", NULL,
+		"Accepted telemetry the store still had no room for when vppd stopped");
 	double b[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
 	/* Finer around the targets (fan-out <= 50 ms, ack p99 <= 100 ms). */
 	double fine[] = {0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075,
@@ -67,12 +75,20 @@ int vpp_devices_new(const vpp_devices_opts *o, vpp_grpc_server *srv, vpp_grpc_li
 		d->o.hello_timeout_ms = 10000;
 	if (!d->o.ping_interval_ms)
 		d->o.ping_interval_ms = 15000;
-	if (!d->o.silence_timeout_ms)
-		d->o.silence_timeout_ms = 60000;
+	if (!d->o.silence_timeout_ms) {
+		/* A live device answers every ping and reports every interval:
+		 * three of the longer of the two, and never under a minute. */
+		uint32_t every = d->o.ping_interval_ms > d->o.telemetry_interval_ms
+				     ? d->o.ping_interval_ms
+				     : d->o.telemetry_interval_ms;
+		d->o.silence_timeout_ms = every > 20000 ? 3 * every : 60000;
+	}
 	if (d->o.max_msgs_per_s <= 0)
 		d->o.max_msgs_per_s = 50;
 	if (d->o.max_burst <= 0)
 		d->o.max_burst = 200;
+	if (!d->o.outbound_limit)
+		d->o.outbound_limit = 64 * 1024;
 	d->nloops = vpp_grpc_server_loop_count(srv);
 	d->loops = calloc((size_t)d->nloops, sizeof(dev_loop));
 	if (!d->loops) {
@@ -117,6 +133,8 @@ void vpp_devices_free(vpp_devices *d)
 		free(dl->gens);
 		free(dl->free_idx);
 		free(dl->byes);
+		free(dl->unreg);
+		vpp__dev_backlog_free(dl);
 	}
 	free(d->loops);
 	free(d);

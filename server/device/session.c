@@ -16,6 +16,7 @@
 static const char *reject_names[DR__COUNT] = {
 	"no_identity", "id_mismatch", "bad_hello",  "second_hello", "before_hello", "malformed",
 	"bad_telemetry", "unknown_ack", "flood",     "hello_timeout", "silent",	 "slow_reader",
+	"store_full",
 };
 
 const char *vpp__dev_reject_name(int r);
@@ -55,12 +56,14 @@ static void end(session *s, int reason, int bye, vpp_grpc_status status, const c
 	vpp_grpc_call_finish(s->call, status, msg);
 }
 
-static void send_server_msg(session *s, const Vpp__V1__ServerMessage *m)
+/* Returns false when |s| is gone: a full outbound queue drops the session
+ * at once (on_done frees it), so the caller must not touch |s| again. */
+static bool send_server_msg(session *s, const Vpp__V1__ServerMessage *m)
 {
 	uint8_t buf[256];
 	size_t len = vpp__v1__server_message__get_packed_size(m);
 	if (len > sizeof(buf))
-		return;
+		return true;
 	vpp__v1__server_message__pack(m, buf);
 	int rv = vpp_grpc_call_send(s->call, buf, len);
 	if (rv == VPP_EFULL) {
@@ -72,17 +75,20 @@ static void send_server_msg(session *s, const Vpp__V1__ServerMessage *m)
 		vpp_log(VPP_LOG_WARN, "device", "device=%s outbound queue full: dropping the session",
 			s->id);
 		vpp_grpc_call_cancel(s->call);
+		return false;
 	}
+	return true;
 }
 
-static void send_backoff(session *s, uint32_t base_ms)
+/* As send_server_msg: false when |s| is gone. */
+static bool send_backoff(session *s, uint32_t base_ms)
 {
 	Vpp__V1__ServerMessage m = VPP__V1__SERVER_MESSAGE__INIT;
 	Vpp__V1__Backoff b = VPP__V1__BACKOFF__INIT;
 	b.retry_after_ms = base_ms + (uint32_t)(rand() % (int)(base_ms * 4 + 1));
 	m.msg_case = VPP__V1__SERVER_MESSAGE__MSG_BACKOFF;
 	m.backoff = &b;
-	send_server_msg(s, &m);
+	return send_server_msg(s, &m);
 }
 
 static void on_start(vpp_grpc_call *call, void *ud)
@@ -107,12 +113,13 @@ static void on_start(vpp_grpc_call *call, void *ud)
 		return;
 	}
 	vpp_grpc_call_set_data(call, s);
+	vpp_grpc_call_set_outbound_limit(call, d->o.outbound_limit);
 	vpp_gauge_add(d->met.sessions, 1);
 	const char *cn = vpp_grpc_call_peer_identity(call);
 	if (dl->shutdown) {
 		s->ending = true;
-		send_backoff(s, 1000);
-		vpp_grpc_call_finish(call, VPP_GRPC_UNAVAILABLE, "server shutting down");
+		if (send_backoff(s, 1000))
+			vpp_grpc_call_finish(call, VPP_GRPC_UNAVAILABLE, "server shutting down");
 		return;
 	}
 	if (!cn || !cn[0]) {
@@ -194,8 +201,8 @@ static void on_hello(session *s, const Vpp__V1__Hello *h)
 	if (vpp_plant_post(d->o.plant, s->dl->index, &m) != 0) {
 		free(ph);
 		s->ending = true;
-		send_backoff(s, 1000);
-		vpp_grpc_call_finish(s->call, VPP_GRPC_UNAVAILABLE, "server busy: retry later");
+		if (send_backoff(s, 1000))
+			vpp_grpc_call_finish(s->call, VPP_GRPC_UNAVAILABLE, "server busy: retry later");
 		return;
 	}
 	s->hello = true;
@@ -209,28 +216,40 @@ static void on_hello(session *s, const Vpp__V1__Hello *h)
 	w.server_time_ms = vpp_wall_ms();
 	out.msg_case = VPP__V1__SERVER_MESSAGE__MSG_WELCOME;
 	out.welcome = &w;
-	send_server_msg(s, &out);
 	s->next_ping = uv_now(s->dl->loop) + 1000; /* first ping soon: clock offset */
+	send_server_msg(s, &out);
 }
 
-/* Hands a row to the store; on a full queue the session stops reading
- * (HTTP/2 flow control pushes back on the device) until it fits. */
-static void persist(session *s, const vpp_telemetry_row *row)
+/* Hands a row to the store. When the store is full, or rows already wait
+ * for it, the row joins the loop's backlog (so a device's rows keep their
+ * order) and the session stops reading (HTTP/2 flow control pushes back on
+ * the device) until the backlog drains. Returns VPP_EFULL when even the
+ * backlog is full: the row is not accepted. */
+static int persist(session *s, const vpp_telemetry_row *row)
 {
-	vpp_devices *d = s->dl->d;
+	dev_loop *dl = s->dl;
+	vpp_devices *d = dl->d;
 	if (!d->o.store)
-		return;
-	int rv = vpp_store_submit_telemetry(d->o.store, row);
-	if (rv == VPP_EFULL) {
-		s->pending = *row;
+		return 0;
+	if (dl->bl_n == 0) {
+		int rv = vpp_store_submit_telemetry(d->o.store, row);
+		if (rv == 0)
+			return 0;
+		if (rv != VPP_EFULL) {
+			vpp_counter_inc(d->met.store_rejected);
+			return 0;
+		}
+	}
+	if (vpp__dev_backlog_push(dl, row) != 0)
+		return VPP_EFULL;
+	if (!s->blocked) {
 		s->blocked = true;
 		vpp_counter_inc(d->met.store_blocked);
 		vpp_grpc_call_pause_recv(s->call, true);
-		if (!s->dl->shutdown && !uv_is_active((uv_handle_t *)&s->dl->retry))
-			uv_timer_start(&s->dl->retry, vpp__dev_retry, 20, 20);
-	} else if (rv != 0) {
-		vpp_counter_inc(d->met.store_rejected);
 	}
+	if (!dl->shutdown && !uv_is_active((uv_handle_t *)&dl->retry))
+		uv_timer_start(&dl->retry, vpp__dev_retry, 20, 20);
+	return 0;
 }
 
 static void on_telemetry(session *s, const Vpp__V1__Telemetry *t)
@@ -260,22 +279,36 @@ static void on_telemetry(session *s, const Vpp__V1__Telemetry *t)
 		vpp_counter_inc(d->met.duplicates);
 		return;
 	}
-	s->last_seq = t->seq;
-	vpp_counter_inc(d->met.telemetry);
+	int64_t measured_at;
+	if (__builtin_add_overflow(t->measured_at_ms, s->clock_offset_ms, &measured_at)) {
+		end(s, DR_BAD_TELEMETRY, VPP_BYE_ERROR, VPP_GRPC_INVALID_ARGUMENT,
+		    "bad Telemetry seq %llu: measured_at_ms out of range",
+		    (unsigned long long)t->seq);
+		return;
+	}
 	int64_t now = vpp_wall_ms();
 	vpp_telemetry_row row;
 	memset(&row, 0, sizeof(row));
 	_Static_assert(sizeof(row.device_id) >= sizeof(s->id), "device ids fit the row");
 	memcpy(row.device_id, s->id, sizeof(s->id)); /* NUL-terminated, per message */
 	row.seq = (int64_t)t->seq;
-	row.measured_at_ms = t->measured_at_ms + s->clock_offset_ms;
+	row.measured_at_ms = measured_at;
 	row.received_at_ms = now;
 	row.power_kw = t->power_kw;
 	row.power_sigma_kw = t->power_sigma_kw;
 	row.soc = t->soc;
 	row.soc_sigma = t->soc_sigma;
 	row.quality = t->quality;
-	persist(s, &row);
+	if (persist(s, &row) != 0) {
+		/* Not accepted: the device keeps it and sends it again later. */
+		if (send_backoff(s, 5000))
+			end(s, DR_STORE_FULL, VPP_BYE_ERROR, VPP_GRPC_UNAVAILABLE,
+			    "the store is full: telemetry seq %llu not accepted, retry later",
+			    (unsigned long long)t->seq);
+		return;
+	}
+	s->last_seq = t->seq;
+	vpp_counter_inc(d->met.telemetry);
 	if (!s->registered)
 		return; /* the plant has not answered the Hello yet */
 	vpp_plant_msg m = {.type = VPP_PM_TELEMETRY, .session = s->handle, .slot = s->slot};
@@ -308,15 +341,27 @@ static void on_ack(session *s, const Vpp__V1__Ack *a)
 		return;
 	}
 	if (a->setpoint_seq == 0 || a->setpoint_seq > s->last_sp_seq) {
+		if (a->setpoint_seq != 0 && s->first_sp_seq == 0) {
+			/* Nothing sent on this session yet: an ack of the
+			 * previous session's last setpoint, late. */
+			vpp_counter_inc(d->met.stale_acks);
+			return;
+		}
 		end(s, DR_UNKNOWN_ACK, VPP_BYE_ERROR, VPP_GRPC_INVALID_ARGUMENT,
 		    "Ack for setpoint seq %llu, which was never sent",
 		    (unsigned long long)a->setpoint_seq);
 		return;
 	}
+	if (a->setpoint_seq < s->first_sp_seq) {
+		vpp_counter_inc(d->met.stale_acks); /* sent on an earlier session */
+		return;
+	}
 	vpp_counter_inc(d->met.acks);
-	if (a->setpoint_seq == s->last_sp_seq && s->last_sp_sent)
+	if (a->setpoint_seq == s->last_sp_seq && s->last_sp_sent) {
 		vpp_histogram_observe(d->met.ack_rtt,
 				      (double)(uv_hrtime() - s->last_sp_sent) / 1e9);
+		s->last_sp_sent = 0; /* a second ack of it is not a round trip */
+	}
 	if (!a->accepted)
 		vpp_log(VPP_LOG_INFO, "device", "device=%s refused setpoint %llu: %.100s", s->id,
 			(unsigned long long)a->setpoint_seq, a->reason ? a->reason : "");
@@ -337,6 +382,12 @@ static void on_pong(session *s, const Vpp__V1__Pong *p)
 	uint64_t rtt = uv_now(s->dl->loop) - s->ping_sent;
 	s->ping_sent = 0;
 	vpp_histogram_observe(s->dl->d->met.ping_rtt, (double)rtt / 1000.0);
+	/* 0 is proto3's "not set": a device without a clock reading. Offsets
+	 * past ten years are a broken clock, not one to correct by. */
+	const int64_t max_offset_ms = 10LL * 366 * 24 * 3600 * 1000;
+	if (p->device_time_ms <= 0 || p->device_time_ms > s->ping_sent_wall + max_offset_ms ||
+	    p->device_time_ms < s->ping_sent_wall - max_offset_ms)
+		return;
 	/* Offset = server time - device time at the moment the device
 	 * answered, assumed halfway; the lowest-rtt sample is the best. */
 	if (!s->min_rtt || rtt <= s->min_rtt * 2) {
@@ -429,14 +480,49 @@ static void post_bye(dev_loop *dl, uint64_t handle, uint32_t slot, int reason)
 		uv_timer_start(&dl->retry, vpp__dev_retry, 20, 20);
 }
 
+/* The plant has not answered this session's Hello yet: its bye goes out
+ * when the slot is known (or is dropped if the plant refuses the Hello).
+ * Bounded: past the cap the oldest is posted without a slot (the plant
+ * then cannot match it, as before this list existed). */
+static void remember_unregistered(dev_loop *dl, uint64_t handle, int reason)
+{
+	if (dl->nunreg == dl->capunreg) {
+		size_t ncap = dl->capunreg ? dl->capunreg * 2 : 16;
+		pending_bye *nb = ncap <= 4096 ? realloc(dl->unreg, ncap * sizeof(*nb)) : NULL;
+		if (!nb) {
+			memmove(dl->unreg, dl->unreg + 1, (dl->nunreg - 1) * sizeof(*dl->unreg));
+			dl->nunreg--;
+		} else {
+			dl->unreg = nb;
+			dl->capunreg = ncap;
+		}
+	}
+	dl->unreg[dl->nunreg++] = (pending_bye){handle, UINT32_MAX, reason};
+}
+
+/* Takes the entry of |handle| off the list; false when there is none. */
+static bool take_unregistered(dev_loop *dl, uint64_t handle, int *reason)
+{
+	for (size_t i = 0; i < dl->nunreg; i++) {
+		if (dl->unreg[i].session != handle)
+			continue;
+		*reason = dl->unreg[i].reason;
+		dl->unreg[i] = dl->unreg[--dl->nunreg];
+		return true;
+	}
+	return false;
+}
+
 static void on_done(vpp_grpc_call *call, vpp_grpc_status status)
 {
 	session *s = vpp_grpc_call_data(call);
 	if (!s)
 		return;
 	dev_loop *dl = s->dl;
-	if (s->hello)
+	if (s->registered)
 		post_bye(dl, s->handle, s->slot, s->bye_reason);
+	else if (s->hello)
+		remember_unregistered(dl, s->handle, s->bye_reason);
 	vpp__dev_table_remove(dl, s);
 	vpp_gauge_add(dl->d->met.sessions, -1);
 	free(s);
@@ -461,8 +547,17 @@ static void shutdown_loop(dev_loop *dl)
 			continue;
 		s->ending = true;
 		s->bye_reason = VPP_BYE_SHUTDOWN;
-		send_backoff(s, 500);
-		vpp_grpc_call_finish(s->call, VPP_GRPC_UNAVAILABLE, "server shutting down");
+		if (send_backoff(s, 500))
+			vpp_grpc_call_finish(s->call, VPP_GRPC_UNAVAILABLE, "server shutting down");
+	}
+	/* Rows still waiting for the store get one last try; what it cannot
+	 * take is counted and said, never dropped silently. */
+	if (dl->d->o.store && vpp__dev_backlog_drain(dl, dl->d->o.store) > 0) {
+		vpp_counter_add(dl->d->met.lost_at_shutdown, dl->bl_n);
+		vpp_log(VPP_LOG_ERROR, "device",
+			"%zu accepted telemetry rows lost at shutdown: the store had no room "
+			"(database and journal full)",
+			dl->bl_n);
 	}
 	/* The loop is about to stop: its timers go now. */
 	uv_close((uv_handle_t *)&dl->sweep, NULL);
@@ -483,15 +578,25 @@ void vpp__dev_deliver(void *ud, const vpp_plant_out *m)
 		return;
 	}
 	session *s = vpp__dev_table_get(dl, m->session);
+	int reason;
+	if (m->type == VPP_PO_REGISTERED && s) {
+		/* Even when ending: on_done then says bye with the slot. */
+		s->registered = true;
+		s->slot = m->u.slot;
+		return;
+	}
+	if (!s && (m->type == VPP_PO_REGISTERED || m->type == VPP_PO_CLOSE) &&
+	    take_unregistered(dl, m->session, &reason)) {
+		/* The session ended before the plant answered its Hello. */
+		if (m->type == VPP_PO_REGISTERED)
+			post_bye(dl, m->session, m->u.slot, reason);
+		return;
+	}
 	if (!s || s->ending) {
 		vpp_counter_inc(dl->d->met.stale_out);
 		return;
 	}
 	switch (m->type) {
-	case VPP_PO_REGISTERED:
-		s->registered = true;
-		s->slot = m->u.slot;
-		break;
 	case VPP_PO_SETPOINT: {
 		Vpp__V1__ServerMessage out = VPP__V1__SERVER_MESSAGE__INIT;
 		Vpp__V1__Setpoint sp = VPP__V1__SETPOINT__INIT;
@@ -500,9 +605,12 @@ void vpp__dev_deliver(void *ud, const vpp_plant_out *m)
 		sp.valid_until_ms = m->u.sp.valid_until_ms;
 		out.msg_case = VPP__V1__SERVER_MESSAGE__MSG_SETPOINT;
 		out.setpoint = &sp;
+		if (!s->first_sp_seq)
+			s->first_sp_seq = sp.seq;
 		s->last_sp_seq = sp.seq;
 		vpp_counter_inc(dl->d->met.setpoints);
-		send_server_msg(s, &out);
+		if (!send_server_msg(s, &out))
+			break; /* dropped: |s| is gone */
 		/* After the write: the fan-out before it is measured apart
 		 * (vpp_device_fanout_seconds). */
 		s->last_sp_sent = uv_hrtime();
@@ -579,17 +687,17 @@ void vpp__dev_retry(uv_timer_t *t)
 	}
 	dl->nbyes = k;
 	still = k > 0;
-	for (uint32_t i = 0; i < dl->used; i++) {
-		session *s = dl->table[i];
-		if (!s || !s->blocked)
-			continue;
-		int rv = vpp_store_submit_telemetry(d->o.store, &s->pending);
-		if (rv == VPP_EFULL) {
-			still = true;
-			continue;
+	if (dl->bl_n > 0 && vpp__dev_backlog_drain(dl, d->o.store) > 0) {
+		still = true;
+	} else {
+		/* The backlog is empty: the paused sessions read again. */
+		for (uint32_t i = 0; i < dl->used; i++) {
+			session *s = dl->table[i];
+			if (!s || !s->blocked)
+				continue;
+			s->blocked = false;
+			vpp_grpc_call_pause_recv(s->call, false);
 		}
-		s->blocked = false;
-		vpp_grpc_call_pause_recv(s->call, false);
 	}
 	if (!still)
 		uv_timer_stop(t);

@@ -338,13 +338,23 @@ static void resume(vpp_grpc_call *call)
 	}
 }
 
+static size_t out_limit(const vpp_grpc_call *call)
+{
+	return call->out_limit ? call->out_limit : call->conn->call_outbound_limit;
+}
+
+void vpp_grpc_call_set_outbound_limit(vpp_grpc_call *call, size_t bytes)
+{
+	call->out_limit = bytes;
+}
+
 void vpp__conn_notify_writable(vpp_grpc_conn *c)
 {
 	c->any_want_writable = false;
 	for (vpp_grpc_call *call = c->calls; call; call = call->next) {
 		if (!call->want_writable || call->done)
 			continue;
-		if (call->out_bytes > c->call_outbound_limit / 2) {
+		if (call->out_bytes > out_limit(call) / 2) {
 			c->any_want_writable = true;
 			continue;
 		}
@@ -367,7 +377,7 @@ int vpp_grpc_call_send(vpp_grpc_call *call, const uint8_t *data, size_t len)
 		return VPP_ECLOSED;
 	if (len > c->max_message_bytes || len > UINT32_MAX)
 		return VPP_ETOOBIG;
-	if (call->out_bytes >= c->call_outbound_limit) {
+	if (call->out_bytes >= out_limit(call)) {
 		call->want_writable = true;
 		c->any_want_writable = true;
 		return VPP_EFULL;

@@ -245,6 +245,7 @@ struct vpp_grpc_call {
 
 	chunk *out_head, *out_tail;
 	size_t out_bytes;
+	size_t out_limit; /* 0: the connection's call_outbound_limit */
 	bool want_writable;
 	bool deferred;	      /* nghttp2 data provider is waiting for data */
 	bool headers_sent;    /* response (server) or request (client) submitted */

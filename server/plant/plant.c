@@ -506,6 +506,23 @@ void vpp_plant_stop(vpp_plant *p)
 		uv_thread_join(&p->thread);
 		p->thread_started = false;
 	}
+	/* The dispatch thread is gone, and the loops' byes are refused from
+	 * now on: the devices still connected are disconnected by this
+	 * shutdown, recorded here (the store stops after the plant). */
+	int64_t now = vpp_wall_ms();
+	size_t disconnected = 0;
+	for (uint32_t slot = 0; slot < p->nowners; slot++) {
+		if (p->owners[slot].loop < 0)
+			continue;
+		p->owners[slot].loop = -1;
+		vpp_fleet_disconnect(p->fleet, slot, now);
+		vpp__persist_event(p, vpp_fleet_id(p->fleet, slot), now, PE_DISCONNECT,
+				   vpp_bye_reason_name(VPP_BYE_SHUTDOWN));
+		vpp_counter_inc(p->met.byes);
+		disconnected++;
+	}
+	if (disconnected)
+		vpp__persist_states(p, now); /* the last state rows say so too */
 	/* The dispatch thread is gone: this thread is now the rings' only
 	 * producer. Tell each loop to end its sessions and drop its handle. */
 	for (int i = 0; i < p->nloops; i++) {

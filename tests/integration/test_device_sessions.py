@@ -6,6 +6,9 @@ session replacement and a client without a certificate. A well-behaved
 device stays connected throughout: one bad session never hurts the others."""
 import os
 import queue
+import socket
+import ssl
+import struct
 import subprocess
 import sys
 import threading
@@ -15,6 +18,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import vpptest as vt  # noqa: E402
 
 import grpc  # noqa: E402
+import h2.config  # noqa: E402
+import h2.connection  # noqa: E402
+import h2.errors  # noqa: E402
+import h2.events  # noqa: E402
+import h2.settings  # noqa: E402
 
 ROOT = vt.ROOT
 def mods():
@@ -89,8 +97,8 @@ class Device:
 
 
 class Env:
-    def __init__(self):
-        self.dir = vt.tempdir("vpp-devcerts-")
+    def __init__(self, certs=None, extra=(), name="vppd"):
+        self.dir = certs or vt.tempdir("vpp-devcerts-")
         r = subprocess.run(["bash", os.path.join(ROOT, "deploy/local/certs.sh"), self.dir, "--devices", "8"],
                            capture_output=True, text=True, timeout=300)
         if r.returncode != 0:
@@ -107,8 +115,8 @@ class Env:
                 "--device-addr", "127.0.0.1", "--tls-cert", p("server.pem"), "--tls-key", p("server.key"),
                 "--device-ca", p("device-ca.pem"), "--admin-port", str(self.admin), "--io-threads", "2",
                 "--tokens-file", tokens, "--tick-ms", "200", "--device-max-msgs-per-s", "20",
-                "--device-hello-timeout-ms", "1500"]
-        self.proc = vt.Proc("vppd", argv)
+                "--device-hello-timeout-ms", "1500"] + list(extra)
+        self.proc = vt.Proc(name, argv)
         vt.wait_port(self.device_port, 30, self.proc.p)
         vt.wait_port(self.admin, 30, self.proc.p)
 
@@ -123,6 +131,67 @@ class Env:
         m = mods()
         ch = grpc.insecure_channel("127.0.0.1:%d" % self.api_port)
         return m["gg"].GridOperatorStub(ch), m["g"], [("authorization", "Bearer " + self.token)]
+
+
+class NonReadingDevice:
+    """A device over raw HTTP/2 that advertises a stream window of 0: vppd
+    can queue for it but never send. It sends its Hello, then telemetry."""
+
+    def __init__(self, env, dev_id):
+        m = mods()
+        self.d = m["d"]
+        ctx = ssl.create_default_context(cafile=os.path.join(env.dir, "ca.pem"))
+        ctx.load_cert_chain(os.path.join(env.dir, "devices/%s.pem" % dev_id),
+                            os.path.join(env.dir, "devices/%s.key" % dev_id))
+        ctx.set_alpn_protocols(["h2"])
+        self.sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", env.device_port), timeout=5),
+                                    server_hostname="localhost")
+        self.conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+        self.conn.local_settings = h2.settings.Settings(
+            client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        self.conn.initiate_connection()
+        self.sid = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(self.sid, [(":method", "POST"), (":scheme", "https"),
+                                          (":path", "/vpp.v1.DeviceLink/Connect"), (":authority", "localhost"),
+                                          ("content-type", "application/grpc"), ("te", "trailers")])
+        self.send(self.d.DeviceMessage(hello=self.d.Hello(
+            device_id=dev_id, firmware="test", rated_charge_kw=5, rated_discharge_kw=5, capacity_kwh=10,
+            min_soc=0.1, max_soc=0.9, ramp_kw_per_s=5)))
+        self.seq = 0
+        self.reset = None
+
+    def send(self, msg):
+        b = msg.SerializeToString()
+        self.conn.send_data(self.sid, b"\0" + struct.pack(">I", len(b)) + b)
+        self.sock.sendall(self.conn.data_to_send())
+
+    def run(self, seconds):
+        """Telemetry every 100 ms; returns when the stream is reset or the
+        time is up."""
+        deadline = time.monotonic() + seconds
+        while self.reset is None and time.monotonic() < deadline:
+            self.seq += 1
+            try:
+                self.send(self.d.DeviceMessage(telemetry=self.d.Telemetry(
+                    seq=self.seq, measured_at_ms=int(time.time() * 1000), power_kw=0, power_sigma_kw=0.05,
+                    soc=0.5, soc_sigma=0.01)))
+            except Exception:  # noqa: BLE001 (the stream may be gone)
+                pass
+            self.sock.settimeout(0.1)
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not data:
+                break
+            for e in self.conn.receive_data(data):
+                if isinstance(e, h2.events.StreamReset) and e.stream_id == self.sid:
+                    self.reset = e.error_code
+            out = self.conn.data_to_send()
+            if out:
+                self.sock.sendall(out)
+        self.sock.close()
+        return self.reset
 
 
 def body(r):
@@ -206,9 +275,17 @@ def body(r):
     r.case("Telemetry with SoC 1.7: INVALID_ARGUMENT",
            ended_with, "dev-00002", grpc.StatusCode.INVALID_ARGUMENT, "bad_telemetry",
            lambda d: d.telemetry(soc=1.7))
+    def ack_unknown_seq(d):
+        # After the session's first setpoint (before it, an ack may be
+        # the previous session's, late: see below).
+        deadline = time.time() + 10
+        while time.time() < deadline and "setpoint" not in d.kinds():
+            time.sleep(0.02)
+        assert "setpoint" in d.kinds(), d.kinds()
+        d.q.put(dmod.DeviceMessage(ack=dmod.Ack(setpoint_seq=10 ** 9, accepted=True)))
+
     r.case("an Ack for a setpoint never sent: INVALID_ARGUMENT",
-           ended_with, "dev-00003", grpc.StatusCode.INVALID_ARGUMENT, "unknown_ack",
-           lambda d: d.q.put(dmod.DeviceMessage(ack=dmod.Ack(setpoint_seq=10 ** 9, accepted=True))), auto=False)
+           ended_with, "dev-00003", grpc.StatusCode.INVALID_ARGUMENT, "unknown_ack", ack_unknown_seq, auto=False)
     r.case("an empty DeviceMessage: INVALID_ARGUMENT",
            ended_with, "dev-00003", grpc.StatusCode.INVALID_ARGUMENT, "malformed",
            lambda d: d.q.put(dmod.DeviceMessage()))
@@ -291,6 +368,51 @@ def body(r):
         assert vt.read_metrics(env.admin).get("vpp_device_sessions") >= 1
         assert n > 0
 
+    def hello_then_gone():
+        # The request stream ends right after the Hello: the session ends
+        # before the dispatcher has registered it. The device must not stay
+        # counted as connected ("ghost"): it goes offline, with an event.
+        stub, g, md = env.operator()
+        before = vt.read_metrics(env.admin).get("vpp_device_events_total", event="disconnect") or 0
+        for _ in range(3):
+            d = Device(env, "dev-00006")
+            d.q.put(None)  # half-close right behind the Hello
+            d.wait_end(10)
+            d.close()
+        deadline = time.time() + 5
+        state = None
+        while time.time() < deadline:
+            try:
+                state = stub.GetDevice(g.GetDeviceRequest(device_id="dev-00006"), metadata=md, timeout=5).state
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.NOT_FOUND, e  # not registered yet
+            if state == g.DEVICE_STATE_OFFLINE:
+                break
+            time.sleep(0.1)
+        assert state == g.DEVICE_STATE_OFFLINE, "dev-00006 is %s after its sessions ended" % (
+            g.DeviceState.Name(state or 0))
+        after = vt.read_metrics(env.admin).get("vpp_device_events_total", event="disconnect") or 0
+        assert after >= before + 3, (before, after)
+
+    r.case("a session that ends right after its Hello leaves no ghost: offline, disconnect recorded",
+           hello_then_gone)
+
+    def late_ack_of_previous_session():
+        # An ack of the previous session's setpoint arriving on the new
+        # session (before anything was sent on it) is ignored, not fatal;
+        # an ack for a seq never sent still is.
+        before = vt.read_metrics(env.admin).get("vpp_device_stale_acks_total") or 0
+        d = Device(env, "dev-00005", auto=False)
+        d.q.put(d.d.DeviceMessage(ack=d.d.Ack(setpoint_seq=3, accepted=True)))  # right behind the Hello
+        time.sleep(1.0)
+        assert not d.done.is_set(), "the session ended: %s %s" % (d.status, d.details)
+        after = vt.read_metrics(env.admin).get("vpp_device_stale_acks_total") or 0
+        assert after == before + 1, (before, after)
+        d.close()
+
+    r.case("an ack before any setpoint of the session is counted stale, not an error",
+           late_ack_of_previous_session)
+
     r.case("the well-behaved device was never disturbed", good_survived)
 
     def shutdown():
@@ -302,6 +424,81 @@ def body(r):
 
     r.case("shutdown tells devices to back off, exits 0", shutdown)
     good.close()
+
+    # A device that never reads: a small outbound bound and pings every
+    # second fill its queue in about a second.
+    env2 = Env(certs=env.dir, name="vppd-2", extra=["--device-outbound-limit-bytes", "64",
+                                                    "--device-ping-interval-ms", "1000"])
+    r.on_fail.append(lambda: env2.proc.log_tail(30))
+
+    def slow_reader():
+        other = Device(env2, "dev-00001")
+        stop = threading.Event()
+
+        def report():
+            while not stop.wait(0.1):
+                other.telemetry(power=0.0, soc=0.5)
+        threading.Thread(target=report, daemon=True).start()
+        nr = NonReadingDevice(env2, "dev-00002")
+        code = nr.run(8)
+        assert code == h2.errors.ErrorCodes.CANCEL, "stream not reset (%r)" % code
+        assert env2.rejected("slow_reader") >= 1
+        stub, g, md = env2.operator()
+        # Setpoints keep going to the other device: the server is fine.
+        stub.SetFleetSetpoint(g.SetFleetSetpointRequest(target_kw=2.0, valid_for_s=60, request_id="slow-1",
+                                                        reason="test"), metadata=md)
+        deadline = time.time() + 5
+        while time.time() < deadline and not [v for k, v in other.got if k == "setpoint" and v.power_kw > 0]:
+            time.sleep(0.05)
+        stop.set()
+        assert [v for k, v in other.got if k == "setpoint" and v.power_kw > 0], other.kinds()
+        assert not other.done.is_set(), (other.status, other.details)
+        env2.proc.signal(15)
+        assert other.wait_end(10) == grpc.StatusCode.UNAVAILABLE
+        assert env2.proc.wait(15) == 0, "vppd exit status"
+        other.close()
+
+    r.case("a device that never reads is dropped (slow_reader) and vppd carries on", slow_reader)
+
+    # The store full (no database, a 1 MiB journal, a small queue): every
+    # telemetry row vppd accepted is in the journal, the store's queue or
+    # the devices' backlog; none is dropped.
+    jdir = vt.tempdir("vpp-devjournal-")
+    env3 = Env(certs=env.dir, name="vppd-3", extra=[
+        "--database-url", "postgresql://127.0.0.1:1/nodb", "--no-migrate", "--journal-dir", jdir,
+        "--journal-max-bytes", "1048576", "--store-queue-rows", "1024", "--device-max-msgs-per-s", "100000"])
+    r.on_fail.append(lambda: env3.proc.log_tail(30))
+
+    def store_full_loses_nothing():
+        d = Device(env3, "dev-00001")
+        deadline = time.time() + 10
+        while "welcome" not in d.kinds() and time.time() < deadline:
+            time.sleep(0.05)
+        for _ in range(15000):
+            d.telemetry(power=0.0, soc=0.5)
+        last, stable_since = None, time.time()
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            m = vt.read_metrics(env3.admin)
+            cur = (m.get("vpp_device_telemetry_total") or 0, m.get("vpp_store_rows_journaled_total") or 0,
+                   m.get("vpp_store_queue_depth") or 0, m.get("vpp_device_telemetry_backlog_rows") or 0)
+            if cur != last:
+                last, stable_since = cur, time.time()
+            elif time.time() - stable_since > 1.5:
+                break
+            time.sleep(0.25)
+        accepted, journaled, queued, backlog = last
+        assert (m.get("vpp_device_store_backpressure_total") or 0) >= 1, "the store never filled up"
+        assert accepted >= 5000, last
+        # The queue also holds the device's registration and event rows.
+        assert journaled + backlog <= accepted <= journaled + queued + backlog, \
+            "accepted %d, journaled %d, queued %d, waiting %d" % last
+        d.close()
+        env3.proc.signal(15)
+        assert env3.proc.wait(30) == 0, "vppd exit status"
+
+    r.case("with the store full, every accepted telemetry row is kept or waiting, none dropped",
+           store_full_loses_nothing)
 
 
 if __name__ == "__main__":
