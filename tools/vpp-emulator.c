@@ -184,8 +184,7 @@ out_workers:
 	for (int t = 0; t < started; t++) {
 		if (t >= running) {
 			/* Never ran: close its handles on its loop here. */
-			for (size_t i = 0; i < workers[t].ndevs; i++)
-				uv_close((uv_handle_t *)&workers[t].devs[i].timer, NULL);
+			uv_close((uv_handle_t *)&workers[t].wheel.timer, NULL);
 			uv_close((uv_handle_t *)&workers[t].tick, NULL);
 			uv_close((uv_handle_t *)&workers[t].pace, NULL);
 			uv_close((uv_handle_t *)&workers[t].late_timer, NULL);

@@ -55,8 +55,9 @@ class FakeServer:
     """A DeviceLink server on its own asyncio loop thread. Everything it
     sees is appended to |events| (tuples, true time in ms first)."""
 
-    def __init__(self, pb, certs_dir, reject_ids=(), unavailable_first=True):
+    def __init__(self, pb, certs_dir, reject_ids=(), unavailable_first=True, silent=False):
         self.pb = pb
+        self.silent = silent  # welcome, then say nothing more (a hung server)
         self.certs_dir = certs_dir
         self.reject_ids = set(reject_ids)
         self.unavailable_first = unavailable_first
@@ -149,6 +150,7 @@ class FakeServer:
             self.sessions[cn] = n
         self.log("hello", cn, n, h.firmware, h.rated_charge_kw, h.rated_discharge_kw, h.capacity_kwh,
                  h.min_soc, h.max_soc, h.ramp_kw_per_s)
+        self.log("peer", cn, n, context.peer())
         if cn in self.reject_ids:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not enrolled")
         if self.unavailable_first and n == 1:
@@ -163,6 +165,12 @@ class FakeServer:
         yield pb.ServerMessage(welcome=pb.Welcome(session_id=sid, telemetry_interval_ms=INTERVAL_MS,
                                                   server_time_ms=self.server_ms()))
         self.log("welcome", cn, n)
+        if self.silent:
+            try:
+                await asyncio.sleep(3600)
+            finally:
+                self.queues.pop(sid, None)
+                self.active.pop(sid, None)
 
         async def reader():
             async for raw in request_iterator:
@@ -271,6 +279,8 @@ def body(r):
             (["--threads", "x"], "threads"),
             (["--bogus", "1"], "bogus"),
             (["--server", "nohostport"], "HOST:PORT"),
+            (["--server", "nosuchhost.invalid:1"], "resolve"),
+            (["--report", os.path.join(work, "no-such-dir", "r.json")], "--report"),
         ]
         for extra, word in cases:
             argv = [exe, "--server", "127.0.0.1:1", "--certs", certs] + extra
@@ -460,6 +470,11 @@ def body(r):
         assert c["sessions"] == len(srv.of("welcome")), (c, len(srv.of("welcome")))
         devs = {d["id"]: d for d in rep["devices"]}
         assert set(devs) == set(all_ids)
+        for d in devs.values():  # sessions: welcomes; connect_attempts: tries
+            assert d["sessions"] == len(srv.of("welcome", d["id"])), d
+            assert d["connect_attempts"] == len(srv.of("hello", d["id"])), d
+        # The normal, ignore, partial and late-ack devices stay up to the end.
+        assert len(normal) + 3 <= c["connected_at_end"] <= 9, c
         assert all(0 < d["soc"] < 1 for d in devs.values())
     r.case("report: true power per second, connected, fan-out group by valid_until, counters", truth)
 
@@ -523,6 +538,43 @@ def body(r):
         assert all(0.8 * 20 <= d["capacity_kwh"] <= 1.2 * 20 for d in rep2["devices"]), rep2["devices"]
         assert len(rep2["devices"]) == 2
     r.case("SIGTERM writes the report; --profile keys apply, flags override them", sigterm_profile)
+
+    # --------------------------- a hung server; source addresses by index
+    srv3 = FakeServer(pb, certs, unavailable_first=False, silent=True)
+    report3 = os.path.join(work, "report3.json")
+    argv = [exe, "--server", "localhost:%d" % srv3.port, "--certs", certs, "--devices", "3",
+            "--first-index", "5", "--per-address", "2", "--server-silence-s", "1",
+            "--backoff-base-ms", "100", "--duration", "3.6", "--report", report3, "--progress-s", "0"]
+    emu = vpptest.Proc("vpp-emulator-3", argv, env=emu_env())
+    try:
+        rc3 = emu.wait(20)
+    finally:
+        emu.stop()
+        srv3.stop()
+
+    def hung_server():
+        assert rc3 == 0, "exit status %s" % rc3
+        with open(report3) as f:
+            rep3 = json.load(f)
+        for dev in ("dev-00005", "dev-00006", "dev-00007"):
+            ws = srv3.of("welcome", dev)
+            assert len(ws) >= 2, "%s stayed on a silent server: %d sessions" % (dev, len(ws))
+            hs = srv3.of("hello", dev)
+            assert hs[1][0] - ws[0][0] >= 950, "%s left after %d ms" % (dev, hs[1][0] - ws[0][0])
+        c = rep3["counters"]
+        assert c["server_silent"] >= 3, c
+        assert sum(rep3["errors"][k] for k in rep3["errors"] if k not in ("ended_ok",)) == 0, rep3["errors"]
+    r.case("a server silent for --server-silence-s is left and reconnected, without an error status",
+           hung_server)
+
+    def source_addresses():
+        # localhost resolved once to 127.0.0.1; --per-address 2 over the
+        # global index 5, 6, 7: addresses 2, 3, 3 (127.0.1.3, 127.0.1.4).
+        want = {"dev-00005": "127.0.1.3", "dev-00006": "127.0.1.4", "dev-00007": "127.0.1.4"}
+        for dev, ip in want.items():
+            peers = {e[4].split(":")[1] for e in srv3.of("peer", dev)}
+            assert peers == {ip}, "%s connected from %s, not %s" % (dev, peers, ip)
+    r.case("--per-address spreads sources by the global device index (--first-index)", source_addresses)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@
 #include "emul_int.h"
 #include "vpp/error.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
 #include <ini.h>
+#include <netdb.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +52,10 @@ const vpp_config_opt vpp__emul_opts[] = {
       "progress line to stderr every S seconds (0: off)"),
     O("backoff-base-ms", I, backoff_base_ms, 1, 600000, "200", "reconnect backoff base"),
     O("backoff-cap-ms", I, backoff_cap_ms, 1, 3600000, "10000", "reconnect backoff cap"),
+    O("server-silence-s", D, server_silence_s, 0, 86400, "45",
+      "drop a session and reconnect when the server sent nothing (no Welcome, ping or "
+      "setpoint) for this long: a hung server (0: never; keep it above vppd's "
+      "--device-ping-interval-ms)"),
     O("log-level", S, log_level, 0, 0, "warn", "debug, info, warn, error or off"),
     O("firmware", S, firmware, 0, 0, "vpp-emulator/0.1", "firmware string sent in Hello"),
     /* faults */
@@ -150,6 +157,37 @@ static const char *profile_flag(int argc, char **argv)
 	return found;
 }
 
+/* Resolves |host| once, in place, to a numeric address: every connect
+ * (and reconnect storm) then skips the resolver, and a name that does not
+ * resolve is an error now. IPv4 first, as vppd's default listeners are. */
+static int resolve_host(char *host, size_t cap, char *err, size_t errlen)
+{
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res, *ai;
+	int rv = getaddrinfo(host, NULL, &hints, &res);
+	if (rv != 0) {
+		snprintf(err, errlen, "--server: cannot resolve '%s': %s", host, gai_strerror(rv));
+		return VPP_EINVAL;
+	}
+	ai = res;
+	for (struct addrinfo *p = res; p; p = p->ai_next)
+		if (p->ai_family == AF_INET) {
+			ai = p;
+			break;
+		}
+	const void *a = ai->ai_family == AF_INET
+	                    ? (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr
+	                    : (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
+	char out[INET6_ADDRSTRLEN];
+	rv = inet_ntop(ai->ai_family, a, out, sizeof(out)) && strlen(out) < cap ? 0 : VPP_EINVAL;
+	freeaddrinfo(res);
+	if (rv != 0) {
+		snprintf(err, errlen, "--server: cannot use the address of '%s'", host);
+		return rv;
+	}
+	strcpy(host, out);
+	return 0;
+}
+
 static int validate(vpp__emul_config *c, char *err, size_t errlen)
 {
 	if (!c->server || !c->server[0]) {
@@ -174,6 +212,8 @@ static int validate(vpp__emul_config *c, char *err, size_t errlen)
 	memcpy(c->host, h, hl);
 	c->host[hl] = 0;
 	c->port = (int)port;
+	if (resolve_host(c->host, sizeof(c->host), err, errlen) != 0)
+		return VPP_EINVAL;
 	if (!c->certs || !c->certs[0]) {
 		snprintf(err, errlen, "--certs DIR is required (see deploy/local/certs.sh)");
 		return VPP_EINVAL;
@@ -238,6 +278,19 @@ static int validate(vpp__emul_config *c, char *err, size_t errlen)
 			    strcmp(c->device_prefix, "dev-") ? c->device_prefix : "");
 			return VPP_EINVAL;
 		}
+	}
+	/* A report that cannot be written is found now, not at the end of a
+	 * long run. */
+	if (c->report) {
+		snprintf(path, sizeof(path), "%s.tmp", c->report);
+		FILE *f = fopen(path, "w");
+		if (!f) {
+			snprintf(err, errlen, "--report %s: cannot write %s: %s", c->report, path,
+			         strerror(errno));
+			return VPP_EINVAL;
+		}
+		fclose(f);
+		remove(path);
 	}
 	if (c->threads > c->devices)
 		c->threads = c->devices;

@@ -7,6 +7,7 @@
  *   stats.c     latency histogram and fan-out groups
  *   report.c    the ground-truth JSON report and the progress line
  *   malformed.c the bad messages of the malformed fault
+ *   wheel.c     the timing wheel of a worker's device deadlines
  * and tools/vpp-emulator.c, the program's main. */
 #ifndef VPP_EMUL_INT_H
 #define VPP_EMUL_INT_H
@@ -26,7 +27,7 @@ typedef struct {
 	char *server, *certs, *profile, *report, *device_prefix, *server_name, *log_level,
 	    *firmware;
 	int64_t devices, threads, first_index, seed, connect_rate;
-	double duration, telemetry_jitter;
+	double duration, telemetry_jitter, server_silence_s;
 	int64_t telemetry_interval_ms, physics_ms, progress_s;
 	int64_t backoff_base_ms, backoff_cap_ms;
 	int64_t per_address;
@@ -108,10 +109,37 @@ typedef enum {
 	C_CONNECT_FAILED,     /* ended before a welcome */
 	C_BAD_SERVER_MSG,     /* server messages we could not decode */
 	C_SEND_FAILED,
+	C_SERVER_SILENT, /* sessions dropped: the server said nothing for too long */
 	C__COUNT
 } vpp__emul_counter;
 
 extern const char *const vpp__emul_counter_names[C__COUNT];
+
+/* ---- wheel.c ------------------------------------------------------------- */
+
+/* 1 ms slots; deadlines further than the span wait whole rounds. */
+#define VPP__EMUL_WHEEL_SLOTS 4096
+
+typedef struct vpp__emul_wnode {
+	struct vpp__emul_wnode *prev, *next; /* NULL when not armed */
+	uint64_t due_ms;                     /* loop time (uv_now) */
+} vpp__emul_wnode;
+
+typedef struct {
+	vpp__emul_wnode slot[VPP__EMUL_WHEEL_SLOTS]; /* list heads */
+	uint64_t next_ms;      /* the first slot time not yet run */
+	uint64_t timer_due_ms; /* when |timer| fires */
+	size_t n;              /* nodes armed */
+	uv_timer_t timer;
+	void (*fire)(vpp__emul_wnode *n);
+} vpp__emul_wheel;
+
+void vpp__emul_wheel_init(vpp__emul_wheel *wh, uv_loop_t *loop, void (*fire)(vpp__emul_wnode *));
+/* (Re)arms |n| to fire |delay_ms| from the loop's time, at 1 ms
+ * resolution (like a uv_timer). */
+void vpp__emul_wheel_arm(vpp__emul_wheel *wh, vpp__emul_wnode *n, uint64_t delay_ms);
+void vpp__emul_wheel_cancel(vpp__emul_wheel *wh, vpp__emul_wnode *n);
+bool vpp__emul_wheel_armed(const vpp__emul_wnode *n);
 
 /* ---- session.c / worker.c ----------------------------------------------- */
 
@@ -133,19 +161,21 @@ typedef struct vpp__emul_dev {
 	bool dropping;       /* we close on purpose (flaky fault) */
 	bool malformed_sent; /* in this session */
 	bool ever_connected;
-	bool timer_closed;
 	char id[40];
 	vpp__emul_battery bat;
 	vpp__emul_rng rng;
 	int64_t clock_offset_ms;
 	int64_t skew_ms; /* server clock − device clock, from welcome and pings */
 	uint64_t seq;    /* last telemetry seq, kept across sessions */
-	uint32_t attempt, retry_after_ms, interval_ms, session_no;
+	uint32_t attempt, retry_after_ms, interval_ms;
+	uint32_t session_no; /* connect attempts */
+	uint32_t welcomes;   /* sessions established */
 	int64_t next_telemetry_us, next_drop_us, next_malformed_us;
+	int64_t last_recv_us; /* the server's last message (or the connect) */
 	vpp_grpc_identity *ident; /* certificate and key, loaded once */
 	vpp_grpc_conn *conn;
 	vpp_grpc_call *call;
-	uv_timer_t timer;
+	vpp__emul_wnode timer; /* on the worker's wheel */
 } vpp__emul_dev;
 
 typedef struct {
@@ -168,6 +198,7 @@ struct vpp__emul_worker {
 	uv_loop_t loop;
 	uv_async_t stop_async;
 	uv_timer_t tick, pace, late_timer;
+	vpp__emul_wheel wheel; /* the devices' deadlines */
 	uv_thread_t thread;
 	vpp_grpc_tls *tls;		/* one client context: CA, ALPN */
 	vpp_grpc_identity *last_ident;	/* its key is shared when it matches */
@@ -215,11 +246,13 @@ int vpp__emul_dev_load_tls(vpp__emul_dev *d);
 void vpp__emul_dev_connect(vpp__emul_dev *d);
 /* Closes whatever the device has open; no reconnect follows. */
 void vpp__emul_dev_stop(vpp__emul_dev *d);
+/* The wheel's callback: a device's deadline. */
+void vpp__emul_dev_on_timer(vpp__emul_wnode *n);
 /* Frees what outlives the loop (the TLS context). */
 void vpp__emul_dev_release(vpp__emul_dev *d);
 /* Sends the ack of |seq| (received at |recv_us|) now if the session
- * |session_no| is still up. */
-void vpp__emul_dev_send_ack(vpp__emul_dev *d, uint32_t session_no, uint64_t seq, int64_t recv_us);
+ * |session_no| is still up. Returns whether it was sent. */
+bool vpp__emul_dev_send_ack(vpp__emul_dev *d, uint32_t session_no, uint64_t seq, int64_t recv_us);
 
 int vpp__emul_worker_init(vpp__emul_worker *w, int id, const vpp__emul_config *cfg,
                           vpp__emul_dev *devs, size_t ndevs, int64_t start_us);

@@ -28,6 +28,7 @@ const char *const vpp__emul_counter_names[C__COUNT] = {
     [C_CONNECT_FAILED] = "connect_failed",
     [C_BAD_SERVER_MSG] = "bad_server_messages",
     [C_SEND_FAILED] = "send_failed",
+    [C_SERVER_SILENT] = "server_silent",
 };
 
 static uint64_t counter(const vpp__emul_fleet *f, int c)
@@ -153,14 +154,27 @@ static void write_fanout(FILE *o, const vpp__emul_fleet *f)
 		if (all.v[j].count)
 			v[n++] = all.v[j];
 	qsort(v, n, sizeof(*v), cmp_group);
-	vpp__emul_hist h = {0};
+	/* The summary is over the ticks that commanded at least half as many
+	 * devices as the largest one: a lease renewal of two devices has no
+	 * fan-out to speak of and would pull the percentiles down. */
+	uint64_t largest = 0, ticks = 0;
 	for (size_t j = 0; j < n; j++)
+		if (v[j].count > largest)
+			largest = v[j].count;
+	uint64_t min_count = (largest + 1) / 2;
+	vpp__emul_hist h = {0};
+	for (size_t j = 0; j < n; j++) {
+		if (v[j].count < min_count)
+			continue;
 		vpp__emul_hist_add(&h, (uint64_t)(v[j].last_us - v[j].first_us));
-	fprintf(
-	    o,
-	    "\"fanout_summary\":{\"groups\":%zu,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f}",
-	    n, vpp__emul_hist_quantile(&h, 0.5) / 1000.0,
-	    vpp__emul_hist_quantile(&h, 0.99) / 1000.0, h.max_us / 1000.0);
+		ticks++;
+	}
+	fprintf(o,
+	        "\"fanout_summary\":{\"groups\":%zu,\"ticks\":%llu,\"min_count\":%llu,"
+	        "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f}",
+	        n, (unsigned long long)ticks, (unsigned long long)min_count,
+	        vpp__emul_hist_quantile(&h, 0.5) / 1000.0,
+	        vpp__emul_hist_quantile(&h, 0.99) / 1000.0, h.max_us / 1000.0);
 	fputs(",\n\"fanout\":[", o);
 	for (size_t j = 0; j < n; j++)
 		fprintf(o,
@@ -199,11 +213,12 @@ static void write_devices(FILE *o, const vpp__emul_fleet *f)
 		    o,
 		    ",\"fault\":\"%s\",\"soc\":%.6f,\"power_kw\":%.6f,\"delivered_kwh\":%.6f,"
 		    "\"capacity_kwh\":%.4f,\"rated_charge_kw\":%.4f,\"rated_discharge_kw\":%.4f,"
-		    "\"clock_offset_ms\":%lld,\"telemetry_seq\":%llu,\"sessions\":%u}",
+		    "\"clock_offset_ms\":%lld,\"telemetry_seq\":%llu,\"sessions\":%u,"
+		    "\"connect_attempts\":%u}",
 		    vpp__emul_fault_name(d->fault), d->bat.soc, d->bat.power_kw,
 		    d->bat.delivered_kwh, p->capacity_kwh, p->rated_charge_kw,
 		    p->rated_discharge_kw, (long long)d->clock_offset_ms,
-		    (unsigned long long)d->seq, d->session_no);
+		    (unsigned long long)d->seq, d->welcomes, d->session_no);
 	}
 	fputs("]", o);
 }

@@ -10,6 +10,7 @@
 #include "vpp/v1/device.pb-c.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -33,8 +34,6 @@ static int64_t device_ms(const vpp__emul_dev *d, int64_t now_us)
 {
 	return now_us / 1000 + d->clock_offset_ms;
 }
-
-static void on_timer(uv_timer_t *t);
 
 void vpp__emul_dev_init(vpp__emul_dev *d, vpp__emul_worker *w, uint32_t index, uint8_t fault)
 {
@@ -73,25 +72,26 @@ void vpp__emul_dev_init(vpp__emul_dev *d, vpp__emul_worker *w, uint32_t index, u
 	d->clock_offset_ms = (int64_t)llround(vpp__emul_rng_range(
 	    &d->rng, -(double)cfg->clock_offset_ms, (double)cfg->clock_offset_ms));
 	vpp__emul_battery_init(&d->bat, &p, soc, 0.0);
-	uv_timer_init(&w->loop, &d->timer);
-	d->timer.data = d;
 }
 
-static void send_msg(vpp__emul_dev *d, const Vpp__V1__DeviceMessage *m)
+/* Returns whether the message was queued on the stream: the counters of
+ * what was sent count only those. */
+static bool send_msg(vpp__emul_dev *d, const Vpp__V1__DeviceMessage *m)
 {
 	uint8_t buf[512];
 	size_t len = vpp__v1__device_message__get_packed_size(m);
 	if (!d->call || len > sizeof(buf)) {
 		vpp__emul_count(d->w, C_SEND_FAILED, 1);
-		return;
+		return false;
 	}
 	vpp__v1__device_message__pack(m, buf);
 	if (vpp_grpc_call_send(d->call, buf, len) != 0) {
 		/* EFULL: the server is not reading; a meter does not queue. */
 		vpp__emul_count(d->w, C_SEND_FAILED, 1);
-		return;
+		return false;
 	}
 	vpp__emul_count(d->w, C_MSGS_SENT, 1);
+	return true;
 }
 
 static void send_hello(vpp__emul_dev *d)
@@ -125,24 +125,26 @@ static void send_telemetry(vpp__emul_dev *d, int64_t now_us)
 	t.power_sigma_kw = d->bat.p.noise_kw;
 	t.soc_sigma = d->bat.p.soc_sigma;
 	t.quality = 0;
-	send_msg(d, &m);
-	vpp__emul_count(d->w, C_TELEMETRY_SENT, 1);
+	if (send_msg(d, &m))
+		vpp__emul_count(d->w, C_TELEMETRY_SENT, 1);
 }
 
-void vpp__emul_dev_send_ack(vpp__emul_dev *d, uint32_t session_no, uint64_t seq, int64_t recv_us)
+bool vpp__emul_dev_send_ack(vpp__emul_dev *d, uint32_t session_no, uint64_t seq, int64_t recv_us)
 {
 	if (d->state != S_UP || d->session_no != session_no || !d->call)
-		return;
+		return false;
 	Vpp__V1__DeviceMessage m = VPP__V1__DEVICE_MESSAGE__INIT;
 	Vpp__V1__Ack a = VPP__V1__ACK__INIT;
 	m.msg_case = VPP__V1__DEVICE_MESSAGE__MSG_ACK;
 	m.ack = &a;
 	a.setpoint_seq = seq;
 	a.accepted = true;
-	send_msg(d, &m);
+	if (!send_msg(d, &m))
+		return false;
 	vpp__emul_count(d->w, C_ACKS_SENT, 1);
 	int64_t now = vpp__emul_now_us();
 	vpp__emul_hist_add(&d->w->ack_hist, now > recv_us ? (uint64_t)(now - recv_us) : 0);
+	return true;
 }
 
 static void on_setpoint(vpp__emul_dev *d, const Vpp__V1__Setpoint *sp, int64_t now_us)
@@ -161,10 +163,20 @@ static void on_setpoint(vpp__emul_dev *d, const Vpp__V1__Setpoint *sp, int64_t n
 		vpp__emul_dev_send_ack(d, d->session_no, sp->seq, now_us);
 }
 
+/* server clock − device clock. Each sample is the true offset minus the
+ * message's delivery delay, so the largest one of a session is the best:
+ * a delayed Ping does not move the lease ends later. */
+static void learn_skew(vpp__emul_dev *d, int64_t server_ms, int64_t now_us, bool first)
+{
+	int64_t skew = server_ms - device_ms(d, now_us);
+	if (first || skew > d->skew_ms)
+		d->skew_ms = skew;
+}
+
 static void on_ping(vpp__emul_dev *d, const Vpp__V1__Ping *p, int64_t now_us)
 {
 	vpp__emul_count(d->w, C_PINGS_RECV, 1);
-	d->skew_ms = p->server_time_ms - device_ms(d, now_us);
+	learn_skew(d, p->server_time_ms, now_us, false);
 	Vpp__V1__DeviceMessage m = VPP__V1__DEVICE_MESSAGE__INIT;
 	Vpp__V1__Pong pong = VPP__V1__PONG__INIT;
 	m.msg_case = VPP__V1__DEVICE_MESSAGE__MSG_PONG;
@@ -179,15 +191,24 @@ static int64_t jittered_us(vpp__emul_dev *d, double mean_s)
 	return (int64_t)(mean_s * vpp__emul_rng_range(&d->rng, 0.5, 1.5) * 1e6);
 }
 
+/* When the server's silence ends the session (0: never). */
+static int64_t silence_deadline_us(const vpp__emul_dev *d)
+{
+	double s = d->w->cfg->server_silence_s;
+	return s > 0 ? d->last_recv_us + (int64_t)(s * 1e6) : 0;
+}
+
 static void arm(vpp__emul_dev *d, int64_t now_us)
 {
-	int64_t next = d->next_telemetry_us;
+	int64_t next = d->next_telemetry_us, silent = silence_deadline_us(d);
+	if (silent && silent < next)
+		next = silent;
 	if (d->next_drop_us && d->next_drop_us < next)
 		next = d->next_drop_us;
 	if (d->next_malformed_us && d->next_malformed_us < next)
 		next = d->next_malformed_us;
 	int64_t ms = (next - now_us + 999) / 1000;
-	uv_timer_start(&d->timer, on_timer, ms > 0 ? (uint64_t)ms : 0, 0);
+	vpp__emul_wheel_arm(&d->w->wheel, &d->timer, ms > 0 ? (uint64_t)ms : 0);
 }
 
 static void on_welcome(vpp__emul_dev *d, const Vpp__V1__Welcome *wm, int64_t now_us)
@@ -198,11 +219,12 @@ static void on_welcome(vpp__emul_dev *d, const Vpp__V1__Welcome *wm, int64_t now
 	d->state = S_UP;
 	d->attempt = 0;
 	d->ever_connected = true;
+	d->welcomes++;
 	atomic_fetch_add_explicit(&w->connected, 1, memory_order_relaxed);
 	vpp__emul_count(w, C_SESSIONS, 1);
 	d->interval_ms = wm->telemetry_interval_ms ? wm->telemetry_interval_ms
 	                                           : (uint32_t)w->cfg->telemetry_interval_ms;
-	d->skew_ms = wm->server_time_ms - device_ms(d, now_us);
+	learn_skew(d, wm->server_time_ms, now_us, true);
 	/* The first report at a random point of the interval: a fleet that
 	 * connected together does not report in lockstep. */
 	d->next_telemetry_us =
@@ -219,12 +241,13 @@ static void on_message(vpp_grpc_call *call, const uint8_t *data, size_t len)
 {
 	vpp__emul_dev *d = vpp_grpc_call_data(call);
 	vpp__emul_count(d->w, C_MSGS_RECV, 1);
+	int64_t now = vpp__emul_now_us();
+	d->last_recv_us = now; /* the deadline moves when the timer next fires */
 	Vpp__V1__ServerMessage *m = vpp__v1__server_message__unpack(NULL, len, data);
 	if (!m) {
 		vpp__emul_count(d->w, C_BAD_SERVER_MSG, 1);
 		return;
 	}
-	int64_t now = vpp__emul_now_us();
 	switch (m->msg_case) {
 	case VPP__V1__SERVER_MESSAGE__MSG_WELCOME:
 		on_welcome(d, m->welcome, now);
@@ -251,7 +274,7 @@ static void on_status(vpp_grpc_call *call, vpp_grpc_status st, const char *msg)
 	vpp__emul_dev *d = vpp_grpc_call_data(call);
 	vpp__emul_worker *w = d->w;
 	d->call = NULL;
-	uv_timer_stop(&d->timer);
+	vpp__emul_wheel_cancel(&w->wheel, &d->timer);
 	if (d->state == S_UP) {
 		atomic_fetch_sub_explicit(&w->connected, 1, memory_order_relaxed);
 		vpp__emul_count(w, C_DISCONNECTS, 1);
@@ -298,7 +321,7 @@ static void schedule_reconnect(vpp__emul_dev *d)
 	}
 	d->attempt++;
 	d->state = S_WAIT;
-	uv_timer_start(&d->timer, on_timer, (uint64_t)ms, 0);
+	vpp__emul_wheel_arm(&d->w->wheel, &d->timer, (uint64_t)ms);
 }
 
 static void on_closed(vpp_grpc_conn *conn, int err, void *ud)
@@ -354,12 +377,15 @@ void vpp__emul_dev_connect(vpp__emul_dev *d)
 	}
 	char bind[32];
 	const char *bind_addr = NULL;
-	if (cfg->per_address > 0 && cfg->devices > cfg->per_address &&
+	uint64_t global = (uint64_t)cfg->first_index + d->index;
+	if (cfg->per_address > 0 && (uint64_t)(cfg->first_index + cfg->devices) > (uint64_t)cfg->per_address &&
 	    strncmp(cfg->host, "127.", 4) == 0) {
-		/* One source address never needs more than per-address ports. */
-		uint32_t naddr = (uint32_t)(cfg->devices / cfg->per_address) + 1;
-		uint32_t a = d->index % naddr;
-		snprintf(bind, sizeof(bind), "127.0.%u.%u", 1 + a / 250, 1 + a % 250);
+		/* One source address never carries more than per-address
+		 * devices. The address follows the global index, so processes
+		 * that split a fleet (--first-index) never share one. */
+		uint64_t a = global / (uint64_t)cfg->per_address;
+		snprintf(bind, sizeof(bind), "127.0.%u.%u", (unsigned)(1 + a / 250 % 250),
+		         (unsigned)(1 + a % 250));
 		bind_addr = bind;
 	}
 	vpp_grpc_client_opts o = {
@@ -389,6 +415,11 @@ void vpp__emul_dev_connect(vpp__emul_dev *d)
 		return;
 	}
 	d->state = S_CONNECTING;
+	/* A server that accepts and never welcomes is as dead as one that
+	 * refuses. */
+	d->last_recv_us = vpp__emul_now_us();
+	if (cfg->server_silence_s > 0)
+		vpp__emul_wheel_arm(&w->wheel, &d->timer, (uint64_t)(cfg->server_silence_s * 1000.0));
 	rv = vpp_grpc_conn_call(d->conn, CONNECT_PATH, NULL, 0, 0, &client_cbs, d, &d->call);
 	if (rv != 0) {
 		d->call = NULL;
@@ -417,9 +448,9 @@ static void send_malformed(vpp__emul_dev *d, int64_t now_us)
 	}
 }
 
-static void on_timer(uv_timer_t *t)
+void vpp__emul_dev_on_timer(vpp__emul_wnode *n)
 {
-	vpp__emul_dev *d = t->data;
+	vpp__emul_dev *d = (vpp__emul_dev *)((char *)n - offsetof(vpp__emul_dev, timer));
 	vpp__emul_worker *w = d->w;
 	if (w->stopping || d->state == S_STOPPED)
 		return;
@@ -427,9 +458,22 @@ static void on_timer(uv_timer_t *t)
 		vpp__emul_dev_connect(d);
 		return;
 	}
-	if (d->state != S_UP)
-		return;
 	int64_t now = vpp__emul_now_us();
+	int64_t silent = silence_deadline_us(d);
+	if ((d->state == S_UP || d->state == S_CONNECTING) && silent && now >= silent) {
+		d->dropping = true; /* ours: not an error status */
+		vpp__emul_count(w, C_SERVER_SILENT, 1);
+		vpp_log(VPP_LOG_DEBUG, "device", "device=%s server silent for %.0f s: reconnecting",
+		        d->id, w->cfg->server_silence_s);
+		if (d->conn)
+			vpp_grpc_conn_close(d->conn, false); /* on_status, on_closed, backoff */
+		return;
+	}
+	if (d->state != S_UP) {
+		if (d->state == S_CONNECTING && silent)
+			vpp__emul_wheel_arm(&w->wheel, &d->timer, (uint64_t)((silent - now + 999) / 1000));
+		return;
+	}
 	if (d->next_drop_us && now >= d->next_drop_us) {
 		d->dropping = true;
 		vpp__emul_count(w, C_DROPS, 1);
@@ -452,21 +496,14 @@ static void on_timer(uv_timer_t *t)
 		arm(d, now);
 }
 
-static void on_timer_closed(uv_handle_t *h)
-{
-	vpp__emul_dev *d = h->data;
-	d->timer_closed = true;
-}
-
+/* The worker's connected count is left as it was: the report's
+ * connected_at_end is taken after every worker stopped. */
 void vpp__emul_dev_stop(vpp__emul_dev *d)
 {
-	if (d->state == S_UP)
-		atomic_fetch_sub_explicit(&d->w->connected, 1, memory_order_relaxed);
 	d->state = S_STOPPED;
 	if (d->conn)
 		vpp_grpc_conn_close(d->conn, false);
-	if (!uv_is_closing((uv_handle_t *)&d->timer))
-		uv_close((uv_handle_t *)&d->timer, on_timer_closed);
+	vpp__emul_wheel_cancel(&d->w->wheel, &d->timer);
 }
 
 void vpp__emul_dev_release(vpp__emul_dev *d)

@@ -107,9 +107,8 @@ static void on_late(uv_timer_t *t)
 	while (w->late_n && w->late[w->late_head].due_us <= now) {
 		vpp__emul_late *l = &w->late[w->late_head];
 		vpp__emul_dev *d = &w->devs[l->dev];
-		if (d->state == S_UP && d->session_no == l->session_no)
+		if (vpp__emul_dev_send_ack(d, l->session_no, l->seq, l->recv_us))
 			vpp__emul_count(w, C_LATE_ACKS, 1);
-		vpp__emul_dev_send_ack(d, l->session_no, l->seq, l->recv_us);
 		w->late_head = (w->late_head + 1) % w->late_cap;
 		w->late_n--;
 	}
@@ -161,6 +160,8 @@ static void on_stop(uv_async_t *a)
 	uv_close((uv_handle_t *)&w->stop_async, NULL);
 	for (size_t i = 0; i < w->ndevs; i++)
 		vpp__emul_dev_stop(&w->devs[i]);
+	uv_timer_stop(&w->wheel.timer);
+	uv_close((uv_handle_t *)&w->wheel.timer, NULL);
 }
 
 static void run(void *arg)
@@ -213,6 +214,7 @@ int vpp__emul_worker_init(vpp__emul_worker *w, int id, const vpp__emul_config *c
 	uv_timer_init(&w->loop, &w->pace);
 	uv_timer_init(&w->loop, &w->late_timer);
 	w->tick.data = w->pace.data = w->late_timer.data = w;
+	vpp__emul_wheel_init(&w->wheel, &w->loop, vpp__emul_dev_on_timer);
 	return 0;
 }
 
