@@ -46,6 +46,22 @@ def tcp_mem_kb():
     return 0
 
 
+# Slab caches that grow with each TCP connection: the socket, its inode,
+# the open file, its dentry and its epoll entry.
+SOCKET_SLABS = ("TCP", "TCPv6", "sock_inode_cache", "filp", "dentry", "eventpoll_epi", "eventpoll_pwq")
+
+
+def socket_slab_kb():
+    """Kernel memory (KB) held by the slab caches in SOCKET_SLABS."""
+    total = 0
+    with open("/proc/slabinfo") as f:
+        for line in f:
+            parts = line.split()
+            if parts and parts[0] in SOCKET_SLABS:
+                total += int(parts[1]) * int(parts[3])  # active objects x object size
+    return total / 1024
+
+
 def hist_quantile(m, name, q):
     """Quantile |q| of Prometheus histogram |name| from parsed metrics,
     interpolated linearly inside its bucket (as Prometheus'
@@ -118,7 +134,7 @@ def main():
     try:
         vppd = start()
         time.sleep(1)
-        base_rss, base_tcp = rss_kb(vppd.p.pid), tcp_mem_kb()
+        base_rss, base_tcp, base_slab = rss_kb(vppd.p.pid), tcp_mem_kb(), socket_slab_kb()
         report = os.path.join(vt.tempdir("vpp-bench-report-"), "report.json")
         nice = ["nice", "-n", str(a.emu_nice)] if a.emu_nice else []
         emu = vt.Proc("vpp-emulator", nice + [os.path.join(build, "tools/vpp-emulator"), "--server",
@@ -135,10 +151,14 @@ def main():
         res["connect_s"] = time.monotonic() - (t_first or t0)
         res["online"] = online()
         time.sleep(3)
-        rss, tcp = rss_kb(vppd.p.pid), tcp_mem_kb()
+        rss, tcp, slab = rss_kb(vppd.p.pid), tcp_mem_kb(), socket_slab_kb()
         res["rss_per_session_kb"] = (rss - base_rss) / max(res["online"], 1)
         res["emu_rss_per_device_kb"] = rss_kb(emu.p.pid) / n
-        res["tcp_mem_per_session_kb"] = (tcp - base_tcp) / max(res["online"], 1) / 2  # both ends are here
+        # Both ends of every connection are on this machine: one end is half.
+        res["tcp_mem_per_session_kb"] = (tcp - base_tcp) / max(res["online"], 1) / 2
+        res["slab_per_session_kb"] = (slab - base_slab) / max(res["online"], 1) / 2
+        res["total_per_session_kb"] = (res["rss_per_session_kb"] + res["tcp_mem_per_session_kb"] +
+                                       res["slab_per_session_kb"])
         m0 = vt.read_metrics(admin)
         t_m0 = time.monotonic()
         op.SetFleetSetpoint(g.SetFleetSetpointRequest(target_kw=1.5 * n, valid_for_s=600, request_id="bench-1"),
@@ -209,9 +229,11 @@ def main():
 | what | %d devices, emulator nice %d | target |
 | --- | ---: | ---: |
 | connect, first to last online | %s s | |
-| vppd RSS per session | %s KB | <= 48 KB with kernel |
+| vppd RSS per session | %s KB | |
+| kernel socket slabs per session (one end) | %s KB | |
+| kernel TCP buffer memory per session (one end) | %s KB | |
+| memory per session, RSS + kernel | %s KB | <= 48 KB |
 | vpp-emulator RSS per device | %s KB | |
-| kernel TCP memory per session (one end) | %s KB | |
 | setpoint fan-out in vppd, tick start to last write (histogram p50 / p99, interpolated; mean) | %s / %s ms; %s ms | <= 50 ms at 10,000 |
 | setpoint fan-out seen by the devices, first to last (p50 / max of full ticks, %s ticks) | %s / %s ms | |
 | setpoint written -> ack read, vppd histogram p50 / p99 (interpolated) | %s / %s ms | p99 <= 100 ms |
@@ -220,8 +242,8 @@ def main():
 | reconnect after vppd SIGKILL + restart | %s s | <= 2 s |
 | GetFleetStatus over h2c, 8x32: QPS, p50 / p99 | %s, %s / %s us | |
 | GetFleetStatus over h2c, 1x1: QPS, p50 / p99 | %s, %s / %s us | |
-""" % (n, a.emu_nice, f(res["connect_s"]), f(res["rss_per_session_kb"]), f(res["emu_rss_per_device_kb"]),
-       f(res["tcp_mem_per_session_kb"]),
+""" % (n, a.emu_nice, f(res["connect_s"]), f(res["rss_per_session_kb"]), f(res["slab_per_session_kb"]),
+       f(res["tcp_mem_per_session_kb"]), f(res["total_per_session_kb"]), f(res["emu_rss_per_device_kb"]),
        f(res["sfan_p50_ms"]), f(res["sfan_p99_ms"]), f(res["sfan_mean_ms"]), res["fanout_groups"], f(res["fanout_p50_ms"]), f(res["fanout_max_ms"]), f(res["ack_p50_ms"]),
        f(res["ack_p99_ms"]), f(res["tick_p99_ms"]), f(res["telemetry_per_s"], "%.0f"), f(res["reconnect_s"]),
        f(res.get("status_qps_8x32"), "%.0f"), res.get("status_p50_us_8x32"), res.get("status_p99_us_8x32"),
