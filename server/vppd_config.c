@@ -62,7 +62,10 @@ const vpp_config_opt vppd_config_table[] = {
 	    "serve the vpp.v1.Echo test service on the operator API (tests, benchmarks)"),
 
 	OPT("device-telemetry-interval-ms", VPP_CFG_INT, device_telemetry_interval_ms, 100, 600000,
-	    "1000", "telemetry interval devices are told to use"),
+	    "1000", "telemetry interval devices are told to use; above 1 s, a device is "
+	    "stale after 3 intervals without a report (3 s otherwise), out of the "
+	    "estimate after 15; a session is dropped as silent after 3 of the longer of this "
+	    "and the ping interval (at least 60 s)"),
 	OPT("device-handshakes-per-s", VPP_CFG_INT, device_handshakes_per_s, 0, 1000000, "5000",
 	    "new device TLS handshakes started per second (0 = no rate limit); "
 	    "handshakes also run at most 64 at a time per I/O thread, in arrival "

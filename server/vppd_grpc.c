@@ -150,6 +150,7 @@ int vppd_grpc_start(const vppd_config *cfg, vpp_store *store, vppd_grpc **ret)
 		goto fail;
 	vpp_plant_opts po = {.node_id = cfg->node_id, .store = store};
 	vpp_dispatch_params_default(&po.params);
+	vpp_dispatch_params_for_interval(&po.params, cfg->device_telemetry_interval_ms);
 	po.params.tick_ms = cfg->tick_ms;
 	po.params.lease_ms = cfg->lease_ms;
 	po.params.ack_timeout_ms = cfg->ack_timeout_ms;

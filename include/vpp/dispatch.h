@@ -82,6 +82,11 @@ typedef struct vpp_dispatch_params {
 } vpp_dispatch_params;
 
 void vpp_dispatch_params_default(vpp_dispatch_params *p);
+/* Staleness counted in telemetry intervals: the defaults (3, 5 and 15 s)
+ * are for devices reporting every second; a longer |interval_ms| scales
+ * them (3, 5 and 15 intervals), so a device between two reports is not
+ * taken for a silent one. */
+void vpp_dispatch_params_for_interval(vpp_dispatch_params *p, int64_t interval_ms);
 
 /* Checks every field; returns 0 or VPP_EINVAL. */
 int vpp_dispatch_params_check(const vpp_dispatch_params *p);

@@ -44,6 +44,15 @@ void vpp_dispatch_params_default(vpp_dispatch_params *p)
 	p->energy_eps_kwh = 0.001;
 }
 
+void vpp_dispatch_params_for_interval(vpp_dispatch_params *p, int64_t interval_ms)
+{
+	if (interval_ms <= 1000)
+		return;
+	p->stale_after_ms = 3 * interval_ms;
+	p->stale_decay_ms = 5 * interval_ms;
+	p->stale_limit_ms = 15 * interval_ms;
+}
+
 static int in01(double x)
 {
 	return isfinite(x) && x >= 0 && x <= 1;

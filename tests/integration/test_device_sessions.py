@@ -426,10 +426,28 @@ def body(r):
     good.close()
 
     # A device that never reads: a small outbound bound and pings every
-    # second fill its queue in about a second.
+    # second fill its queue in about a second. Devices here report every
+    # 20 s.
     env2 = Env(certs=env.dir, name="vppd-2", extra=["--device-outbound-limit-bytes", "64",
-                                                    "--device-ping-interval-ms", "1000"])
+                                                    "--device-ping-interval-ms", "1000",
+                                                    "--device-telemetry-interval-ms", "20000"])
     r.on_fail.append(lambda: env2.proc.log_tail(30))
+
+    def slow_interval_not_stale():
+        d = Device(env2, "dev-00004")
+        deadline = time.time() + 10
+        while "welcome" not in d.kinds() and time.time() < deadline:
+            time.sleep(0.05)
+        assert d.got[0][1].telemetry_interval_ms == 20000, d.got[0]
+        d.telemetry(power=0.0, soc=0.5)
+        time.sleep(5)  # past the 3 s that suit a 1 s interval
+        stub, g, md = env2.operator()
+        info = stub.GetDevice(g.GetDeviceRequest(device_id="dev-00004"), metadata=md, timeout=5)
+        assert info.state == g.DEVICE_STATE_ONLINE, g.DeviceState.Name(info.state)
+        d.close()
+
+    r.case("a device reporting every 20 s is online 5 s after its report (staleness in intervals)",
+           slow_interval_not_stale)
 
     def slow_reader():
         other = Device(env2, "dev-00001")
