@@ -3,7 +3,7 @@
 #include <stddef.h>
 
 #define OPT(name, type, field, min, max, def, help)                                                \
-	{name, type, offsetof(vppd_config, field), min, max, def, help}
+	{name, type, offsetof(vppd_config, field), min, max, def, help, false}
 
 const vpp_config_opt vppd_config_table[] = {
 	OPT("config", VPP_CFG_STRING, config, 0, 0, NULL, "INI file to read settings from"),

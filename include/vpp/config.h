@@ -29,6 +29,7 @@ typedef struct {
 	double min, max;
 	const char *def; /* default, as text; NULL for an unset string */
 	const char *help;
+	bool no_env; /* not read from VPP_<NAME> (a name another program owns) */
 } vpp_config_opt;
 
 /* Name of the option that names the INI file; when present in the table it

@@ -194,8 +194,10 @@ int vpp_grpc_call_finish(vpp_grpc_call *c, vpp_grpc_status status, const char *m
 int vpp_grpc_call_reject(vpp_grpc_call *c, vpp_grpc_status status, const char *reason,
 			 const char *message);
 
-/* Stops (|paused| true) or resumes delivering inbound messages; while
- * paused, HTTP/2 flow control makes the peer wait. */
+/* Stops (|paused| true) or resumes giving the peer flow-control credit:
+ * while paused, HTTP/2 flow control makes the peer wait. What the peer
+ * already sent within its window (up to the stream window, 1 MiB) is
+ * still delivered: a paused handler must take or refuse it. */
 void vpp_grpc_call_pause_recv(vpp_grpc_call *c, bool paused);
 /* Queued bytes past which vpp_grpc_call_send returns VPP_EFULL on this
  * call; 0: the connection's call_outbound_limit. */

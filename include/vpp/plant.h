@@ -54,6 +54,7 @@ typedef enum {
 	VPP_BYE_SLOW,	      /* its outbound queue overflowed */
 	VPP_BYE_SHUTDOWN,     /* this node is stopping */
 	VPP_BYE_CONN_LOST,    /* connection lost or reset */
+	VPP_BYE_THROTTLED,    /* Hellos of this device too often (refused) */
 } vpp_bye_reason;
 
 const char *vpp_bye_reason_name(vpp_bye_reason r);

@@ -19,6 +19,7 @@ typedef struct session {
 	bool hello;
 	bool registered;
 	bool ending; /* finish sent; waiting for on_done */
+	bool refused; /* the plant refused the Hello: no bye is owed */
 	int bye_reason;
 	uint64_t last_seq;
 	uint64_t first_sp_seq, last_sp_seq; /* setpoints sent on this session */
@@ -74,7 +75,7 @@ struct vpp_devices {
 	struct {
 		vpp_gauge *sessions, *backlog;
 		vpp_counter *hellos, *telemetry, *setpoints, *acks, *pings;
-		vpp_counter *rejected[13];
+		vpp_counter *rejected[14];
 		vpp_counter *shed_dispatch, *store_blocked, *store_rejected, *stale_out;
 		vpp_counter *duplicates, *stale_acks, *lost_at_shutdown;
 		vpp_histogram *ack_rtt, *ping_rtt, *fanout;
@@ -96,6 +97,7 @@ enum {
 	DR_SILENT,
 	DR_SLOW_READER,
 	DR_STORE_FULL,
+	DR_HELLO_RATE,
 	DR__COUNT
 };
 

@@ -16,7 +16,7 @@
 static const char *reject_names[DR__COUNT] = {
 	"no_identity", "id_mismatch", "bad_hello",  "second_hello", "before_hello", "malformed",
 	"bad_telemetry", "unknown_ack", "flood",     "hello_timeout", "silent",	 "slow_reader",
-	"store_full",
+	"store_full",	 "hello_rate",
 };
 
 const char *vpp__dev_reject_name(int r);
@@ -521,7 +521,7 @@ static void on_done(vpp_grpc_call *call, vpp_grpc_status status)
 	dev_loop *dl = s->dl;
 	if (s->registered)
 		post_bye(dl, s->handle, s->slot, s->bye_reason);
-	else if (s->hello)
+	else if (s->hello && !s->refused)
 		remember_unregistered(dl, s->handle, s->bye_reason);
 	vpp__dev_table_remove(dl, s);
 	vpp_gauge_add(dl->d->met.sessions, -1);
@@ -585,6 +585,8 @@ void vpp__dev_deliver(void *ud, const vpp_plant_out *m)
 		s->slot = m->u.slot;
 		return;
 	}
+	if (s && !s->registered && m->type == VPP_PO_CLOSE)
+		s->refused = true; /* the answer to its Hello: no bye is owed */
 	if (!s && (m->type == VPP_PO_REGISTERED || m->type == VPP_PO_CLOSE) &&
 	    take_unregistered(dl, m->session, &reason)) {
 		/* The session ended before the plant answered its Hello. */
@@ -617,7 +619,16 @@ void vpp__dev_deliver(void *ud, const vpp_plant_out *m)
 		break;
 	}
 	case VPP_PO_CLOSE:
-		if (m->u.reason == VPP_BYE_REPLACED) {
+		if (m->u.reason == VPP_BYE_THROTTLED) {
+			/* Counted, not logged: a device that churns would
+			 * flood the log as it flooded the store. */
+			vpp_counter_inc(dl->d->met.rejected[DR_HELLO_RATE]);
+			vpp_log(VPP_LOG_DEBUG, "device", "device=%s Hello refused: too frequent",
+				s->id);
+			if (send_backoff(s, 2000))
+				end(s, -1, VPP_BYE_THROTTLED, VPP_GRPC_UNAVAILABLE,
+				    "this device opens sessions too often: retry later");
+		} else if (m->u.reason == VPP_BYE_REPLACED) {
 			s->ending = true;
 			s->bye_reason = VPP_BYE_REPLACED;
 			vpp_log(VPP_LOG_INFO, "device", "device=%s session %s replaced", s->id,

@@ -163,6 +163,8 @@ static void on_deadline(uv_timer_t *t)
 						  NGHTTP2_CANCEL);
 		vpp_grpc_conn *c = call->conn;
 		vpp__call_notify(call, VPP_GRPC_DEADLINE_EXCEEDED, "deadline exceeded");
+		if (c->closing)
+			return; /* on_status closed the connection: |call| is freed */
 		if (call->stream_id <= 0) {
 			vpp__call_free(call); /* never reached the wire */
 			return;
@@ -213,6 +215,13 @@ void vpp__call_free(vpp_grpc_call *call)
 	}
 	if (c->h2 && call->stream_id > 0)
 		nghttp2_session_set_stream_user_data(c->h2, call->stream_id, NULL);
+	/* Bytes held back while paused still count against the connection
+	 * window: give them back, or every paused call that ends shrinks it
+	 * for good. */
+	if (c->h2 && call->pending_consume) {
+		nghttp2_session_consume_connection(c->h2, call->pending_consume);
+		call->pending_consume = 0;
+	}
 	for (vpp_grpc_call **w = &c->waiting; *w; w = &(*w)->next_waiting) {
 		if (*w == call) {
 			*w = call->next_waiting;
@@ -351,6 +360,7 @@ void vpp_grpc_call_set_outbound_limit(vpp_grpc_call *call, size_t bytes)
 void vpp__conn_notify_writable(vpp_grpc_conn *c)
 {
 	c->any_want_writable = false;
+restart:
 	for (vpp_grpc_call *call = c->calls; call; call = call->next) {
 		if (!call->want_writable || call->done)
 			continue;
@@ -366,6 +376,11 @@ void vpp__conn_notify_writable(vpp_grpc_conn *c)
 			cb(call);
 			if (c->closing)
 				return;
+			/* The handler may have finished its call (or flushed
+			 * others to their end): |call| may be freed. Each call
+			 * is handled once: it is no longer below half its limit
+			 * with want_writable set unless it sent nothing. */
+			goto restart;
 		}
 	}
 }
@@ -652,6 +667,8 @@ void vpp_grpc_call_cancel(vpp_grpc_call *call)
 	if (c->h2 && call->stream_id > 0)
 		nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, call->stream_id, NGHTTP2_CANCEL);
 	vpp__call_notify(call, VPP_GRPC_CANCELLED, "cancelled");
+	if (c->closing)
+		return; /* the handler closed the connection: |call| is freed */
 	if (call->stream_id <= 0) {
 		vpp__call_free(call);
 		return;

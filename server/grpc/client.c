@@ -166,6 +166,8 @@ void vpp__client_conn_ready(vpp_grpc_conn *c)
 		call->next_waiting = NULL;
 		if (submit_request(call) != 0) {
 			vpp__call_notify(call, VPP_GRPC_UNAVAILABLE, "cannot start a stream");
+			if (c->closing)
+				return; /* on_status closed the connection: every call is freed */
 			vpp__call_free(call);
 		}
 	}

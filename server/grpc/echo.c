@@ -16,10 +16,18 @@ typedef struct {
 	uint32_t count;
 	uint64_t bytes;
 	char *last_message;
-	/* Bidi: one response waiting for room in the outbound queue. */
-	uint8_t *pending;
-	size_t pending_len;
+	/* Bidi: responses waiting for room in the outbound queue, in order.
+	 * Pausing stops the window, not what the client already sent within
+	 * it, so more than one can wait. */
+	struct held *held, *held_tail;
+	bool finish_when_sent; /* half-closed while responses waited */
 } echo_state;
+
+typedef struct held {
+	struct held *next;
+	size_t len;
+	uint8_t data[];
+} held;
 
 static echo_state *state_new(vpp_grpc_call *call)
 {
@@ -46,7 +54,11 @@ static void on_done(vpp_grpc_call *call, vpp_grpc_status st)
 	if (s->req)
 		vpp__v1__echo_request__free_unpacked(s->req, NULL);
 	free(s->last_message);
-	free(s->pending);
+	while (s->held) {
+		held *h = s->held;
+		s->held = h->next;
+		free(h);
+	}
 	if (s->timer_used) {
 		s->timer.data = s;
 		uv_close((uv_handle_t *)&s->timer, on_state_closed);
@@ -69,22 +81,28 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Packs |resp| and sends it; returns vpp_grpc_call_send's result. On
- * VPP_EFULL the packed bytes are kept in |s| when |keep| is set. */
+/* Packs |resp| and sends it; returns vpp_grpc_call_send's result. With
+ * |keep| (and |s|), a response that cannot go now (VPP_EFULL, or others
+ * already wait) joins the ones waiting in |s|, in order. */
 static int send_resp(vpp_grpc_call *call, Vpp__V1__EchoResponse *resp, echo_state *s, bool keep)
 {
 	size_t len = vpp__v1__echo_response__get_packed_size(resp);
-	uint8_t *buf = malloc(len ? len : 1);
-	if (!buf)
+	held *h = malloc(sizeof(*h) + (len ? len : 1));
+	if (!h)
 		return VPP_ENOMEM;
-	vpp__v1__echo_response__pack(resp, buf);
-	int rv = vpp_grpc_call_send(call, buf, len);
+	vpp__v1__echo_response__pack(resp, h->data);
+	h->len = len;
+	h->next = NULL;
+	int rv = keep && s && s->held ? VPP_EFULL : vpp_grpc_call_send(call, h->data, len);
 	if (rv == VPP_EFULL && keep && s) {
-		s->pending = buf;
-		s->pending_len = len;
+		if (s->held_tail)
+			s->held_tail->next = h;
+		else
+			s->held = h;
+		s->held_tail = h;
 		return rv;
 	}
-	free(buf);
+	free(h);
 	return rv;
 }
 
@@ -335,18 +353,30 @@ static void on_bidi_message(vpp_grpc_call *call, const uint8_t *data, size_t len
 static void on_bidi_writable(vpp_grpc_call *call)
 {
 	echo_state *s = vpp_grpc_call_data(call);
-	if (!s || !s->pending)
+	if (!s)
 		return;
-	int rv = vpp_grpc_call_send(call, s->pending, s->pending_len);
-	if (rv == VPP_EFULL)
-		return;
-	free(s->pending);
-	s->pending = NULL;
-	vpp_grpc_call_pause_recv(call, false);
+	while (s->held) {
+		held *h = s->held;
+		if (vpp_grpc_call_send(call, h->data, h->len) == VPP_EFULL)
+			return;
+		s->held = h->next;
+		if (!s->held)
+			s->held_tail = NULL;
+		free(h);
+	}
+	if (s->finish_when_sent)
+		vpp_grpc_call_finish(call, VPP_GRPC_OK, NULL);
+	else
+		vpp_grpc_call_pause_recv(call, false);
 }
 
 static void on_bidi_half_close(vpp_grpc_call *call)
 {
+	echo_state *s = vpp_grpc_call_data(call);
+	if (s && s->held) {
+		s->finish_when_sent = true; /* after the responses still waiting */
+		return;
+	}
 	vpp_grpc_call_finish(call, VPP_GRPC_OK, NULL);
 }
 

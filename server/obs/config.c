@@ -224,6 +224,8 @@ int vpp_config_parse(const vpp_config_opt *opts, size_t n, void *target, int arg
 
 	for (size_t i = 0; i < n; i++) {
 		char ename[128], origin[160];
+		if (opts[i].no_env)
+			continue;
 		env_name(opts[i].name, ename, sizeof(ename));
 		const char *v = getenv(ename);
 		if (!v)
@@ -293,7 +295,10 @@ void vpp_config_print_help(const vpp_config_opt *opts, size_t n, FILE *out)
 		env_name(o->name, ename, sizeof(ename));
 		snprintf(flag, sizeof(flag), "--%s %s", o->name, type_names[o->type]);
 		fprintf(out, "  %-34s %s\n", flag, o->help);
-		fprintf(out, "  %-34s env %s", "", ename);
+		if (o->no_env)
+			fprintf(out, "  %-34s no environment variable", "");
+		else
+			fprintf(out, "  %-34s env %s", "", ename);
 		if (o->def)
 			fprintf(out, ", default %s", o->def[0] ? o->def : "\"\"");
 		if (o->type == VPP_CFG_INT)

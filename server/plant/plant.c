@@ -13,7 +13,7 @@
 const char *vpp_bye_reason_name(vpp_bye_reason r)
 {
 	static const char *names[] = {"closed",	  "error",    "timeout",  "replaced",
-				      "slow_reader", "shutdown", "conn_lost"};
+				      "slow_reader", "shutdown", "conn_lost", "throttled"};
 	return (unsigned)r < sizeof(names) / sizeof(names[0]) ? names[r] : "unknown";
 }
 
@@ -37,6 +37,9 @@ static void metrics_init(vpp_plant *p)
 					"Device session events");
 	p->met.replaced = vpp_counter_get("vpp_device_events_total", "event=\"replaced\"", NULL);
 	p->met.byes = vpp_counter_get("vpp_device_events_total", "event=\"disconnect\"", NULL);
+	p->met.throttled = vpp_counter_get(
+		"vpp_device_hellos_throttled_total", NULL,
+		"Hellos refused: the device opened sessions too often (over 5, then one per 2 s)");
 	p->met.events_degraded = vpp_counter_get("vpp_device_events_total", "event=\"degraded\"",
 						 NULL);
 	p->met.events_recovered =
@@ -250,7 +253,7 @@ static owner *owner_of(vpp_plant *p, uint32_t slot)
 		if (!no)
 			return NULL;
 		for (size_t i = p->nowners; i < n; i++)
-			no[i].loop = -1;
+			no[i] = (owner){.loop = -1};
 		p->owners = no;
 		p->nowners = n;
 	}
@@ -263,11 +266,38 @@ static bool is_owner(vpp_plant *p, uint32_t slot, int loop, uint64_t session)
 	       p->owners[slot].session == session;
 }
 
+/* Takes a token from the device's Hello bucket; false when it is empty. */
+static bool hello_allowed(owner *o, int64_t now)
+{
+	if (!o->hello_at_ms)
+		o->hello_tokens = VPP__HELLO_BURST;
+	else if (now > o->hello_at_ms)
+		o->hello_tokens += (double)(now - o->hello_at_ms) / VPP__HELLO_REFILL_MS;
+	if (o->hello_tokens > VPP__HELLO_BURST)
+		o->hello_tokens = VPP__HELLO_BURST;
+	o->hello_at_ms = now;
+	if (o->hello_tokens < 1)
+		return false;
+	o->hello_tokens -= 1;
+	return true;
+}
+
 static void on_hello(vpp_plant *p, int loop, const vpp_plant_msg *m, int64_t now)
 {
 	vpp_plant_hello *h = m->u.hello;
 	uint32_t slot;
 	int rv = vpp_fleet_lookup(p->fleet, h->id, &slot);
+	owner *known = rv == 0 ? owner_of(p, slot) : NULL;
+	if (known && !hello_allowed(known, now)) {
+		/* Refused before it touches the fleet, the store or the
+		 * session it would replace. */
+		vpp_plant_out out = {.type = VPP_PO_CLOSE, .session = m->session,
+				     .u.reason = VPP_BYE_THROTTLED};
+		send_out(p, loop, &out, false);
+		vpp_counter_inc(p->met.throttled);
+		free(h);
+		return;
+	}
 	if (rv == VPP_ENOENT)
 		rv = vpp_fleet_add(p->fleet, h->id, &h->ratings, &slot);
 	else if (rv == 0)

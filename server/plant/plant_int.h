@@ -31,7 +31,15 @@ typedef struct {
 typedef struct {
 	int loop; /* -1: no session */
 	uint64_t session;
+	/* Hellos of this device: a token bucket (VPP__HELLO_BURST, one more
+	 * every VPP__HELLO_REFILL_MS), so a device that opens session after
+	 * session cannot flood the store with events or evict itself. */
+	double hello_tokens;
+	int64_t hello_at_ms; /* 0: never: a full bucket */
 } owner;
+
+#define VPP__HELLO_BURST 5
+#define VPP__HELLO_REFILL_MS 2000
 
 struct vpp_plant {
 	vpp_plant_opts o;
@@ -57,7 +65,7 @@ struct vpp_plant {
 	struct {
 		vpp_histogram *tick_seconds;
 		vpp_counter *commands, *commands_shed, *telemetry, *telemetry_rejected;
-		vpp_counter *hellos, *replaced, *byes, *acks, *queries;
+		vpp_counter *hellos, *replaced, *byes, *acks, *queries, *throttled;
 		vpp_counter *events_degraded, *events_recovered, *events_ack_missed;
 		vpp_gauge *target, *adjusted, *commanded, *measured, *measured_sigma;
 		vpp_gauge *error, *shortfall, *online, *stale, *offline, *degraded;

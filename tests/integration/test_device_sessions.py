@@ -413,6 +413,28 @@ def body(r):
     r.case("an ack before any setpoint of the session is counted stale, not an error",
            late_ack_of_previous_session)
 
+    def hello_churn():
+        # One device opening session after session (each a Hello that
+        # would replace the last and write two event rows): after a burst
+        # of 5 the Hellos are refused with UNAVAILABLE and a Backoff.
+        m0 = vt.read_metrics(env.admin)
+        replaced0 = m0.get("vpp_device_events_total", event="replaced") or 0
+        before = env.rejected("hello_rate")
+        ds = [Device(env, "dev-00004", auto=False) for _ in range(15)]
+        time.sleep(2)
+        refused = [d for d in ds if d.done.is_set() and d.status == grpc.StatusCode.UNAVAILABLE
+                   and "backoff" in d.kinds()]
+        assert len(refused) >= 8, [(d.status, d.details) for d in ds]
+        m1 = vt.read_metrics(env.admin)
+        assert env.rejected("hello_rate") >= before + len(refused)
+        assert (m1.get("vpp_device_hellos_throttled_total") or 0) >= len(refused)
+        assert (m1.get("vpp_device_events_total", event="replaced") or 0) - replaced0 <= 6
+        for d in ds:
+            d.close()
+
+    r.case("a device opening sessions in a loop is throttled after a burst (UNAVAILABLE + Backoff)",
+           hello_churn)
+
     r.case("the well-behaved device was never disturbed", good_survived)
 
     def shutdown():

@@ -28,6 +28,7 @@ import vpptest  # noqa: E402
 
 import h2.config  # noqa: E402
 import h2.connection  # noqa: E402
+import h2.errors  # noqa: E402
 import h2.events  # noqa: E402
 import h2.exceptions  # noqa: E402
 import h2.settings  # noqa: E402
@@ -533,6 +534,47 @@ def p_slow_reader_case(r, srv):
     r.case("%s: client that never reads: outbound bytes bounded, others served" % label(srv), run)
 
 
+def p_paused_streams_return_window(srv):
+    # A client that reads nothing (stream window 0) makes the server's Bidi
+    # echo fill its outbound queue and pause reading; what the client sent
+    # meanwhile is held back from flow control. When the client then resets
+    # the stream, those bytes must still be returned to the connection
+    # window: 20 such streams (about 1 MiB held each) would otherwise use up
+    # the 16 MiB connection window and stall every later call.
+    c = H2(srv, settings={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    try:
+        chunk = grpc_frame(S.echo_pb2.EchoRequest(payload=b"x" * 60000).SerializeToString())
+        for _ in range(20):
+            sid = c.request("/vpp.v1.Echo/Bidi", end=False)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                if c.conn.local_flow_control_window(sid) >= len(chunk):
+                    for i in range(0, len(chunk), 16384):
+                        c.conn.send_data(sid, chunk[i:i + 16384])
+                    c.flush()
+                    continue
+                # The server has paused (no window back) or is slow: wait.
+                before = c.conn.local_flow_control_window(sid)
+                c.pump(lambda: c.conn.local_flow_control_window(sid) > before, 0.3)
+                if c.conn.local_flow_control_window(sid) <= before:
+                    break
+            c.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+            c.flush()
+        # Give the server a moment to return what it held.
+        c.pump(lambda: c.conn.outbound_flow_control_window > 8 * MiB, 2)
+        win = c.conn.outbound_flow_control_window
+        assert win > 8 * MiB, "connection window %d bytes after 20 paused streams ended" % win
+        # And a call still works on this connection.
+        sid = c.request("/vpp.v1.Echo/Unary", grpc_frame(S.echo_pb2.EchoRequest(message="hi").SerializeToString()))
+        c.conn.increment_flow_control_window(1 << 20, sid)
+        c.flush()
+        c.pump(lambda: c.ended(sid), 5)
+        hdrs, body, trailers, reset = c.result(sid)
+        assert grpc_status(hdrs, trailers) == 0, (hdrs, trailers, reset)
+    finally:
+        c.close()
+
+
 def silent_closed(sock, limit_ms, what):
     t0 = time.monotonic()
     _, closed = read_until_closed(sock, limit_ms / 1000.0 + 5)
@@ -685,6 +727,8 @@ def body(r):
     bad_case(r, "h2c: header list over the limit", h2c, ["header_too_large"], p_big_headers)
     bad_case(r, "h2c: more streams than allowed are refused", h2c, ["too_many_streams"], p_too_many_streams)
     p_slow_reader_case(r, h2c)
+    r.case("h2c: paused streams that end give their held bytes back to the connection window",
+           p_paused_streams_return_window, h2c)
     bad_case(r, "h2c: TCP connection that sends nothing", h2c, ["handshake_timeout", "idle_timeout"], p_silent_tcp)
     bad_case(r, "h2c: preface and SETTINGS then silence", h2c, ["idle_timeout"], p_silent_h2)
     bad_case(r, "h2c: server enforces grpc-timeout -> DEADLINE_EXCEEDED", h2c, ["deadline_exceeded"],

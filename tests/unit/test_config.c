@@ -17,11 +17,11 @@ typedef struct {
 } conf;
 
 static const vpp_config_opt table[] = {
-	{"config", VPP_CFG_STRING, offsetof(conf, config), 0, 0, NULL, "INI file"},
-	{"api-port", VPP_CFG_INT, offsetof(conf, port), 1, 65535, "7444", "port"},
-	{"ratio", VPP_CFG_DOUBLE, offsetof(conf, ratio), 0, 1, "0.5", "a fraction"},
-	{"node-name", VPP_CFG_STRING, offsetof(conf, name), 0, 0, "node", "name"},
-	{"flag", VPP_CFG_BOOL, offsetof(conf, flag), 0, 0, "false", "a switch"},
+	{"config", VPP_CFG_STRING, offsetof(conf, config), 0, 0, NULL, "INI file", false},
+	{"api-port", VPP_CFG_INT, offsetof(conf, port), 1, 65535, "7444", "port", false},
+	{"ratio", VPP_CFG_DOUBLE, offsetof(conf, ratio), 0, 1, "0.5", "a fraction", false},
+	{"node-name", VPP_CFG_STRING, offsetof(conf, name), 0, 0, "node", "name", false},
+	{"flag", VPP_CFG_BOOL, offsetof(conf, flag), 0, 0, "false", "a switch", false},
 };
 #define N (sizeof(table) / sizeof(table[0]))
 

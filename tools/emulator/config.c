@@ -16,14 +16,16 @@
 
 #define O(n, t, f, lo, hi, d, h)                                                                   \
 	{                                                                                          \
-		n, t, offsetof(vpp__emul_config, f), lo, hi, d, h                                  \
+		n, t, offsetof(vpp__emul_config, f), lo, hi, d, h, false                           \
 	}
 #define S VPP_CFG_STRING
 #define I VPP_CFG_INT
 #define D VPP_CFG_DOUBLE
 
 const vpp_config_opt vpp__emul_opts[] = {
-    O("server", S, server, 0, 0, NULL, "vppd device endpoint HOST:PORT (required)"),
+    /* Not VPP_SERVER: that is vppctl's operator API. */
+    {"server", S, offsetof(vpp__emul_config, server), 0, 0, NULL,
+     "vppd device endpoint HOST:PORT (required; a flag or profile key)", true},
     O("devices", I, devices, 1, 1000000, "10", "number of batteries to emulate"),
     O("certs", S, certs, 0, 0, NULL,
       "certificate dir from deploy/local/certs.sh: ca.pem, devices/<id>.pem/.key (required)"),
