@@ -6,6 +6,7 @@
 #include "vpp/error.h"
 #include "vpp/log.h"
 #include "vpp/store.h"
+#include "vpp/text.h"
 #include "vpp/v1/device.pb-c.h"
 
 #include <math.h>
@@ -184,6 +185,8 @@ static void on_hello(session *s, const Vpp__V1__Hello *h)
 		why = "ratings out of range for a battery";
 	else if (vpp_device_ratings_check(&r) != 0)
 		why = "ratings out of range";
+	else if (h->firmware && !vpp_utf8_valid(h->firmware))
+		why = "firmware must be UTF-8 text";
 	if (why) {
 		end(s, DR_BAD_HELLO, VPP_BYE_ERROR, VPP_GRPC_INVALID_ARGUMENT, "bad Hello: %s", why);
 		return;
@@ -194,7 +197,8 @@ static void on_hello(session *s, const Vpp__V1__Hello *h)
 		return;
 	}
 	snprintf(ph->id, sizeof(ph->id), "%s", s->id);
-	snprintf(ph->firmware, sizeof(ph->firmware), "%.63s", h->firmware ? h->firmware : "");
+	/* Shortened at a character boundary: the database takes only UTF-8. */
+	vpp_utf8_copy(ph->firmware, sizeof(ph->firmware), h->firmware ? h->firmware : "");
 	snprintf(ph->session_id, sizeof(ph->session_id), "%s", s->session_id);
 	ph->ratings = r;
 	vpp_plant_msg m = {.type = VPP_PM_HELLO, .session = s->handle, .u.hello = ph};

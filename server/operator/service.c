@@ -5,6 +5,7 @@
 #include "vpp/error.h"
 #include "vpp/log.h"
 #include "vpp/store.h"
+#include "vpp/text.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -202,9 +203,10 @@ static void set_apply(op_call *c)
 {
 	vpp_operator *op = c->ol->op;
 	const Vpp__V1__SetFleetSetpointRequest *r = c->set;
-	char detail[256];
-	snprintf(detail, sizeof(detail), "target_kw=%.3f valid_for_s=%u ramp_kw_per_s=%.3f reason=%.100s",
-		 r->target_kw, r->valid_for_s, r->ramp_kw_per_s, r->reason);
+	char detail[256], reason[101];
+	vpp_utf8_copy(reason, sizeof(reason), r->reason); /* whole characters only */
+	snprintf(detail, sizeof(detail), "target_kw=%.3f valid_for_s=%u ramp_kw_per_s=%.3f reason=%s",
+		 r->target_kw, r->valid_for_s, r->ramp_kw_per_s, reason);
 	if (c->store_status != 0) {
 		audit(op, c->principal, "SetFleetSetpoint", r->request_id, detail, "db_unavailable");
 		vpp_grpc_call_finish(c->call, VPP_GRPC_UNAVAILABLE,
@@ -311,13 +313,15 @@ static void settle_in_memory(op_call *c)
 	pthread_mutex_unlock(&op->recent_lock);
 }
 
+/* No control characters, valid UTF-8 (the database's encoding), at most
+ * |max| bytes. */
 static bool printable(const char *s, size_t max)
 {
 	size_t n = 0;
-	for (; *s; s++, n++)
-		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+	for (const char *p = s; *p; p++, n++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			return false;
-	return n <= max;
+	return n <= max && vpp_utf8_valid(s);
 }
 
 static void on_set(vpp_grpc_call *call, const uint8_t *req, size_t len)
@@ -345,10 +349,10 @@ static void on_set(vpp_grpc_call *call, const uint8_t *req, size_t len)
 	else if (!r->request_id[0])
 		snprintf(why, sizeof(why), "request_id is required (it makes retries safe)");
 	else if (!printable(r->request_id, VPP_ID_CAP * 2 - 1))
-		snprintf(why, sizeof(why), "request_id must be printable, at most %d characters",
+		snprintf(why, sizeof(why), "request_id must be printable UTF-8, at most %d bytes",
 			 VPP_ID_CAP * 2 - 1);
 	else if (!printable(r->reason, VPP_TEXT_CAP - 1))
-		snprintf(why, sizeof(why), "reason must be printable, at most %d characters",
+		snprintf(why, sizeof(why), "reason must be printable UTF-8, at most %d bytes",
 			 VPP_TEXT_CAP - 1);
 	if (why[0]) {
 		audit(op, principal, "SetFleetSetpoint", r->request_id, why, "invalid");

@@ -326,6 +326,30 @@ def body(r):
 
     r.case("garbage bytes as a message: INVALID_ARGUMENT", garbage_bytes)
 
+    def firmware_not_utf8():
+        # A Hello whose firmware string is not UTF-8 (the database would
+        # refuse the device's row): INVALID_ARGUMENT, counted as bad_hello.
+        before = env.rejected("bad_hello")
+        hello = dmod.DeviceMessage(hello=dmod.Hello(
+            device_id="dev-00006", firmware="FWFW", rated_charge_kw=5, rated_discharge_kw=5, capacity_kwh=10,
+            min_soc=0.1, max_soc=0.9, ramp_kw_per_s=5)).SerializeToString()
+        raw = hello.replace(b"FWFW", b"\xff\xfe\xc3\x28")
+        creds = grpc.ssl_channel_credentials(env.read("ca.pem"), env.read("devices/dev-00006.key"),
+                                             env.read("devices/dev-00006.pem"))
+        ch = grpc.secure_channel("localhost:%d" % env.device_port, creds)
+        call = ch.stream_stream("/vpp.v1.DeviceLink/Connect", request_serializer=lambda b: b,
+                                response_deserializer=lambda b: b)
+        try:
+            list(call(iter([raw]), timeout=10))
+            code, details = grpc.StatusCode.OK, ""
+        except grpc.RpcError as e:
+            code, details = e.code(), e.details()
+        ch.close()
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "UTF-8" in details, (code, details)
+        assert env.rejected("bad_hello") > before
+
+    r.case("a Hello whose firmware is not UTF-8: INVALID_ARGUMENT", firmware_not_utf8)
+
     def replacement():
         a = Device(env, "dev-00007")
         t0 = time.time()

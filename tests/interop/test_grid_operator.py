@@ -121,6 +121,13 @@ def body(r):
         assert c == grpc.StatusCode.INVALID_ARGUMENT, c
         c, _ = code_of(op.GetDevice, g.GetDeviceRequest(device_id=""), metadata=tok(OP))
         assert c == grpc.StatusCode.INVALID_ARGUMENT, c
+        # A reason that is not UTF-8 (the audit row would not be written).
+        raw = g.SetFleetSetpointRequest(target_kw=5, valid_for_s=10, request_id="b7",
+                                        reason="RSNX").SerializeToString().replace(b"RSNX", b"\xc3\x28\xff!")
+        set_raw = ch.unary_unary("/vpp.v1.GridOperator/SetFleetSetpoint", request_serializer=lambda b: b,
+                                 response_deserializer=lambda b: b)
+        c, why = code_of(set_raw, raw, metadata=tok(OP), timeout=5)
+        assert c == grpc.StatusCode.INVALID_ARGUMENT and "UTF-8" in why, (c, why)
 
     r.case("bad requests get INVALID_ARGUMENT with a message", bad_requests)
 
