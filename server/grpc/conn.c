@@ -321,8 +321,11 @@ static void on_tls_data(vpp_grpc_conn *c)
 		const unsigned char *proto = NULL;
 		unsigned int plen = 0;
 		SSL_get0_alpn_selected(c->ssl, &proto, &plen);
-		if (plen && !(plen == 2 && memcmp(proto, "h2", 2) == 0)) {
-			vpp__conn_reject(c, R_TLS_HANDSHAKE, "ALPN did not select h2");
+		if (!(plen == 2 && memcmp(proto, "h2", 2) == 0)) {
+			/* gRPC over TLS is negotiated as h2: a peer that offers
+			 * nothing (or something else) speaks another protocol. */
+			vpp__conn_reject(c, R_TLS_HANDSHAKE,
+					 plen ? "ALPN did not select h2" : "no ALPN: h2 is required");
 			return;
 		}
 		if (start_h2(c) != 0) {

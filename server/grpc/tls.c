@@ -309,7 +309,15 @@ void vpp__tls_peer_identity(vpp_grpc_conn *c)
 	if (!peer || SSL_get_verify_result(c->ssl) != X509_V_OK)
 		return;
 	X509_NAME *name = X509_get_subject_name(peer);
+	/* Exactly one CN: with several, tools that read another one would see
+	 * another identity. */
+	int idx = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+	if (idx < 0 || X509_NAME_get_index_by_NID(name, NID_commonName, idx) >= 0)
+		return;
 	char cn[256];
+	const ASN1_STRING *v = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, idx));
+	if (!v || ASN1_STRING_length(v) >= (int)sizeof(cn))
+		return; /* longer than any identity: never cut one to fit */
 	int n = X509_NAME_get_text_by_NID(name, NID_commonName, cn, sizeof(cn));
 	if (n <= 0 || (size_t)n != strlen(cn))
 		return; /* absent, or an embedded NUL: not an identity */

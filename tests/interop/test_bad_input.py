@@ -240,6 +240,20 @@ def p_tls_garbage(srv):
         s.close()
 
 
+def p_tls_no_alpn(srv):
+    # gRPC over TLS is h2 by ALPN: a client that offers no ALPN speaks
+    # something else, and is closed after the handshake.
+    ctx = ssl.create_default_context(cafile=CERTS.ca)
+    s = ctx.wrap_socket(tcp(srv), server_hostname="localhost")
+    try:
+        assert s.selected_alpn_protocol() is None
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        _, closed = read_until_closed(s, 5)
+        assert closed, "connection without ALPN still open 5 s later"
+    finally:
+        s.close()
+
+
 def p_tls_records_split(srv):
     """TLS records cut across TCP segments (the handshake in pieces, a
     request one byte per segment) and many tiny records in one segment make
@@ -712,6 +726,8 @@ def body(r):
     bad_case(r, "tls: TCP connection that sends nothing", tls, ["handshake_timeout"], p_silent_tcp)
     bad_case(r, "tls: TLS handshake then silence", tls, ["handshake_timeout", "idle_timeout"], p_silent_tls)
     bad_case(r, "tls: unknown method over TLS", tls, ["unknown_method"], p_unknown)
+    if kind == "vppd":
+        bad_case(r, "tls: a client that offers no ALPN is closed", tls, ["tls_handshake"], p_tls_no_alpn)
     bad_case(r, "tls: HTTP/1.1 request and more data: closed without a TLS error", tls, ["http1"],
              p_http1_tls_then_more)
     r.case("tls: records split over 1-byte segments, many records in one segment", p_tls_records_split, tls)

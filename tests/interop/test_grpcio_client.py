@@ -15,6 +15,7 @@ import os
 import queue
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -402,6 +403,28 @@ def t_peer_identity(srv, certs):
         ch.close()
 
 
+def t_two_cns(srv, certs):
+    # A client certificate with two CNs (CN=operator-admin, CN=innocent):
+    # no identity at all, rather than the first CN (a tool reading the last
+    # one would disagree about who called).
+    d = certs.dir
+    ext = os.path.join(d, "two-cn.ext")
+    with open(ext, "w") as f:
+        f.write("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n")
+    for args in (["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "two-cn.key"],
+                 ["req", "-new", "-key", "two-cn.key", "-subj", "/CN=operator-admin/CN=innocent", "-out", "two-cn.csr"],
+                 ["x509", "-req", "-in", "two-cn.csr", "-CA", "operator-ca.pem", "-CAkey", "operator-ca.key",
+                  "-CAcreateserial", "-sha256", "-days", "30", "-extfile", ext, "-out", "two-cn.pem"]):
+        p = subprocess.run(["openssl"] + args, cwd=d, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+    ch = channel(srv, certs, client_cert=(os.path.join(d, "two-cn.pem"), os.path.join(d, "two-cn.key")), fresh=True)
+    try:
+        r = S.echo_pb2_grpc.EchoStub(ch).Unary(pb.EchoRequest(message="who"), timeout=10)
+        assert r.peer_identity == "", "peer_identity %r from a certificate with two CNs" % r.peer_identity
+    finally:
+        ch.close()
+
+
 def t_wrong_ca(srv, certs):
     before = metric_now(srv, lambda m: m.rejected("tls_handshake"))
     ch = channel(srv, certs, client_cert=(certs.device, certs.device_key), fresh=True)
@@ -535,6 +558,8 @@ def body(r):
         ch.close()
 
     r.case("tls: client certificate → peer_identity", t_peer_identity, mtls, certs)
+    if kind == "vppd":
+        r.case("tls: a certificate with two CNs gives no identity", t_two_cns, mtls, certs)
     r.case("tls: client certificate from another CA is refused", t_wrong_ca, mtls, certs)
     r.case("tls: client refuses an untrusted server", t_untrusted_server, tls, certs)
     r.case("tls: health on a new connection", health_ok, tls, certs)
