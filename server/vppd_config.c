@@ -55,7 +55,8 @@ const vpp_config_opt vppd_config_table[] = {
 	OPT("grpc-idle-timeout-ms", VPP_CFG_INT, grpc_idle_timeout_ms, 0, 86400000, "300000",
 	    "close a connection with no open stream after this long (0 = never)"),
 	OPT("grpc-handshake-timeout-ms", VPP_CFG_INT, grpc_handshake_timeout_ms, 100, 600000,
-	    "10000", "time allowed for the TLS handshake and HTTP/2 preface"),
+	    "10000", "time allowed for the TLS handshake and HTTP/2 preface, and for each "
+	    "request header block once begun"),
 	OPT("shutdown-grace-ms", VPP_CFG_INT, shutdown_grace_ms, 0, 600000, "5000",
 	    "on SIGTERM, time in-flight calls get to finish after GOAWAY"),
 	OPT("enable-echo", VPP_CFG_BOOL, enable_echo, 0, 0, "false",

@@ -428,16 +428,27 @@ void vpp__conn_start_reading(vpp_grpc_conn *c)
 	vpp__conn_arm_timer(c);
 }
 
+/* TLS done and, on the server, the client's HTTP/2 preface received: the
+ * handshake timeout stops applying. */
+static bool conn_ready(const vpp_grpc_conn *c)
+{
+	return c->h2_started && (c->ssl == NULL || c->tls_done) &&
+	       (c->role == ROLE_CLIENT || c->peer_settings);
+}
+
 void vpp__conn_arm_timer(vpp_grpc_conn *c)
 {
 	if (c->closing)
 		return;
 	uint64_t now = uv_now(c->loop), next = UINT64_MAX;
-	bool ready = c->h2_started && (c->ssl == NULL || c->tls_done);
+	bool ready = conn_ready(c);
 	if (!ready && c->handshake_timeout_ms)
 		next = c->opened_ms + c->handshake_timeout_ms;
 	if (ready && c->idle_timeout_ms && c->nstreams == 0 && c->idle_since_ms + c->idle_timeout_ms < next)
 		next = c->idle_since_ms + c->idle_timeout_ms;
+	if (c->headers_since_ms && c->handshake_timeout_ms &&
+	    c->headers_since_ms + c->handshake_timeout_ms < next)
+		next = c->headers_since_ms + c->handshake_timeout_ms;
 	if (ready && c->keepalive_ms) {
 		uint64_t k = c->ping_outstanding ? c->ping_sent_ms + KEEPALIVE_ACK_TIMEOUT_MS
 						 : c->last_rx_ms + c->keepalive_ms;
@@ -455,11 +466,18 @@ static void on_timer(uv_timer_t *t)
 {
 	vpp_grpc_conn *c = t->data;
 	uint64_t now = uv_now(c->loop);
-	bool ready = c->h2_started && (c->ssl == NULL || c->tls_done);
+	bool ready = conn_ready(c);
 	if (c->closing || c->want_close)
 		return;
 	if (!ready && c->handshake_timeout_ms && now >= c->opened_ms + c->handshake_timeout_ms) {
 		vpp__conn_reject(c, R_HANDSHAKE_TIMEOUT, "no TLS handshake / HTTP/2 preface in time");
+		if (!c->closing)
+			vpp__conn_close(c, VPP_ETIMEDOUT);
+		return;
+	}
+	if (c->headers_since_ms && c->handshake_timeout_ms &&
+	    now >= c->headers_since_ms + c->handshake_timeout_ms) {
+		vpp__conn_reject(c, R_HEADER_TIMEOUT, "an HTTP/2 header block not completed in time");
 		if (!c->closing)
 			vpp__conn_close(c, VPP_ETIMEDOUT);
 		return;

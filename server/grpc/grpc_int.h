@@ -46,6 +46,7 @@ typedef enum {
 	R_ADMISSION,
 	R_ACCEPT_FAILED,
 	R_CLIENT_GONE,
+	R_HEADER_TIMEOUT,
 	R__COUNT
 } vpp__reason;
 
@@ -179,6 +180,8 @@ struct vpp_grpc_conn {
 
 	bool tls_done;
 	bool h2_started;
+	bool peer_settings; /* server: the client's preface and SETTINGS arrived */
+	uint64_t headers_since_ms; /* server: a header block is open since; 0: none */
 	bool closing;	    /* handles are being closed */
 	bool goaway_sent;
 	bool draining;	    /* graceful shutdown: close when the last stream ends */

@@ -26,7 +26,7 @@ const char *const vpp__reason_names[R__COUNT] = {
 	"header_too_large", "handshake_timeout",  "idle_timeout",
 	"keepalive_timeout", "deadline_exceeded", "cancelled",
 	"slow_reader",	    "admission",	  "accept_failed",
-	"client_gone",
+	"client_gone",	    "header_timeout",
 };
 
 typedef struct {
@@ -289,6 +289,10 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void
 	call->req_timeout_ms = -1;
 	call->http_status = 200;
 	c->nstreams++;
+	/* Header blocks cannot interleave: at most one is open at a time. It
+	 * must end within the handshake timeout (a slow-headers client). */
+	c->headers_since_ms = uv_now(c->loop);
+	vpp__conn_arm_timer(c);
 	nghttp2_session_set_stream_user_data(s, frame->hd.stream_id, call);
 	return 0;
 }
@@ -477,6 +481,7 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
 	vpp_grpc_call *call;
 	switch (frame->hd.type) {
 	case NGHTTP2_HEADERS:
+		c->headers_since_ms = 0; /* the block is complete */
 		call = nghttp2_session_get_stream_user_data(s, frame->hd.stream_id);
 		if (!call)
 			return 0;
@@ -495,6 +500,13 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *frame, void *u
 	case NGHTTP2_PING:
 		if (frame->hd.flags & NGHTTP2_FLAG_ACK)
 			c->ping_outstanding = false;
+		break;
+	case NGHTTP2_SETTINGS:
+		if (!c->peer_settings && !(frame->hd.flags & NGHTTP2_FLAG_ACK)) {
+			c->peer_settings = true; /* the preface is complete */
+			c->idle_since_ms = uv_now(c->loop);
+			vpp__conn_arm_timer(c);
+		}
 		break;
 	default:
 		break;

@@ -622,6 +622,40 @@ def p_silent_h2(srv):
         c.close()
 
 
+def p_slow_headers(srv):
+    # A HEADERS frame whose block never ends (no END_HEADERS, no
+    # CONTINUATION): a stream that never starts must not hold the
+    # connection open forever. Bytes of a PING keep the connection "alive".
+    s = tcp(srv)
+    if not srv.h2c:
+        s = tls_wrap(s)
+    try:
+        settings = struct.pack(">I", 0)[1:] + bytes([4, 0]) + struct.pack(">I", 0)  # empty SETTINGS
+        block = b"\x83\x86"  # :method POST, :scheme http (HPACK indexed)
+        headers = struct.pack(">I", len(block))[1:] + bytes([1, 0]) + struct.pack(">I", 1) + block
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + settings + headers)
+        t0 = time.monotonic()
+        _, closed = read_until_closed(s, HANDSHAKE_MS / 1000.0 + 5)
+        dt = time.monotonic() - t0
+        assert closed, "connection with an unfinished header block still open %.1f s later" % dt
+        assert dt >= HANDSHAKE_MS / 1000.0 * 0.5, "closed after %.2f s, before the timeout" % dt
+    finally:
+        s.close()
+
+
+def p_silent_preface_tls(srv):
+    # TLS done, then no HTTP/2 preface: the handshake timeout covers it.
+    s = tls_wrap(tcp(srv))
+    try:
+        t0 = time.monotonic()
+        _, closed = read_until_closed(s, HANDSHAKE_MS / 1000.0 + 5)
+        assert closed and time.monotonic() - t0 < HANDSHAKE_MS / 1000.0 + 1.0, \
+            "no preface: closed=%s after %.1f s (handshake timeout %d ms, idle %d ms)" % (
+                closed, time.monotonic() - t0, HANDSHAKE_MS, IDLE_MS)
+    finally:
+        s.close()
+
+
 def p_server_deadline(srv):
     # A raw client does not enforce its own deadline: the server must end
     # the call at grpc-timeout with DEADLINE_EXCEEDED, long before the
@@ -747,6 +781,11 @@ def body(r):
            p_paused_streams_return_window, h2c)
     bad_case(r, "h2c: TCP connection that sends nothing", h2c, ["handshake_timeout", "idle_timeout"], p_silent_tcp)
     bad_case(r, "h2c: preface and SETTINGS then silence", h2c, ["idle_timeout"], p_silent_h2)
+    if kind == "vppd":
+        bad_case(r, "h2c: a header block that never ends is closed", h2c, ["header_timeout"], p_slow_headers)
+        bad_case(r, "tls: a header block that never ends is closed", tls, ["header_timeout"], p_slow_headers)
+        bad_case(r, "tls: TLS then no HTTP/2 preface: closed at the handshake timeout", tls,
+                 ["handshake_timeout"], p_silent_preface_tls)
     bad_case(r, "h2c: server enforces grpc-timeout -> DEADLINE_EXCEEDED", h2c, ["deadline_exceeded"],
              p_server_deadline)
     bad_case(r, "h2c: DATA on stream 0 -> connection error", h2c, ["h2_protocol"], p_h2_protocol)
