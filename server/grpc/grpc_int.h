@@ -47,6 +47,7 @@ typedef enum {
 	R_ACCEPT_FAILED,
 	R_CLIENT_GONE,
 	R_HEADER_TIMEOUT,
+	R_FD_LIMIT,
 	R__COUNT
 } vpp__reason;
 

@@ -26,7 +26,7 @@ const char *const vpp__reason_names[R__COUNT] = {
 	"header_too_large", "handshake_timeout",  "idle_timeout",
 	"keepalive_timeout", "deadline_exceeded", "cancelled",
 	"slow_reader",	    "admission",	  "accept_failed",
-	"client_gone",	    "header_timeout",
+	"client_gone",	    "header_timeout",	  "fd_limit",
 };
 
 typedef struct {
@@ -684,21 +684,25 @@ static void start_conn(vpp_grpc_conn *c)
 	vpp__conn_start_reading(c);
 }
 
-/* Connections past the open-file limit are accepted and closed by libuv
- * without a word to us: say so when the connections come close to it. */
-static void near_fd_limit(listen_handle *lh, long open)
+/* True when |open| connections leave fewer descriptors than the reserve
+ * (what vppd held at start, plus a margin: the database, the journal, the
+ * admin endpoint need theirs): such a connection is refused at once, and
+ * said (at most every 10 s). Past the real limit libuv closes connections
+ * without a word to us, so this is also the only warning. */
+static bool near_fd_limit(listen_handle *lh, long open)
 {
 	uint64_t limit = lh->io->srv->fd_limit;
 	if (limit == 0 || (uint64_t)open + lh->io->srv->fd_reserve < limit)
-		return;
+		return false;
 	uint64_t now = uv_now(&lh->io->loop);
 	if (lh->fd_logged_ms && now - lh->fd_logged_ms < 10000)
-		return;
+		return true;
 	lh->fd_logged_ms = now;
 	vpp_log(VPP_LOG_WARN, "grpc",
 		"listener=%s: %ld connections open, open-file limit %llu: connections past the "
 		"limit are refused (raise ulimit -n or LimitNOFILE=)",
 		lh->l->name, open, (unsigned long long)limit);
+	return true;
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -748,8 +752,13 @@ static void on_connection(uv_stream_t *server, int status)
 	io->conns = c;
 	vpp_counter_inc(c->met->conns_total);
 	vpp_gauge_add(c->met->conns, 1);
-	near_fd_limit(lh, atomic_fetch_add(&io->srv->open_conns, 1) + 1);
+	bool full = near_fd_limit(lh, atomic_fetch_add(&io->srv->open_conns, 1) + 1);
 	if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+		vpp__conn_close(c, VPP_EIO);
+		return;
+	}
+	if (full) {
+		vpp_counter_inc(c->met->rejected[R_FD_LIMIT]);
 		vpp__conn_close(c, VPP_EIO);
 		return;
 	}
