@@ -16,14 +16,15 @@ typedef int (*vpp_grpc_msg_cb)(void *ud, bool compressed, const uint8_t *msg, si
 
 /* Incremental decoder of length-prefixed messages (1 byte flag, 4 bytes
  * big-endian length, then the message). Buffers at most one partial
- * message, never more than |max_len| bytes. */
+ * message, never more than |max_len| bytes, and grows its buffer with the
+ * bytes that arrive: a length prefix alone allocates nothing. */
 typedef struct {
 	size_t max_len;
 	uint8_t hdr[VPP_GRPC_FRAME_HEADER];
 	size_t hdr_have;
 	uint32_t msg_len;
-	uint8_t *buf; /* partial message, malloc'd on demand */
-	size_t have;
+	uint8_t *buf; /* partial message, grown as bytes arrive */
+	size_t have, cap;
 	int failed; /* sticky error */
 } vpp_grpc_decoder;
 

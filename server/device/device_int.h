@@ -25,6 +25,7 @@ typedef struct session {
 	uint64_t first_sp_seq, last_sp_seq; /* setpoints sent on this session */
 	uint64_t last_sp_sent; /* uv_hrtime() just after it was written; 0: acked */
 	int64_t clock_offset_ms;
+	bool clock_known; /* a Pong gave clock_offset_ms */
 	uint64_t ping_id;
 	uint64_t ping_sent;    /* loop time, ms; 0: none outstanding */
 	int64_t ping_sent_wall;

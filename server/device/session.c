@@ -138,6 +138,8 @@ static void on_start(vpp_grpc_call *call, void *ud)
 		 (unsigned long long)++dl->counter);
 }
 
+static bool send_ping(session *s, uint64_t now);
+
 static bool finite_all(const double *v, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -211,8 +213,8 @@ static void on_hello(session *s, const Vpp__V1__Hello *h)
 	}
 	s->hello = true;
 	vpp_counter_inc(d->met.hellos);
-	/* Registration with the store comes from the plant; the store also
-	 * learns the id now so this session's first telemetry is accepted. */
+	/* Registration with the store comes from the plant (the device row
+	 * before any of this session's telemetry reaches the database). */
 	Vpp__V1__ServerMessage out = VPP__V1__SERVER_MESSAGE__INIT;
 	Vpp__V1__Welcome w = VPP__V1__WELCOME__INIT;
 	w.session_id = s->session_id;
@@ -220,8 +222,11 @@ static void on_hello(session *s, const Vpp__V1__Hello *h)
 	w.server_time_ms = vpp_wall_ms();
 	out.msg_case = VPP__V1__SERVER_MESSAGE__MSG_WELCOME;
 	out.welcome = &w;
-	s->next_ping = uv_now(s->dl->loop) + 1000; /* first ping soon: clock offset */
-	send_server_msg(s, &out);
+	if (!send_server_msg(s, &out))
+		return;
+	/* The first ping right behind the Welcome: until its Pong gives the
+	 * device's clock offset, rows are marked QUALITY_CLOCK_UNSYNCED. */
+	send_ping(s, uv_now(s->dl->loop));
 }
 
 /* Hands a row to the store. When the store is full, or rows already wait
@@ -303,6 +308,8 @@ static void on_telemetry(session *s, const Vpp__V1__Telemetry *t)
 	row.soc = t->soc;
 	row.soc_sigma = t->soc_sigma;
 	row.quality = t->quality;
+	if (!s->clock_known) /* measured_at is the device's own clock still */
+		row.quality |= VPP__V1__QUALITY_FLAG__QUALITY_CLOCK_UNSYNCED;
 	if (persist(s, &row) != 0) {
 		/* Not accepted: the device keeps it and sends it again later. */
 		if (send_backoff(s, 5000))
@@ -398,6 +405,7 @@ static void on_pong(session *s, const Vpp__V1__Pong *p)
 		if (!s->min_rtt || rtt < s->min_rtt)
 			s->min_rtt = rtt ? rtt : 1;
 		s->clock_offset_ms = s->ping_sent_wall + (int64_t)rtt / 2 - p->device_time_ms;
+		s->clock_known = true;
 	}
 }
 
@@ -650,6 +658,26 @@ void vpp__dev_deliver(void *ud, const vpp_plant_out *m)
 
 /* ---- timers ------------------------------------------------------------- */
 
+/* Liveness and the device's clock offset. Returns false when |s| is gone
+ * (see send_server_msg). */
+static bool send_ping(session *s, uint64_t now)
+{
+	vpp_devices *d = s->dl->d;
+	Vpp__V1__ServerMessage out = VPP__V1__SERVER_MESSAGE__INIT;
+	Vpp__V1__Ping p = VPP__V1__PING__INIT;
+	p.ping_id = ++s->ping_id;
+	p.server_time_ms = vpp_wall_ms();
+	out.msg_case = VPP__V1__SERVER_MESSAGE__MSG_PING;
+	out.ping = &p;
+	s->ping_sent = now;
+	s->ping_sent_wall = p.server_time_ms;
+	/* Spread pings so that they do not all go out together. */
+	s->next_ping = now + d->o.ping_interval_ms / 2 +
+		       (uint64_t)(rand() % (int)(d->o.ping_interval_ms / 2 + 1));
+	vpp_counter_inc(d->met.pings);
+	return send_server_msg(s, &out);
+}
+
 void vpp__dev_sweep(uv_timer_t *t)
 {
 	dev_loop *dl = t->data;
@@ -669,21 +697,8 @@ void vpp__dev_sweep(uv_timer_t *t)
 			    "silent for %llu ms", (unsigned long long)(now - s->last_rx));
 			continue;
 		}
-		if (s->hello && now >= s->next_ping && !s->blocked) {
-			Vpp__V1__ServerMessage out = VPP__V1__SERVER_MESSAGE__INIT;
-			Vpp__V1__Ping p = VPP__V1__PING__INIT;
-			p.ping_id = ++s->ping_id;
-			p.server_time_ms = vpp_wall_ms();
-			out.msg_case = VPP__V1__SERVER_MESSAGE__MSG_PING;
-			out.ping = &p;
-			s->ping_sent = now;
-			s->ping_sent_wall = p.server_time_ms;
-			/* Spread pings so that they do not all go out together. */
-			s->next_ping = now + d->o.ping_interval_ms / 2 +
-				       (uint64_t)(rand() % (int)(d->o.ping_interval_ms / 2 + 1));
-			vpp_counter_inc(d->met.pings);
-			send_server_msg(s, &out);
-		}
+		if (s->hello && now >= s->next_ping && !s->blocked)
+			send_ping(s, now);
 	}
 }
 

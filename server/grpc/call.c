@@ -234,6 +234,8 @@ void vpp__call_free(vpp_grpc_call *call)
 		c->calls = call->next;
 	if (call->next)
 		call->next->prev = call->prev;
+	c->partial_bytes -= call->partial_counted;
+	call->partial_counted = 0;
 	vpp__call_clear_deadline(call);
 	free_chunks(call);
 	vpp__md_free(&call->resp_hdr);
@@ -553,8 +555,17 @@ void vpp__call_recv_data(vpp_grpc_call *call, const uint8_t *data, size_t len)
 	bool ignore = call->done || (c->role == ROLE_SERVER && (call->finishing || !call->started));
 	if (!ignore) {
 		int rv = vpp_grpc_decoder_feed(&call->dec, data, len, on_decoded, call);
+		c->partial_bytes += call->dec.cap - call->partial_counted;
+		call->partial_counted = call->dec.cap;
+		/* Bytes of messages not yet complete are held before any handler
+		 * (or authorization) runs: a connection may hold four of the
+		 * largest messages, not one per stream. */
+		bool crowded = rv == 0 && c->partial_bytes > 4 * c->max_message_bytes;
+		if (crowded)
+			rv = VPP_ETOOBIG;
 		if (rv == VPP_ETOOBIG || rv == VPP_EPROTO || rv == VPP_ENOMEM) {
-			const char *msg = rv == VPP_ETOOBIG ? "message larger than the limit"
+			const char *msg = crowded ? "too many partial messages on this connection"
+				       : rv == VPP_ETOOBIG ? "message larger than the limit"
 				       : rv == VPP_EPROTO  ? "bad gRPC frame flag"
 							   : "out of memory";
 			if (c->role == ROLE_SERVER) {

@@ -15,7 +15,7 @@ void vpp_grpc_decoder_free(vpp_grpc_decoder *d)
 {
 	free(d->buf);
 	d->buf = NULL;
-	d->have = 0;
+	d->have = d->cap = 0;
 }
 
 bool vpp_grpc_decoder_partial(const vpp_grpc_decoder *d)
@@ -67,16 +67,24 @@ int vpp_grpc_decoder_feed(vpp_grpc_decoder *d, const uint8_t *data, size_t len,
 			if (d->msg_len > d->max_len)
 				return d->failed = VPP_ETOOBIG;
 			d->have = 0;
-			if (d->msg_len > 0) {
-				free(d->buf);
-				d->buf = malloc(d->msg_len);
-				if (!d->buf)
-					return d->failed = VPP_ENOMEM;
-			}
 		}
 		size_t take = d->msg_len - d->have;
 		if (take > len)
 			take = len;
+		if (d->have + take > d->cap) {
+			/* Doubling, up to the declared length: memory follows
+			 * the bytes received, not what a prefix claims. */
+			size_t ncap = d->cap ? d->cap * 2 : 4096;
+			if (ncap < d->have + take)
+				ncap = d->have + take;
+			if (ncap > d->msg_len)
+				ncap = d->msg_len;
+			uint8_t *nb = realloc(d->buf, ncap);
+			if (!nb)
+				return d->failed = VPP_ENOMEM;
+			d->buf = nb;
+			d->cap = ncap;
+		}
 		if (take) {
 			memcpy(d->buf + d->have, data, take);
 			d->have += take;
@@ -92,7 +100,7 @@ int vpp_grpc_decoder_feed(vpp_grpc_decoder *d, const uint8_t *data, size_t len,
 		 * streams keep no memory between messages. */
 		free(d->buf);
 		d->buf = NULL;
-		d->have = 0;
+		d->have = d->cap = 0;
 		if (rv)
 			return rv;
 	}

@@ -183,6 +183,7 @@ struct vpp_grpc_conn {
 	bool h2_started;
 	bool peer_settings; /* server: the client's preface and SETTINGS arrived */
 	uint64_t headers_since_ms; /* server: a header block is open since; 0: none */
+	size_t partial_bytes; /* buffers of messages not yet complete, all calls */
 	bool closing;	    /* handles are being closed */
 	bool goaway_sent;
 	bool draining;	    /* graceful shutdown: close when the last stream ends */
@@ -268,6 +269,7 @@ struct vpp_grpc_call {
 	int64_t req_timeout_ms; /* server: from grpc-timeout, -1 when absent */
 	bool got_status;   /* client: grpc-status seen */
 	size_t pending_consume;
+	size_t partial_counted; /* its decoder's buffer, in c->partial_bytes */
 	uint8_t *req;	      /* server, on_request methods: the one request */
 	size_t req_len;
 	uint8_t req_inl[32]; /* |req| when it is this small */

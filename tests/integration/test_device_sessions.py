@@ -459,6 +459,20 @@ def body(r):
     r.case("a device opening sessions in a loop is throttled after a burst (UNAVAILABLE + Backoff)",
            hello_churn)
 
+    def first_ping_at_once():
+        # The clock offset is learnt from the first Pong: the first Ping goes
+        # right behind the Welcome (rows before it are marked unsynced).
+        d = Device(env, "dev-00002", auto=False)
+        t0 = time.time()
+        while "ping" not in d.kinds() and time.time() - t0 < 3:
+            time.sleep(0.01)
+        dt = time.time() - t0
+        d.close()
+        assert "ping" in d.kinds(), d.kinds()
+        assert dt < 0.8, "first ping %.2f s after the Hello" % dt
+
+    r.case("the first Ping follows the Welcome at once", first_ping_at_once)
+
     r.case("the well-behaved device was never disturbed", good_survived)
 
     def shutdown():

@@ -622,6 +622,36 @@ def p_silent_h2(srv):
         c.close()
 
 
+def p_partial_messages(srv):
+    # Streams that each announce a 4 MiB message and send most of it, never
+    # the end: vppd holds at most four such messages per connection (the
+    # one past that is refused with RESOURCE_EXHAUSTED), not one per stream.
+    c = H2(srv)
+    try:
+        sids = []
+        piece = b"\0" * 16384
+        for _ in range(6):
+            sid = c.request("/vpp.v1.Echo/Unary", end=False)
+            c.conn.send_data(sid, struct.pack(">BI", 0, 4 * MiB))
+            sent = 0
+            while sent < 3 * MiB:
+                while c.conn.local_flow_control_window(sid) < len(piece) and not c.ended(sid):
+                    c.pump(lambda: c.conn.local_flow_control_window(sid) >= len(piece) or c.ended(sid), 2)
+                    if c.closed:
+                        raise AssertionError("connection closed")
+                if c.ended(sid):
+                    break
+                c.conn.send_data(sid, piece)
+                c.flush()
+                sent += len(piece)
+            sids.append(sid)
+        c.pump(lambda: any(c.ended(s) for s in sids), 3)
+        statuses = [grpc_status(*c.result(s)[:1], c.result(s)[2]) for s in sids if c.ended(s)]
+        assert 8 in statuses, "no stream refused with RESOURCE_EXHAUSTED: %s" % statuses
+    finally:
+        c.close()
+
+
 def p_slow_headers(srv):
     # A HEADERS frame whose block never ends (no END_HEADERS, no
     # CONTINUATION): a stream that never starts must not hold the
@@ -783,6 +813,8 @@ def body(r):
     bad_case(r, "h2c: preface and SETTINGS then silence", h2c, ["idle_timeout"], p_silent_h2)
     if kind == "vppd":
         bad_case(r, "h2c: a header block that never ends is closed", h2c, ["header_timeout"], p_slow_headers)
+        bad_case(r, "h2c: partial messages on many streams are capped per connection", h2c,
+                 ["message_too_large"], p_partial_messages)
         bad_case(r, "tls: a header block that never ends is closed", tls, ["header_timeout"], p_slow_headers)
         bad_case(r, "tls: TLS then no HTTP/2 preface: closed at the handshake timeout", tls,
                  ["handshake_timeout"], p_silent_preface_tls)

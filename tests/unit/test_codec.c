@@ -136,6 +136,41 @@ START_TEST(callback_can_stop_feeding)
 }
 END_TEST
 
+static int count_msg(void *ud, bool compressed, const uint8_t *msg, size_t len)
+{
+	(*(size_t *)ud) += len;
+	return 0;
+}
+
+START_TEST(memory_follows_the_bytes_received)
+{
+	/* A prefix that claims 4 MiB and 10 bytes of it: a few KiB held, not
+	 * 4 MiB (a client could pin memory with prefixes alone). */
+	vpp_grpc_decoder d;
+	vpp_grpc_decoder_init(&d, 4 << 20);
+	uint8_t hdr[VPP_GRPC_FRAME_HEADER];
+	vpp_grpc_frame_header(hdr, false, 4 << 20);
+	size_t bytes = 0;
+	ck_assert_int_eq(vpp_grpc_decoder_feed(&d, hdr, sizeof(hdr), count_msg, &bytes), 0);
+	ck_assert_uint_eq(d.cap, 0);
+	uint8_t part[10] = {0};
+	ck_assert_int_eq(vpp_grpc_decoder_feed(&d, part, sizeof(part), count_msg, &bytes), 0);
+	ck_assert_uint_le(d.cap, 4096);
+	/* The whole message still arrives, whatever the pieces. */
+	static uint8_t chunk[100000];
+	size_t left = (4 << 20) - sizeof(part);
+	while (left > 0) {
+		size_t n = left < sizeof(chunk) ? left : sizeof(chunk);
+		ck_assert_int_eq(vpp_grpc_decoder_feed(&d, chunk, n, count_msg, &bytes), 0);
+		ck_assert_uint_le(d.cap, 4 << 20);
+		left -= n;
+	}
+	ck_assert_uint_eq(bytes, 4 << 20);
+	ck_assert_uint_eq(d.cap, 0); /* released once delivered */
+	vpp_grpc_decoder_free(&d);
+}
+END_TEST
+
 START_TEST(parses_grpc_timeout)
 {
 	int64_t ms;
@@ -192,6 +227,7 @@ Suite *test_codec_suite(void)
 	tcase_add_test(tc, reports_truncation_as_partial);
 	tcase_add_test(tc, refuses_oversized_and_bad_flags);
 	tcase_add_test(tc, callback_can_stop_feeding);
+	tcase_add_test(tc, memory_follows_the_bytes_received);
 	tcase_add_test(tc, parses_grpc_timeout);
 	tcase_add_test(tc, percent_encoding_round_trips);
 	suite_add_tcase(s, tc);
