@@ -7,6 +7,7 @@
 #include "vpp/log.h"
 #include "vpp/store.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static vpp_counter *write_refused(void)
@@ -39,7 +40,31 @@ void vpp__persist_device(vpp_plant *p, const vpp_plant_hello *h, int64_t now_ms)
 	d.max_soc = h->ratings.max_soc;
 	d.ramp_kw_per_s = h->ratings.ramp_kw_per_s;
 	d.last_seen_ms = now_ms;
-	check(vpp_store_upsert_device(p->o.store, &d));
+	if (p->nunregistered == 0 && vpp_store_upsert_device(p->o.store, &d) == 0)
+		return;
+	/* Refused (or others wait before it): kept for the next tick. The
+	 * newest registration wins in the database, so order is safe. */
+	vpp_counter_inc(write_refused());
+	if (p->nunregistered == p->capunregistered) {
+		size_t ncap = p->capunregistered ? p->capunregistered * 2 : 64;
+		vpp_store_device *v = realloc(p->unregistered, ncap * sizeof(*v));
+		if (!v)
+			return;
+		p->unregistered = v;
+		p->capunregistered = ncap;
+	}
+	p->unregistered[p->nunregistered++] = d;
+}
+
+void vpp__persist_retry_devices(vpp_plant *p)
+{
+	size_t done = 0;
+	while (done < p->nunregistered &&
+	       vpp_store_upsert_device(p->o.store, &p->unregistered[done]) == 0)
+		done++;
+	memmove(p->unregistered, p->unregistered + done,
+		(p->nunregistered - done) * sizeof(*p->unregistered));
+	p->nunregistered -= done;
 }
 
 void vpp__persist_event(vpp_plant *p, const char *id, int64_t at_ms, int kind, const char *reason)

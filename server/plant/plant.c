@@ -493,6 +493,8 @@ static void on_tick(uv_timer_t *t)
 	double took_ms = (double)(uv_hrtime() - t0) / 1e6;
 	vpp_histogram_observe(p->met.tick_seconds, took_ms / 1000.0);
 	publish(p, &out.status, now, took_ms);
+	if (p->nunregistered)
+		vpp__persist_retry_devices(p);
 	vpp__persist_tick(p, &out.status);
 	if (now - p->last_state_ms >= p->o.state_every_ms) {
 		p->last_state_ms = now;
@@ -592,6 +594,7 @@ void vpp_plant_free(vpp_plant *p)
 	vpp_fleet_free(p->fleet);
 	pthread_mutex_destroy(&p->snap_lock);
 	free(p->owners);
+	free(p->unregistered);
 	free(p->links);
 	free(p->node_id);
 	free(p);

@@ -5,6 +5,7 @@
 #include "vpp/metrics.h"
 #include "vpp/plant.h"
 #include "vpp/ring.h"
+#include "vpp/telemetry.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -57,6 +58,10 @@ struct vpp_plant {
 	owner *owners;
 	size_t nowners;
 	int64_t last_state_ms;
+	/* Device registrations the store refused (queue full): retried every
+	 * tick, or the device's telemetry would be refused as unknown. */
+	vpp_store_device *unregistered;
+	size_t nunregistered, capunregistered;
 
 	pthread_mutex_t snap_lock;
 	vpp_plant_snapshot snap;
@@ -75,6 +80,8 @@ struct vpp_plant {
 
 /* persist.c: writes to the store (NULL store: no-ops). */
 void vpp__persist_device(vpp_plant *p, const vpp_plant_hello *h, int64_t now_ms);
+/* Retries the registrations the store refused, oldest first. */
+void vpp__persist_retry_devices(vpp_plant *p);
 void vpp__persist_event(vpp_plant *p, const char *id, int64_t at_ms, int kind,
 			const char *reason);
 void vpp__persist_tick(vpp_plant *p, const vpp_fleet_status *st);
