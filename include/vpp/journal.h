@@ -76,6 +76,12 @@ int vpp_journal_sync(vpp_journal *j);
 int vpp_journal_read(vpp_journal *j, vpp_journal_pos *pos, uint16_t *type, const void **payload,
                      size_t *len);
 
+/* For a reader that got VPP_ECORRUPT or VPP_EIO at |*pos|: moves |*pos| to
+ * the start of the next segment, giving up the rest of the damaged one, and
+ * returns the bytes given up. If the damaged segment is the one being
+ * written, later records go to a new segment. */
+uint64_t vpp_journal_skip_segment(vpp_journal *j, vpp_journal_pos *pos);
+
 /* Forgets every record before |pos|: deletes the segments that end before
  * it; when |pos| is the end of the journal, deletes everything. */
 int vpp_journal_release(vpp_journal *j, vpp_journal_pos pos);

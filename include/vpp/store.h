@@ -43,7 +43,9 @@ typedef struct {
 	int64_t flush_ms;        /* longest a row waits for its batch to fill */
 	vpp_journal_fsync fsync_policy;
 	int64_t fsync_interval_ms;
-	int64_t journal_max_bytes; /* beyond this, the queue fills and callers get VPP_EFULL */
+	int64_t journal_max_bytes; /* beyond this, the queue fills and callers get VPP_EFULL;
+	                            * other writes are dropped and counted (device states
+	                            * are not journaled: the newest per device waits) */
 	int64_t reconnect_min_ms;  /* reconnect backoff: doubles from min to max, with jitter */
 	int64_t reconnect_max_ms;
 	int64_t partition_hours;  /* width of a telemetry partition */
@@ -83,8 +85,11 @@ void vpp_store_options_init(vpp_store_options *o);
 int vpp_store_start(const vpp_store_options *o, vpp_store **ret);
 
 /* Stops the thread: drains the queue, gives the database up to
- * stop_timeout_ms to commit it, journals whatever is left and frees |s|.
- * Accepts NULL. Call from a thread that does not submit concurrently. */
+ * stop_timeout_ms to commit it, journals whatever is left (past
+ * journal_max_bytes if need be: the queues bound the excess) and frees |s|.
+ * What the journal cannot take is counted in vpp_store_rows_lost_total /
+ * vpp_store_writes_lost_total and logged. Accepts NULL. Call from a thread
+ * that does not submit concurrently. */
 void vpp_store_stop(vpp_store *s);
 
 /* Queues one telemetry row (copied). Thread-safe, lock-free, never blocks.
@@ -144,7 +149,7 @@ int vpp_store_get_device(vpp_store *s, const char *device_id, vpp_store_devices_
                          void *user_data);
 
 /* A device's newest telemetry measured at or after |since_ms|, newest first,
- * at most |limit| (1..100000). */
+ * at most |limit| (1..100000). A sigma the device did not give reads as NaN. */
 int vpp_store_device_telemetry(vpp_store *s, const char *device_id, int64_t since_ms, size_t limit,
                                vpp_store_telemetry_cb cb, void *user_data);
 
@@ -161,6 +166,8 @@ typedef struct {
 	uint64_t rejected;    /* rows rejected by the store thread (unknown device, db error) */
 	uint64_t writes_done; /* other writes committed */
 	uint64_t writes_failed; /* other writes refused by the database (constraint...) */
+	uint64_t rows_lost;   /* accepted rows neither committed nor journaled (journal failing) */
+	uint64_t writes_lost; /* other writes likewise, or refused by a full journal */
 	uint64_t queue_depth;
 	uint64_t journal_bytes;
 	int64_t last_lag_ms; /* age of the oldest row of the last committed fresh batch */

@@ -19,9 +19,13 @@ typedef struct {
 	int64_t measured_at_ms; /* device time, corrected by the session's clock offset */
 	int64_t received_at_ms;
 	double power_kw;
+	/* Sigmas: the standard deviation the device reported, finite and >= 0;
+	 * or NaN when the device gave none (it sent <= 0), stored as SQL NULL and
+	 * read back as NaN. Never 0 for "not given": a stored 0 claims an exact
+	 * measurement. Infinities and negative values are invalid. */
 	double power_sigma_kw;
 	double soc;
-	double soc_sigma;
+	double soc_sigma; /* as power_sigma_kw: NaN = not given */
 	uint32_t quality; /* flags from the device */
 } vpp_telemetry_row;
 
@@ -31,7 +35,7 @@ typedef enum {
 	VPP_REJECT_NONE = 0,
 	VPP_REJECT_BAD_ID,         /* device_id empty, too long or not printable */
 	VPP_REJECT_BAD_SEQ,        /* seq < 0 */
-	VPP_REJECT_NOT_FINITE,     /* NaN or infinity in a value or sigma */
+	VPP_REJECT_NOT_FINITE,     /* NaN or infinity in a value, infinity in a sigma */
 	VPP_REJECT_SOC_RANGE,      /* soc outside 0..1 */
 	VPP_REJECT_BAD_SIGMA,      /* negative sigma */
 	VPP_REJECT_FUTURE,         /* measured_at too far ahead of now */

@@ -1,8 +1,10 @@
 /* COPY ... FROM STDIN (FORMAT binary) encoding of telemetry rows: network
- * byte order, each field as a 4-byte length and its bytes. */
+ * byte order, each field as a 4-byte length and its bytes; length -1 and no
+ * bytes is NULL. */
 #include "store_int.h"
 #include "vpp/error.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -69,6 +71,13 @@ static unsigned char *f_f64(unsigned char *p, double d)
 	return be64(be32(p, 8), u);
 }
 
+/* A sigma: NaN means the device gave none, stored as NULL (never as 0,
+ * which would claim an exact measurement, nor as a NaN float8). */
+static unsigned char *f_sigma(unsigned char *p, double d)
+{
+	return isnan(d) ? be32(p, UINT32_MAX) : f_f64(p, d);
+}
+
 static unsigned char *f_ts(unsigned char *p, int64_t unix_ms)
 {
 	return f_i64(p, (unix_ms - VPP__PG_EPOCH_MS) * 1000);
@@ -91,6 +100,7 @@ int vpp__copy_header(vpp__buf *b)
 int vpp__copy_row(vpp__buf *b, const vpp_telemetry_row *r, const char *node_id)
 {
 	size_t idlen = strnlen(r->device_id, VPP_ID_CAP - 1), nodelen = strlen(node_id);
+	/* At most: a NULL sigma takes 8 bytes less. */
 	size_t need = 2 + VPP__COPY_FIELDS * 4 + idlen + 8 * 8 + 4 + nodelen;
 	if (vpp__buf_reserve(b, need) != 0)
 		return VPP_ENOMEM;
@@ -101,9 +111,9 @@ int vpp__copy_row(vpp__buf *b, const vpp_telemetry_row *r, const char *node_id)
 	p = f_ts(p, r->measured_at_ms);
 	p = f_ts(p, r->received_at_ms);
 	p = f_f64(p, r->power_kw);
-	p = f_f64(p, r->power_sigma_kw);
+	p = f_sigma(p, r->power_sigma_kw);
 	p = f_f64(p, r->soc);
-	p = f_f64(p, r->soc_sigma);
+	p = f_sigma(p, r->soc_sigma);
 	p = be32(be32(p, 4), r->quality);
 	p = f_text(p, node_id, nodelen);
 	b->len = (size_t)(p - b->p);

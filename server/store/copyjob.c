@@ -9,7 +9,9 @@
  * was in doubt). If that fails too, the range is split in halves and each
  * retried, down to single rows, which are rejected and counted: one bad row
  * never sinks the rows of other devices. When the connection itself fails,
- * a fresh batch goes to the journal and a replayed one stays there. */
+ * a fresh batch goes to the journal and a replayed one stays there; so it
+ * does when the database refuses it for its state (read-only, a timeout),
+ * and the connection then holds off for a while. */
 #include "store_int.h"
 #include "vpp/error.h"
 
@@ -63,7 +65,7 @@ static void start_range(vpp_store *s)
 		vpp__pgc_fail(&s->copy, "out of memory encoding a batch");
 		return;
 	}
-	s->range_failed = s->range_transient = false;
+	s->range_failed = s->range_transient = s->range_broken = false;
 	send_query(s, r->staged ? COPY_STAGED : COPY_DIRECT, VPP__CS_COPY_START);
 }
 
@@ -94,6 +96,7 @@ static void batch_done(vpp_store *s)
 	s->batch_rejected = 0;
 	s->nranges = 0;
 	s->cstep = VPP__CS_IDLE;
+	vpp__pgc_ok(&s->copy);
 }
 
 static void next_range(vpp_store *s)
@@ -137,13 +140,41 @@ static void range_refused(vpp_store *s)
 	next_range(s);
 }
 
+/* The connection is gone or will not take |inflight| now, perhaps half
+ * written: a fresh batch's outcome is unknown, so it goes to the journal (a
+ * replay skips what was committed); a replayed batch is still in the
+ * journal. */
+static void batch_give_back(vpp_store *s)
+{
+	vpp__batch *b = &s->inflight;
+	if (b->n && !b->from_journal) {
+		if (vpp__store_journal_rows(s, b->rows, b->n) == 0)
+			atomic_fetch_add(&s->n_durable, b->n);
+		else
+			vpp__store_lost(s, b->n, 0);
+	} else if (b->n) {
+		vpp__store_replay_abandon(s);
+	}
+	b->n = 0;
+	s->nranges = 0;
+	s->batch_rejected = 0;
+	s->cstep = VPP__CS_IDLE;
+}
+
+/* Refused for the database's state: give the batch back, wait a while. */
+static void batch_held(vpp_store *s)
+{
+	batch_give_back(s);
+	vpp__pgc_hold(&s->copy, s->range_err);
+}
+
 static void range_end(vpp_store *s)
 {
 	if (!s->range_failed) {
 		next_range(s);
 		return;
 	}
-	if (s->range_transient) {
+	if (s->range_broken) {
 		vpp__pgc_fail(&s->copy, s->range_err);
 		return;
 	}
@@ -152,7 +183,10 @@ static void range_end(vpp_store *s)
 		send_query(s, "ROLLBACK", VPP__CS_ROLLBACK);
 		return;
 	}
-	range_refused(s);
+	if (s->range_transient)
+		batch_held(s);
+	else
+		range_refused(s);
 }
 
 static void on_result(vpp_store *s, PGresult *res)
@@ -162,6 +196,7 @@ static void on_result(vpp_store *s, PGresult *res)
 		if (!s->range_failed) {
 			s->range_failed = true;
 			s->range_transient = vpp__pg_transient(s->copy.conn, res);
+			s->range_broken = vpp__pg_conn_broken(s->copy.conn, res);
 			snprintf(s->range_err, sizeof(s->range_err), "%s",
 			         PQresultErrorMessage(res));
 		}
@@ -188,9 +223,7 @@ static void on_end(vpp_store *s)
 			return;
 		}
 		s->cstep = VPP__CS_IDLE;
-		s->copy.state = VPP__PGC_READY;
-		s->copy.backoff_ms = s->o.reconnect_min_ms;
-		vpp__store_update_ready(s);
+		vpp__pgc_ready(&s->copy);
 		break;
 	case VPP__CS_COPY_START:
 		/* The COPY failed before CopyIn (e.g. BEGIN refused). */
@@ -206,7 +239,10 @@ static void on_end(vpp_store *s)
 		range_end(s);
 		break;
 	case VPP__CS_ROLLBACK:
-		range_refused(s);
+		if (s->range_transient)
+			batch_held(s);
+		else
+			range_refused(s);
 		break;
 	case VPP__CS_IDLE:
 		break;
@@ -244,23 +280,9 @@ static void on_connected(vpp__pgc *c)
 	send_query(s, SETUP, VPP__CS_SETUP);
 }
 
-/* The connection is gone with |inflight| perhaps half written: a fresh
- * batch's outcome is unknown, so it goes to the journal (a replay skips
- * what was committed); a replayed batch is still in the journal. */
 static void on_lost(vpp__pgc *c)
 {
-	vpp_store *s = c->s;
-	vpp__batch *b = &s->inflight;
-	if (b->n && !b->from_journal) {
-		vpp__store_journal_rows(s, b->rows, b->n);
-		atomic_fetch_add(&s->n_durable, b->n);
-	} else if (b->n) {
-		vpp__store_replay_abandon(s);
-	}
-	b->n = 0;
-	s->nranges = 0;
-	s->batch_rejected = 0;
-	s->cstep = VPP__CS_IDLE;
+	batch_give_back(c->s);
 }
 
 void vpp__copy_init(vpp_store *s)

@@ -465,6 +465,23 @@ int vpp_journal_read(vpp_journal *j, vpp_journal_pos *pos, uint16_t *type, const
 	return 0;
 }
 
+uint64_t vpp_journal_skip_segment(vpp_journal *j, vpp_journal_pos *pos)
+{
+	const segment *s = seg_find(j, pos->seg);
+	if (!s)
+		return 0;
+	uint64_t off = s->no == pos->seg ? pos->off : 0;
+	if (s == &j->segs[j->nsegs - 1] && j->wfd >= 0) {
+		/* New records must not land after the damage, out of reach. */
+		fdatasync(j->wfd);
+		close(j->wfd);
+		j->wfd = -1;
+	}
+	pos->seg = s->no + 1;
+	pos->off = 0;
+	return s->size > off ? s->size - off : 0;
+}
+
 vpp_journal_pos vpp_journal_end(const vpp_journal *j)
 {
 	vpp_journal_pos p = {0, 0};

@@ -40,7 +40,7 @@ int vpp_store_migrate(const char *conninfo, vpp_store_migrate_cb cb, void *user_
                       char *err, size_t errlen)
 {
 	int rv = VPP_EDB, current = 0;
-	PGconn *c = PQconnectdb(conninfo);
+	PGconn *c = vpp__pg_connect(conninfo);
 	if (!c) {
 		snprintf(err, errlen, "out of memory");
 		return VPP_ENOMEM;

@@ -1,12 +1,53 @@
 /* A non-blocking libpq connection driven by the store's libuv loop: connects
- * with PQconnectStart/PQconnectPoll under a uv_poll on PQsocket, reconnects
- * with exponential backoff and jitter, and hands socket events to its owner
- * (copyjob.c or pipe.c) once connected. */
+ * with PQconnectStartParams/PQconnectPoll under a uv_poll on PQsocket,
+ * reconnects with exponential backoff and jitter, and hands socket events to
+ * its owner (copyjob.c or pipe.c) once connected. */
 #include "store_int.h"
 #include "vpp/error.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+/* Without these, a database host that vanishes (power loss, a partition)
+ * leaves a connection waiting on the kernel's defaults: minutes to hours
+ * for TCP, forever for a connect that gets no answer. The conninfo's own
+ * values win: they come after these and override them. */
+static const char *const default_keys[] = {"connect_timeout",  "keepalives",
+                                           "keepalives_idle",  "keepalives_interval",
+                                           "keepalives_count", "tcp_user_timeout"};
+static const char *const default_values[] = {"10", "1", "30", "10", "3", "30000"};
+#define NDEFAULTS (sizeof(default_keys) / sizeof(default_keys[0]))
+
+/* Fills |keys| and |values| (room for NDEFAULTS + 2) for *ConnectParams
+ * with expand_dbname: the defaults, then |conninfo| as an expanded dbname. */
+static void conn_params(const char *conninfo, const char **keys, const char **values)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < NDEFAULTS; i++) {
+		/* PGCONNECT_TIMEOUT is libpq's way to set it from outside. */
+		if (i == 0 && getenv("PGCONNECT_TIMEOUT"))
+			continue;
+		keys[n] = default_keys[i];
+		values[n++] = default_values[i];
+	}
+	keys[n] = "dbname";
+	values[n++] = conninfo;
+	keys[n] = values[n] = NULL;
+}
+
+PGconn *vpp__pg_connect_start(const char *conninfo)
+{
+	const char *keys[NDEFAULTS + 2], *values[NDEFAULTS + 2];
+	conn_params(conninfo, keys, values);
+	return PQconnectStartParams(keys, values, 1);
+}
+
+PGconn *vpp__pg_connect(const char *conninfo)
+{
+	const char *keys[NDEFAULTS + 2], *values[NDEFAULTS + 2];
+	conn_params(conninfo, keys, values);
+	return PQconnectdbParams(keys, values, 1);
+}
 
 static void on_poll_closed(uv_handle_t *h)
 {
@@ -72,6 +113,7 @@ void vpp__pgc_init(vpp_store *s, vpp__pgc *c, const char *name)
 	c->name = name;
 	c->fd = -1;
 	c->backoff_ms = s->o.reconnect_min_ms;
+	c->hold_ms = s->o.reconnect_min_ms;
 	uv_timer_init(&s->loop, &c->retry);
 	c->retry.data = c;
 	snprintf(c->err, sizeof(c->err), "%s connection: not connected yet", name);
@@ -91,11 +133,28 @@ static void drop(vpp__pgc *c)
 		c->conn = NULL;
 	}
 	c->state = VPP__PGC_DOWN;
+	c->held_until = 0;
+}
+
+/* Full jitter keeps a fleet of nodes from retrying in step. Doubles
+ * |*backoff| up to the maximum. */
+static uint64_t next_wait(vpp__pgc *c, int64_t *backoff)
+{
+	uint64_t wait = (uint64_t)*backoff / 2 + (uint64_t)rand() % ((uint64_t)*backoff / 2 + 1);
+	*backoff *= 2;
+	if (*backoff > c->s->o.reconnect_max_ms)
+		*backoff = c->s->o.reconnect_max_ms;
+	return wait;
 }
 
 void vpp__pgc_fail(vpp__pgc *c, const char *why)
 {
 	vpp__pgc_state was = c->state;
+	/* Only a connection that stayed up resets the backoff: one that the
+	 * database drops as soon as it is used keeps backing off. */
+	if (was == VPP__PGC_READY &&
+	    uv_now(&c->s->loop) - c->up_since >= (uint64_t)c->s->o.reconnect_max_ms)
+		c->backoff_ms = c->s->o.reconnect_min_ms;
 	set_err(c, why && *why ? why : "connection lost");
 	if (c->on_lost && was != VPP__PGC_DOWN)
 		c->on_lost(c);
@@ -105,13 +164,39 @@ void vpp__pgc_fail(vpp__pgc *c, const char *why)
 	vpp__store_update_ready(c->s);
 	if (atomic_load(&c->s->stopping) && c->s->stop_started)
 		return;
-	/* Full jitter keeps a fleet of nodes from reconnecting in step. */
-	uint64_t wait =
-	    (uint64_t)c->backoff_ms / 2 + (uint64_t)rand() % ((uint64_t)c->backoff_ms / 2 + 1);
-	uv_timer_start(&c->retry, on_retry, wait, 0);
-	c->backoff_ms *= 2;
-	if (c->backoff_ms > c->s->o.reconnect_max_ms)
-		c->backoff_ms = c->s->o.reconnect_max_ms;
+	uv_timer_start(&c->retry, on_retry, next_wait(c, &c->backoff_ms), 0);
+}
+
+void vpp__pgc_ready(vpp__pgc *c)
+{
+	c->state = VPP__PGC_READY;
+	c->up_since = uv_now(&c->s->loop);
+	vpp__store_update_ready(c->s);
+}
+
+static void on_hold_end(uv_timer_t *t)
+{
+	vpp__pgc *c = t->data;
+	vpp__store_pump(c->s);
+}
+
+void vpp__pgc_hold(vpp__pgc *c, const char *why)
+{
+	set_err(c, why && *why ? why : "refused by the database");
+	vpp_counter_inc(vpp__sm.db_errors);
+	uint64_t wait = next_wait(c, &c->hold_ms);
+	c->held_until = uv_now(&c->s->loop) + wait;
+	uv_timer_start(&c->retry, on_hold_end, wait, 0);
+}
+
+void vpp__pgc_ok(vpp__pgc *c)
+{
+	c->hold_ms = c->s->o.reconnect_min_ms;
+}
+
+bool vpp__pgc_usable(const vpp__pgc *c)
+{
+	return c->state == VPP__PGC_READY && uv_now(&c->s->loop) >= c->held_until;
 }
 
 static void connect_step(vpp__pgc *c)
@@ -156,7 +241,7 @@ void vpp__pgc_connect(vpp__pgc *c)
 {
 	if (c->state != VPP__PGC_DOWN)
 		return;
-	c->conn = PQconnectStart(c->s->conninfo);
+	c->conn = vpp__pg_connect_start(c->s->conninfo);
 	if (!c->conn) {
 		c->state = VPP__PGC_CONNECTING;
 		vpp__pgc_fail(c, "out of memory");

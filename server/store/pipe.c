@@ -4,10 +4,14 @@
  * in groups ended by a Sync: a group is one implicit transaction, so many
  * small writes share a commit. A write the database refuses for its data
  * aborts its group: that one write is counted and dropped, the others are
- * sent again. Reads and setpoint inserts travel alone in their group. */
+ * sent again. A group refused for the database's state (read-only, a
+ * timeout) goes to the journal and the connection holds off for a while;
+ * only a broken connection is dropped. Reads, setpoint inserts and the
+ * partition maintenance travel alone in their group. */
 #include "store_int.h"
 #include "vpp/error.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,19 +68,46 @@ static bool is_read(const vpp__item *it)
 	       it->kind == VPP__IT_TELEMETRY || it->kind == VPP__IT_DEVICE_IDS;
 }
 
+static vpp__stmt_id stmt_of(const vpp__item *it)
+{
+	return (vpp__stmt_id)(it->st.blob[0] | it->st.blob[1] << 8);
+}
+
+/* Travels in a group of its own, so that its failure costs no other item. */
+static bool alone(const vpp__item *it)
+{
+	return is_read(it) || stmt_of(it) == VPP__ST_MAINTAIN;
+}
+
 static int64_t to_i64(const PGresult *r, int row, int col)
 {
 	return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
 }
 
+/* NULL is NaN: a value nobody gave (a telemetry sigma the device did not
+ * send), never a 0 that would claim an exact one. */
 static double to_f64(const PGresult *r, int row, int col)
 {
-	return PQgetisnull(r, row, col) ? 0 : strtod(PQgetvalue(r, row, col), NULL);
+	return PQgetisnull(r, row, col) ? NAN : strtod(PQgetvalue(r, row, col), NULL);
 }
 
 static void to_str(const PGresult *r, int row, int col, char *out, size_t cap)
 {
 	snprintf(out, cap, "%s", PQgetisnull(r, row, col) ? "" : PQgetvalue(r, row, col));
+}
+
+void vpp__row_from_result(const PGresult *r, int row, vpp_telemetry_row *t)
+{
+	memset(t, 0, sizeof(*t));
+	to_str(r, row, 0, t->device_id, sizeof(t->device_id));
+	t->seq = to_i64(r, row, 1);
+	t->measured_at_ms = to_i64(r, row, 2);
+	t->received_at_ms = to_i64(r, row, 3);
+	t->power_kw = to_f64(r, row, 4);
+	t->power_sigma_kw = to_f64(r, row, 5);
+	t->soc = to_f64(r, row, 6);
+	t->soc_sigma = to_f64(r, row, 7);
+	t->quality = (uint32_t)to_i64(r, row, 8);
 }
 
 static vpp_store_device_status parse_status(const char *s)
@@ -185,17 +216,8 @@ static void deliver(vpp_store *s, vpp__item *it, const PGresult *r)
 			read_fail(it, VPP_ENOMEM);
 			break;
 		}
-		for (int i = 0; i < n; i++) {
-			to_str(r, i, 0, t[i].device_id, sizeof(t[i].device_id));
-			t[i].seq = to_i64(r, i, 1);
-			t[i].measured_at_ms = to_i64(r, i, 2);
-			t[i].received_at_ms = to_i64(r, i, 3);
-			t[i].power_kw = to_f64(r, i, 4);
-			t[i].power_sigma_kw = to_f64(r, i, 5);
-			t[i].soc = to_f64(r, i, 6);
-			t[i].soc_sigma = to_f64(r, i, 7);
-			t[i].quality = (uint32_t)to_i64(r, i, 8);
-		}
+		for (int i = 0; i < n; i++)
+			vpp__row_from_result(r, i, &t[i]);
 		((telemetry_cb)it->cb)(0, t, (size_t)n, it->user_data);
 		free(t);
 		break;
@@ -249,14 +271,34 @@ void vpp__pipe_abort_all(vpp_store *s, int status)
 	s->ngroups = 0;
 	while ((it = vpp__itemq_pop(&s->pending)) != NULL)
 		vpp__pipe_orphan(s, it, status);
-	while ((it = vpp__itemq_pop(&s->states)) != NULL)
-		vpp__pipe_orphan(s, it, status);
+}
+
+/* |g| failed for the database's state, not its data: a maintenance call is
+ * retried later by the store; anything else goes back to the journal (or
+ * stays there) and the connection holds off before sending more. */
+static void group_held(vpp_store *s, vpp__group *g)
+{
+	vpp__item *it = g->items.head;
+	if (g->items.n == 1 && (stmt_of(it) == VPP__ST_MAINTAIN || is_read(it))) {
+		/* A read that timed out fails alone: writes need not wait. */
+		if (is_read(it))
+			read_fail(it, VPP_EDB);
+		else
+			vpp__store_maintenance_done(s, g->err);
+		vpp__item_free(vpp__itemq_pop(&g->items));
+		free(g);
+		return;
+	}
+	while ((it = vpp__itemq_pop(&g->items)) != NULL)
+		vpp__pipe_orphan(s, it, VPP_EDB);
+	vpp__pgc_hold(&s->pipe, g->err);
+	free(g);
 }
 
 static void finish_group(vpp_store *s, vpp__group *g)
 {
 	vpp__item *it;
-	if (g->failed >= 0 && g->transient && g->items.n) {
+	if (g->failed >= 0 && g->broken && g->items.n) {
 		vpp__pgc_fail(&s->pipe, g->err);
 		return;
 	}
@@ -276,16 +318,22 @@ static void finish_group(vpp_store *s, vpp__group *g)
 			return;
 		}
 		free(g);
-		s->pipe.state = VPP__PGC_READY;
-		s->pipe.backoff_ms = s->o.reconnect_min_ms;
+		vpp__pgc_ready(&s->pipe);
 		vpp__store_on_pipe_ready(s);
-		vpp__store_update_ready(s);
 		return;
 	}
 	if (g->failed < 0) {
-		while ((it = vpp__itemq_pop(&g->items)) != NULL)
+		vpp__pgc_ok(&s->pipe);
+		while ((it = vpp__itemq_pop(&g->items)) != NULL) {
+			if (stmt_of(it) == VPP__ST_MAINTAIN)
+				vpp__store_maintenance_done(s, NULL);
 			write_done(s, it, true);
+		}
 		free(g);
+		return;
+	}
+	if (g->transient) {
+		group_held(s, g);
 		return;
 	}
 	/* Refused for its data: drop the culprit, resend the rest in order. */
@@ -351,6 +399,7 @@ static void on_io(vpp__pgc *c, int events)
 			if (g->failed < 0) {
 				g->failed = idx;
 				g->transient = vpp__pg_transient(c->conn, res);
+				g->broken = vpp__pg_conn_broken(c->conn, res);
 				snprintf(g->err, sizeof(g->err), "%s", PQresultErrorMessage(res));
 			}
 		} else if (st == PGRES_TUPLES_OK && g->cur && is_read(g->cur) && g->failed < 0) {
@@ -427,18 +476,19 @@ static bool send_item(vpp_store *s, vpp__item *it)
 
 void vpp__pipe_kick(vpp_store *s)
 {
-	if (s->pipe.state != VPP__PGC_READY)
+	if (!vpp__pgc_usable(&s->pipe))
 		return;
-	/* Device states wait until the pipeline has room: newer ones replace
-	 * them meanwhile. */
-	while (s->pending.n < GROUP_MAX && s->states.n)
+	/* Device states wait until the pipeline has room, and until the
+	 * journal, which may hold their device's registration, is replayed:
+	 * newer ones replace them meanwhile. */
+	while (s->pending.n < GROUP_MAX && s->states.n && (!s->spilling || s->tail_replay))
 		vpp__itemq_push(&s->pending, vpp__itemq_pop(&s->states));
 	bool sent = false;
 	while (s->pending.n && s->ngroups < GROUPS_IN_FLIGHT) {
 		vpp__group *g = group_new();
 		if (!g)
 			break;
-		bool alone = is_read(s->pending.head);
+		bool single = alone(s->pending.head);
 		do {
 			vpp__item *it = vpp__itemq_pop(&s->pending);
 			vpp__itemq_push(&g->items, it);
@@ -447,7 +497,7 @@ void vpp__pipe_kick(vpp_store *s)
 				vpp__pgc_fail(&s->pipe, PQerrorMessage(s->pipe.conn));
 				return;
 			}
-		} while (!alone && s->pending.n && !is_read(s->pending.head) &&
+		} while (!single && s->pending.n && !alone(s->pending.head) &&
 		         g->items.n < GROUP_MAX);
 		g->cur = g->items.head;
 		group_append(s, g);

@@ -42,12 +42,13 @@ vpp_reject_reason vpp_telemetry_validate(const vpp_telemetry_row *r, int64_t now
 		return VPP_REJECT_BAD_ID;
 	if (r->seq < 0)
 		return VPP_REJECT_BAD_SEQ;
-	if (!isfinite(r->power_kw) || !isfinite(r->power_sigma_kw) || !isfinite(r->soc) ||
-	    !isfinite(r->soc_sigma))
+	/* A NaN sigma is "not given" (stored as NULL); an infinite one is not. */
+	if (!isfinite(r->power_kw) || isinf(r->power_sigma_kw) || !isfinite(r->soc) ||
+	    isinf(r->soc_sigma))
 		return VPP_REJECT_NOT_FINITE;
 	if (r->soc < 0 || r->soc > 1)
 		return VPP_REJECT_SOC_RANGE;
-	if (r->power_sigma_kw < 0 || r->soc_sigma < 0)
+	if (r->power_sigma_kw < 0 || r->soc_sigma < 0) /* false for NaN */
 		return VPP_REJECT_BAD_SIGMA;
 	if (r->measured_at_ms > now_ms + max_future_ms)
 		return VPP_REJECT_FUTURE;

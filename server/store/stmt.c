@@ -26,6 +26,8 @@
 	"principal, node_id, " MS("created_at")
 
 const vpp__stmt_def vpp__stmts[VPP__ST__COUNT] = {
+	/* Newest registration wins: a late replay or redo (e.g. a node's journal
+	 * after the device moved to another node) never rolls it back. */
 	[VPP__ST_DEVICE_UPSERT] = {"vpp_device_upsert",
 		"INSERT INTO devices (device_id, firmware, rated_charge_kw, rated_discharge_kw, "
 		"capacity_kwh, min_soc, max_soc, ramp_kw_per_s, node_id, last_seen) "
@@ -35,8 +37,8 @@ const vpp__stmt_def vpp__stmts[VPP__ST__COUNT] = {
 		"rated_discharge_kw = EXCLUDED.rated_discharge_kw, "
 		"capacity_kwh = EXCLUDED.capacity_kwh, min_soc = EXCLUDED.min_soc, "
 		"max_soc = EXCLUDED.max_soc, ramp_kw_per_s = EXCLUDED.ramp_kw_per_s, "
-		"node_id = EXCLUDED.node_id, "
-		"last_seen = GREATEST(devices.last_seen, EXCLUDED.last_seen), updated_at = now()",
+		"node_id = EXCLUDED.node_id, last_seen = EXCLUDED.last_seen, updated_at = now() "
+		"WHERE EXCLUDED.last_seen >= devices.last_seen",
 		10, true},
 	/* Newest wins: a replayed or late state never replaces a newer one. */
 	[VPP__ST_DEVICE_STATE] = {"vpp_device_state",

@@ -13,6 +13,7 @@
  * has exactly one owner: the queue, a batch, or the journal. */
 #include "store_int.h"
 #include "vpp/error.h"
+#include "vpp/log.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,9 +45,18 @@ static void metrics_init(void)
 	                                 "other writes committed (devices, states, ticks...)");
 	vpp__sm.write_errors = vpp_counter_get("vpp_store_write_errors_total", NULL,
 	                                       "other writes refused by the database");
-	vpp__sm.journal_discarded =
-	    vpp_counter_get("vpp_store_journal_discarded_bytes_total", NULL,
-	                    "journal bytes cut off at start-up as torn or corrupt records");
+	vpp__sm.journal_discarded = vpp_counter_get(
+	    "vpp_store_journal_discarded_bytes_total", NULL,
+	    "journal bytes given up as torn or corrupt records (at start-up or during replay)");
+	vpp__sm.rows_lost = vpp_counter_get(
+	    "vpp_store_rows_lost_total", NULL,
+	    "telemetry rows accepted but neither committed nor journaled (journal failing)");
+	vpp__sm.writes_lost =
+	    vpp_counter_get("vpp_store_writes_lost_total", NULL,
+	                    "other writes accepted but neither committed nor journaled (journal "
+	                    "full or failing)");
+	vpp__sm.maint_errors = vpp_counter_get("vpp_store_maintenance_errors_total", NULL,
+	                                       "failed telemetry partition maintenance calls");
 	for (int r = 1; r < VPP_REJECT__COUNT; r++) {
 		char labels[64];
 		snprintf(labels, sizeof(labels), "reason=\"%s\"", vpp_reject_reason_name(r));
@@ -130,8 +140,13 @@ int vpp__store_journal_rows(vpp_store *s, const vpp_telemetry_row *r, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		size_t len = vpp__row_encode(&r[i], buf);
 		int rv = vpp_journal_append(s->journal, VPP__JREC_TELEMETRY, buf, len);
-		if (rv != 0)
+		if (rv != 0) {
+			/* The rows appended so far are journaled too: the journal is
+			 * the path now, and their replay deduplicates a retry. */
+			if (i)
+				set_spilling(s, true);
 			return rv;
+		}
 	}
 	set_spilling(s, true);
 	atomic_fetch_add(&s->n_journaled, n);
@@ -144,7 +159,49 @@ int vpp__store_journal_item(vpp_store *s, const vpp__item *it)
 	int rv = vpp_journal_append(s->journal, VPP__JREC_STMT, it->st.blob, it->st.len);
 	if (rv == 0)
 		set_spilling(s, true);
+	else
+		vpp__store_lost(s, 0, 1);
 	return rv;
+}
+
+/* True when the journal may not take more new work: past its limit. At
+ * shutdown what was accepted is kept anyway (the queues bound the excess). */
+static bool journal_full(vpp_store *s)
+{
+	return !atomic_load(&s->closed) &&
+	       (int64_t)vpp_journal_bytes(s->journal) >= s->o.journal_max_bytes;
+}
+
+void vpp__store_lost(vpp_store *s, uint64_t rows, uint64_t writes)
+{
+	vpp_counter_add(vpp__sm.rows_lost, rows);
+	vpp_counter_add(vpp__sm.writes_lost, writes);
+	atomic_fetch_add(&s->n_rows_lost, rows);
+	atomic_fetch_add(&s->n_writes_lost, writes);
+	s->lost_rows_unlogged += rows;
+	s->lost_writes_unlogged += writes;
+}
+
+#define LOST_LOG_MS 1000
+
+/* Logs what was lost since the last time, at most once a second unless
+ * |now_anyway|. */
+static void log_lost(vpp_store *s, bool now_anyway)
+{
+	uint64_t now = uv_now(&s->loop);
+	if (!s->lost_rows_unlogged && !s->lost_writes_unlogged)
+		return;
+	if (!now_anyway && now - s->lost_logged_at < LOST_LOG_MS)
+		return;
+	vpp_log(VPP_LOG_ERROR, "store",
+	        "lost %llu telemetry rows and %llu other writes: the journal (%s, %llu bytes, "
+	        "limit %lld) is full or failing",
+	        (unsigned long long)s->lost_rows_unlogged,
+	        (unsigned long long)s->lost_writes_unlogged, s->journal_dir,
+	        (unsigned long long)vpp_journal_bytes(s->journal),
+	        (long long)s->o.journal_max_bytes);
+	s->lost_rows_unlogged = s->lost_writes_unlogged = 0;
+	s->lost_logged_at = now;
 }
 
 void vpp__store_replay_done(vpp_store *s, uint64_t gen)
@@ -174,20 +231,47 @@ void vpp__store_replay_abandon(vpp_store *s)
 	s->read_pos = (vpp_journal_pos){0, 0};
 }
 
+static bool pos_at_or_after(vpp_journal_pos a, vpp_journal_pos b)
+{
+	return a.seg > b.seg || (a.seg == b.seg && a.off >= b.off);
+}
+
+/* A record that passed the checks at open no longer reads back (a disk
+ * error under us): give up the rest of its segment only, and say so. */
+static void skip_damaged(vpp_store *s, int rv)
+{
+	vpp_journal_pos at = s->read_pos;
+	uint64_t bytes = vpp_journal_skip_segment(s->journal, &s->read_pos);
+	vpp_counter_add(vpp__sm.journal_discarded, bytes);
+	vpp_log(VPP_LOG_ERROR, "store",
+	        "journal %s: unreadable record in segment %llu after offset %llu (%s): skipped the "
+	        "last %llu bytes of that segment, replay goes on with the next",
+	        s->journal_dir, (unsigned long long)(s->read_pos.seg - 1),
+	        (unsigned long long)at.off, vpp_strerror(rv), (unsigned long long)bytes);
+}
+
+/* Statements of one replay chunk are held in memory until they commit. */
+#define REPLAY_STMT_BYTES (4u << 20)
+
 /* Reads the next chunk of the journal: up to a batch of telemetry rows (to
- * the COPY connection) and the statements between them (to the pipeline). */
+ * the COPY connection) and the statements between them (to the pipeline),
+ * at most REPLAY_STMT_BYTES of those. */
 static void replay_next(vpp_store *s)
 {
 	vpp__batch *b = &s->inflight;
-	size_t nst = 0;
+	size_t nst = 0, stbytes = 0;
 	uint16_t type;
 	const void *p;
 	size_t len;
 	int rv = 0;
 	b->n = 0;
-	while (b->n < s->o.batch_rows) {
+	while (b->n < s->o.batch_rows && stbytes < REPLAY_STMT_BYTES) {
 		vpp_journal_pos at = s->read_pos;
 		rv = vpp_journal_read(s->journal, &s->read_pos, &type, &p, &len);
+		if (rv == VPP_ECORRUPT || rv == VPP_EIO) {
+			skip_damaged(s, rv);
+			continue;
+		}
 		if (rv != 0)
 			break;
 		if (type == VPP__JREC_TELEMETRY) {
@@ -207,20 +291,14 @@ static void replay_next(vpp_store *s)
 			it->gen = s->replay_gen;
 			vpp__itemq_push(&s->pending, it);
 			nst++;
+			stbytes += len;
 		}
-	}
-	if (rv == VPP_ECORRUPT || rv == VPP_EIO) {
-		/* Validated at open and never rewritten: only a disk failure gets
-		 * here. Drop the unreadable rest rather than loop on it. */
-		vpp_journal_pos end = vpp_journal_end(s->journal);
-		vpp_counter_add(vpp__sm.journal_discarded, vpp_journal_bytes(s->journal));
-		s->read_pos = end;
 	}
 	if (b->n == 0 && nst == 0) {
 		/* Caught up: the journal is fully in the database. */
 		vpp_journal_pos end = vpp_journal_end(s->journal);
-		if (s->read_pos.seg >= end.seg && s->read_pos.off >= end.off) {
-			vpp_journal_release(s->journal, end);
+		if (pos_at_or_after(s->read_pos, end)) {
+			vpp_journal_release(s->journal, s->read_pos);
 			if (vpp_journal_bytes(s->journal) == 0) {
 				set_spilling(s, false);
 				s->read_pos = (vpp_journal_pos){0, 0};
@@ -243,35 +321,27 @@ static void replay_next(vpp_store *s)
 
 /* ---- hand-over from other threads ---- */
 
-static void drain_cmds(vpp_store *s)
+/* Moves the device states of |got| into s->states, keeping only the newest
+ * (by as_of) of each device not yet sent. States never go to the journal
+ * while the store runs: one per device is all that matters, and it waits in
+ * memory for the database, which keeps a long outage from filling the
+ * journal with states. */
+static void coalesce_states(vpp_store *s, vpp__itemq *got)
 {
-	vpp__itemq got;
-	pthread_mutex_lock(&s->cmd_lock);
-	got = s->cmds;
-	memset(&s->cmds, 0, sizeof(s->cmds));
-	pthread_mutex_unlock(&s->cmd_lock);
-	if (!got.head)
-		return;
-
-	bool direct = bypass_journal(s) && s->pipe.state != VPP__PGC_DOWN;
-
-	/* Coalesce device states: of all the states of a device not yet sent,
-	 * only the newest (by as_of) is kept. (Journaled ones are not: the
-	 * upsert's as_of guard sorts them out on replay.) */
 	vpp__strset newest = {0};
 	for (vpp__item *it = s->states.head; it; it = it->next)
 		vpp__strset_put_max(&newest, it->key, it->as_of_ms);
-	for (vpp__item *it = got.head; it; it = it->next)
+	for (vpp__item *it = got->head; it; it = it->next)
 		if (it->key[0])
 			vpp__strset_put_max(&newest, it->key, it->as_of_ms);
-	if (direct && newest.n) {
+	if (newest.n) {
 		vpp__itemq keep = {0}, rest = {0};
 		vpp__item *it;
 		/* A state is dropped when a newer one of its device is queued;
 		 * clearing the entry keeps one of several equal ones. */
 		while ((it = vpp__itemq_pop(&s->states)) != NULL)
 			vpp__itemq_push(&keep, it);
-		while ((it = vpp__itemq_pop(&got)) != NULL)
+		while ((it = vpp__itemq_pop(got)) != NULL)
 			vpp__itemq_push(&keep, it);
 		while ((it = vpp__itemq_pop(&keep)) != NULL) {
 			int64_t best;
@@ -285,9 +355,23 @@ static void drain_cmds(vpp_store *s)
 				vpp__item_free(it);
 			}
 		}
-		got = rest;
+		*got = rest;
 	}
 	vpp__strset_free(&newest);
+}
+
+static void drain_cmds(vpp_store *s)
+{
+	vpp__itemq got;
+	pthread_mutex_lock(&s->cmd_lock);
+	got = s->cmds;
+	memset(&s->cmds, 0, sizeof(s->cmds));
+	pthread_mutex_unlock(&s->cmd_lock);
+	if (!got.head)
+		return;
+
+	bool direct = bypass_journal(s) && s->pipe.state != VPP__PGC_DOWN;
+	coalesce_states(s, &got);
 
 	vpp__item *it;
 	while ((it = vpp__itemq_pop(&got)) != NULL) {
@@ -308,14 +392,15 @@ static void drain_cmds(vpp_store *s)
 				vpp__pipe_orphan(s, it, VPP_EDB);
 			continue;
 		}
-		if (!direct) {
-			vpp__store_journal_item(s, it);
-			vpp__item_free(it);
-		} else if (it->key[0]) {
-			vpp__itemq_push(&s->states, it);
-		} else {
+		if (direct) {
 			vpp__itemq_push(&s->pending, it);
+			continue;
 		}
+		if (journal_full(s))
+			vpp__store_lost(s, 0, 1);
+		else
+			vpp__store_journal_item(s, it);
+		vpp__item_free(it);
 	}
 }
 
@@ -387,11 +472,14 @@ static void drain_deferred(vpp_store *s, bool final)
 	s->ndeferred = k;
 }
 
+/* Moves rows from the queue to the batch or the journal, a bounded number
+ * per call while the store runs (the rest on the next wake-up), all of them
+ * at shutdown. */
 static void drain_rows(vpp_store *s)
 {
 	vpp_telemetry_row r;
-	bool redrained = false;
-	size_t budget = 65536;
+	bool redrained = false, final = atomic_load(&s->closed);
+	size_t budget = final ? SIZE_MAX : 65536;
 	/* While the telemetry connection is being (re)established, rows wait
 	 * in the queue; once it has failed, they spill. */
 	bool direct = bypass_journal(s) && s->copy.state != VPP__PGC_DOWN;
@@ -412,7 +500,7 @@ static void drain_rows(vpp_store *s)
 			s->cur.n = 0;
 			direct = false;
 		}
-		if (!direct && (int64_t)vpp_journal_bytes(s->journal) >= s->o.journal_max_bytes)
+		if (!direct && journal_full(s))
 			break; /* full: the queue fills and submitters get VPP_EFULL */
 		if (!vpp__rowq_pop(s->rows, &r))
 			break;
@@ -436,13 +524,13 @@ static void drain_rows(vpp_store *s)
 			break;
 		}
 	}
-	if (budget == (size_t)-1)
+	if (budget == (size_t)-1 && !final)
 		uv_async_send(&s->wake); /* more to do: come back after other events */
 }
 
 static void copy_kick(vpp_store *s)
 {
-	if (s->copy.state != VPP__PGC_READY || !vpp__copy_idle(s))
+	if (!vpp__pgc_usable(&s->copy) || !vpp__copy_idle(s))
 		return;
 	if (!s->spilling) {
 		vpp__batch *c = &s->cur;
@@ -459,7 +547,7 @@ static void copy_kick(vpp_store *s)
 		vpp__copy_start_batch(s);
 		return;
 	}
-	if (s->pipe.state == VPP__PGC_READY && !s->replay_active && !s->stop_started)
+	if (vpp__pgc_usable(&s->pipe) && !s->replay_active && !s->stop_started)
 		replay_next(s);
 }
 
@@ -469,7 +557,8 @@ static bool fresh_work_left(vpp_store *s)
 {
 	if (vpp__rowq_depth(s->rows) || s->cur.n || (s->inflight.n && !s->inflight.from_journal))
 		return true;
-	if (s->states.n)
+	/* States wait for the journal's replay, which stopping does not do. */
+	if (s->states.n && bypass_journal(s))
 		return true;
 	for (vpp__item *it = s->pending.head; it; it = it->next)
 		if (!it->from_journal)
@@ -494,10 +583,23 @@ static void shutdown_now(vpp_store *s)
 	s->copy.state = s->pipe.state = VPP__PGC_DOWN;
 	drain_cmds(s);
 	vpp__pipe_abort_all(s, VPP_ECLOSED);
+	vpp__item *it;
+	while ((it = vpp__itemq_pop(&s->states)) != NULL)
+		vpp__pipe_orphan(s, it, VPP_ECLOSED);
 	drain_rows(s);
 	drain_deferred(s, true);
-	vpp_journal_commit(s->journal);
-	vpp_journal_sync(s->journal);
+	/* Left over only when the journal refused them (out of memory). */
+	vpp_telemetry_row r;
+	uint64_t left = s->cur.n + s->ndeferred;
+	while (vpp__rowq_pop(s->rows, &r))
+		left++;
+	s->cur.n = s->ndeferred = 0;
+	vpp__store_lost(s, left, 0);
+	if (vpp_journal_commit(s->journal) != 0 || vpp_journal_sync(s->journal) != 0)
+		vpp_log(VPP_LOG_ERROR, "store",
+		        "journal %s: cannot write its last records at shutdown (%llu bytes held)",
+		        s->journal_dir, (unsigned long long)vpp_journal_bytes(s->journal));
+	log_lost(s, true);
 	vpp__pgc_close(&s->copy);
 	vpp__pgc_close(&s->pipe);
 	uv_close((uv_handle_t *)&s->wake, NULL);
@@ -521,6 +623,7 @@ void vpp__store_pump(vpp_store *s)
 	atomic_store(&s->journal_bytes, jb);
 	vpp_gauge_set(vpp__sm.journal_bytes, (double)jb);
 	vpp_gauge_set(vpp__sm.queue_depth, (double)vpp__rowq_depth(s->rows));
+	log_lost(s, false);
 
 	if (!atomic_load(&s->stopping))
 		return;
@@ -589,9 +692,35 @@ static void on_maint(uv_timer_t *t)
 	vpp__store_pump(s);
 }
 
+#define MAINT_INTERVAL_MS (3600 * 1000)
+#define MAINT_RETRY_MIN_MS (10 * 1000)
+
+void vpp__store_maintenance_done(vpp_store *s, const char *err)
+{
+	if (!err) {
+		s->maint_failing = false;
+		s->maint_backoff_ms = MAINT_RETRY_MIN_MS;
+		return;
+	}
+	/* Not the connection's fault (e.g. 42P17: the partition width changed
+	 * on an existing database; a lock or statement timeout): the other
+	 * writes go on, the call is tried again later. */
+	vpp_counter_inc(vpp__sm.maint_errors);
+	vpp_log(VPP_LOG_ERROR, "store",
+	        "telemetry partition maintenance failed, next try in %lld s: %.*s",
+	        (long long)(s->maint_backoff_ms / 1000), (int)strcspn(err, "\n"), err);
+	s->maint_failing = true;
+	uv_timer_start(&s->maint, on_maint, (uint64_t)s->maint_backoff_ms, MAINT_INTERVAL_MS);
+	s->maint_backoff_ms *= 2;
+	if (s->maint_backoff_ms > MAINT_INTERVAL_MS)
+		s->maint_backoff_ms = MAINT_INTERVAL_MS;
+}
+
 void vpp__store_on_pipe_ready(vpp_store *s)
 {
-	queue_maintenance(s);
+	/* A failing maintenance waits for its own timer, not for reconnects. */
+	if (!s->maint_failing)
+		queue_maintenance(s);
 	if (!s->devices_loaded && s->o.check_devices) {
 		vpp__item *it = item_new(VPP__IT_DEVICE_IDS, VPP__ST_DEVICE_IDS, NULL, 0);
 		if (it)
@@ -606,7 +735,7 @@ static void *thread_main(void *arg)
 	if (tick > 50)
 		tick = 50;
 	uv_timer_start(&s->tick, on_tick, tick, tick);
-	uv_timer_start(&s->maint, on_maint, 3600 * 1000, 3600 * 1000);
+	uv_timer_start(&s->maint, on_maint, MAINT_INTERVAL_MS, MAINT_INTERVAL_MS);
 	vpp__pgc_connect(&s->copy);
 	vpp__pgc_connect(&s->pipe);
 	uv_run(&s->loop, UV_RUN_DEFAULT);
@@ -691,6 +820,7 @@ int vpp_store_start(const vpp_store_options *o, vpp_store **ret)
 	s->tick.data = s;
 	uv_timer_init(&s->loop, &s->maint);
 	s->maint.data = s;
+	s->maint_backoff_ms = MAINT_RETRY_MIN_MS;
 	vpp__copy_init(s);
 	vpp__pipe_init(s);
 	vpp__store_update_ready(s);
@@ -719,6 +849,14 @@ void vpp_store_stop(vpp_store *s)
 	uv_async_send(&s->wake);
 	pthread_join(s->thread, NULL);
 	uv_loop_close(&s->loop);
+	/* A caller that raced with the stop got in after the last drain. */
+	uint64_t rows = vpp__rowq_depth(s->rows), writes = s->cmds.n;
+	if (rows || writes) {
+		vpp__store_lost(s, rows, writes);
+		vpp_log(VPP_LOG_ERROR, "store",
+		        "lost %llu telemetry rows and %llu other writes submitted during the stop",
+		        (unsigned long long)rows, (unsigned long long)writes);
+	}
 	free_store(s);
 }
 
@@ -1075,6 +1213,8 @@ void vpp_store_get_stats(vpp_store *s, vpp_store_stats *st)
 	st->rejected = atomic_load(&s->n_rejected);
 	st->writes_done = atomic_load(&s->n_writes_done);
 	st->writes_failed = atomic_load(&s->n_writes_failed);
+	st->rows_lost = atomic_load(&s->n_rows_lost);
+	st->writes_lost = atomic_load(&s->n_writes_lost);
 	st->queue_depth = vpp__rowq_depth(s->rows);
 	st->journal_bytes = atomic_load(&s->journal_bytes);
 	st->db_up = atomic_load(&s->db_up);

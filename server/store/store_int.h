@@ -45,7 +45,8 @@ void vpp__buf_free(vpp__buf *b);
 
 /* Appends the COPY BINARY file header (signature, flags, extension). */
 int vpp__copy_header(vpp__buf *b);
-/* Appends one tuple of |r| with |node_id|. */
+/* Appends one tuple of |r| with |node_id|; a NaN sigma ("not given") is
+ * NULL. */
 int vpp__copy_row(vpp__buf *b, const vpp_telemetry_row *r, const char *node_id);
 /* Appends the file trailer (field count -1). */
 int vpp__copy_trailer(vpp__buf *b);
@@ -59,7 +60,8 @@ enum {
 
 /* Fixed little-endian encoding of a row: u8 id length, id, i64 seq,
  * measured_at_ms, received_at_ms, f64 power, power sigma, soc, soc sigma,
- * u32 quality. At most VPP__ROW_WIRE_MAX bytes. */
+ * u32 quality. Doubles keep their bits: a NaN sigma ("not given") stays NaN
+ * through the journal. At most VPP__ROW_WIRE_MAX bytes. */
 #define VPP__ROW_WIRE_MAX (1 + (VPP_ID_CAP - 1) + 3 * 8 + 4 * 8 + 4)
 size_t vpp__row_encode(const vpp_telemetry_row *r, unsigned char *out);
 /* Returns 0 or VPP_ECORRUPT. */
@@ -143,6 +145,18 @@ size_t vpp__rowq_depth(const vpp__rowq *q);
 /* True when a failed result of |conn| means the connection (not the data)
  * is at fault: the work should be retried elsewhere or later. */
 bool vpp__pg_transient(PGconn *conn, const PGresult *res);
+/* True when the failure means |conn| itself is unusable (broken, or closed
+ * by the server): only then is it dropped. Other errors leave it working. */
+bool vpp__pg_conn_broken(PGconn *conn, const PGresult *res);
+
+/* Starts a non-blocking connection to |conninfo| (key=value or URI) with
+ * the store's defaults for what it does not set: connect_timeout=10,
+ * keepalives=1, keepalives_idle=30, keepalives_interval=10,
+ * keepalives_count=3, tcp_user_timeout=30000. Returns NULL when out of
+ * memory; check PQstatus otherwise. */
+PGconn *vpp__pg_connect_start(const char *conninfo);
+/* The same, blocking (migrations). */
+PGconn *vpp__pg_connect(const char *conninfo);
 
 /* Milliseconds of the Unix wall clock. */
 int64_t vpp__store_now_ms(void);
@@ -175,6 +189,9 @@ struct vpp__pgc {
 	uv_timer_t retry;
 	int64_t backoff_ms;
 	vpp__pgc_state state;
+	uint64_t up_since;   /* loop time it became READY */
+	uint64_t held_until; /* loop time before which nothing is sent */
+	int64_t hold_ms;     /* next hold-off, doubling like backoff_ms */
 	char err[256];
 	/* Called on socket events once connected (SETUP and READY). */
 	void (*on_io)(vpp__pgc *c, int events);
@@ -186,6 +203,17 @@ struct vpp__pgc {
 
 void vpp__pgc_init(vpp_store *s, vpp__pgc *c, const char *name);
 void vpp__pgc_connect(vpp__pgc *c);
+/* Set-up done: the connection takes work. */
+void vpp__pgc_ready(vpp__pgc *c);
+/* The database refused work for its state, not the data's nor the
+ * connection's (read-only, a lock or statement timeout, a missing table):
+ * keep the connection but send nothing for a backoff that doubles at each
+ * refusal. |why| is recorded for /readyz. */
+void vpp__pgc_hold(vpp__pgc *c, const char *why);
+/* Work committed: the next hold-off starts from the minimum again. */
+void vpp__pgc_ok(vpp__pgc *c);
+/* READY and not held off. */
+bool vpp__pgc_usable(const vpp__pgc *c);
 /* Drops the connection (after on_lost) and schedules a reconnect. |why| is
  * recorded for /readyz. */
 void vpp__pgc_fail(vpp__pgc *c, const char *why);
@@ -244,6 +272,7 @@ typedef struct vpp__group {
 	vpp__item *cur; /* item whose results come next */
 	int failed;     /* index of the item that failed, -1 */
 	bool transient;
+	bool broken; /* the connection itself failed */
 	char err[200];
 } vpp__group;
 
@@ -308,7 +337,7 @@ struct vpp_store {
 	vpp__range ranges[64]; /* stack of ranges of |inflight| left to write */
 	int nranges;
 	vpp__range range; /* the one in progress */
-	bool range_failed, range_transient;
+	bool range_failed, range_transient, range_broken;
 	char range_err[200];
 	size_t batch_rejected;
 	uint64_t batch_start_ms;
@@ -321,13 +350,21 @@ struct vpp_store {
 	vpp__group *groups, *groups_tail;
 	size_t ngroups;
 
+	/* Partition maintenance: retried with backoff while it fails. */
+	bool maint_failing;
+	int64_t maint_backoff_ms;
+
+	/* Accepted work neither written nor journaled, not logged yet. */
+	uint64_t lost_rows_unlogged, lost_writes_unlogged;
+	uint64_t lost_logged_at; /* loop time */
+
 	/* Readiness, for other threads. */
 	pthread_mutex_t ready_lock;
 	char why[256];
 
 	/* Counters (vpp_store_stats). */
 	atomic_uint_fast64_t n_submitted, n_durable, n_committed, n_journaled, n_replayed,
-	    n_rejected, n_writes_done, n_writes_failed, journal_bytes;
+	    n_rejected, n_writes_done, n_writes_failed, n_rows_lost, n_writes_lost, journal_bytes;
 	atomic_int_fast64_t last_lag_ms, max_lag_ms;
 	atomic_bool db_up, spilling_pub;
 };
@@ -336,7 +373,7 @@ struct vpp_store {
 typedef struct {
 	vpp_gauge *db_up, *queue_depth, *journal_bytes, *lag;
 	vpp_counter *rows_written, *rows_journaled, *rows_replayed, *db_errors, *writes,
-	    *write_errors, *journal_discarded;
+	    *write_errors, *journal_discarded, *rows_lost, *writes_lost, *maint_errors;
 	vpp_counter *rejected[VPP_REJECT__COUNT];
 	vpp_histogram *batch_seconds;
 } vpp__store_metrics;
@@ -349,7 +386,13 @@ void vpp__store_reject(vpp_store *s, vpp_reject_reason r, uint64_t n);
 void vpp__store_pump(vpp_store *s);
 /* Appends rows |r|[0..n) to the journal (they are durable once committed). */
 int vpp__store_journal_rows(vpp_store *s, const vpp_telemetry_row *r, size_t n);
+/* Journals the write |it|; on failure it is counted as lost. */
 int vpp__store_journal_item(vpp_store *s, const vpp__item *it);
+/* Counts |rows| telemetry rows and |writes| other writes that were accepted
+ * but can be neither written nor journaled; the store logs the tally. */
+void vpp__store_lost(vpp_store *s, uint64_t rows, uint64_t writes);
+/* The result of a partition maintenance call: |err| is NULL on success. */
+void vpp__store_maintenance_done(vpp_store *s, const char *err);
 void vpp__store_update_ready(vpp_store *s);
 /* The pipeline connection is ready: queue the device ids load and the
  * partition maintenance. */
@@ -365,6 +408,10 @@ bool vpp__copy_idle(const vpp_store *s);
 
 /* pipe.c */
 void vpp__pipe_init(vpp_store *s);
+/* Row |row| of a result whose columns are those of VPP__ST_DEVICE_TELEMETRY
+ * (device_id, seq, measured_at ms, received_at ms, power_kw, power_sigma_kw,
+ * soc, soc_sigma, quality). A NULL sigma reads as NaN ("not given"). */
+void vpp__row_from_result(const PGresult *r, int row, vpp_telemetry_row *t);
 void vpp__pipe_kick(vpp_store *s);
 bool vpp__pipe_idle(const vpp_store *s);
 /* Fails every item not yet done with |status| (reads) or journals them

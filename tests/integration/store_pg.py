@@ -142,8 +142,8 @@ def expected_checksum(first, last, ndev, base_ms, node="node-test", poison=0):
 CHECKSUM_SQL = """
 SELECT count(*), md5(string_agg(device_id || ',' || seq || ','
     || (extract(epoch FROM measured_at) * 1000)::int8 || ','
-    || (power_kw * 4)::int8 || ',' || (power_sigma_kw * 8)::int8 || ','
-    || (soc * 1024)::int8 || ',' || (soc_sigma * 64)::int8 || ','
+    || (power_kw * 4)::int8 || ',' || coalesce((power_sigma_kw * 8)::int8, -1) || ','
+    || (soc * 1024)::int8 || ',' || coalesce((soc_sigma * 64)::int8, -1) || ','
     || quality || ',' || node_id, E'\\n' ORDER BY device_id COLLATE "C", seq))
 FROM telemetry"""
 

@@ -329,6 +329,83 @@ START_TEST(oversized_record_refused)
 }
 END_TEST
 
+/* Flips a byte |back| bytes before the end of the |nth| segment (1-based;
+ * 0: the last one). */
+static void damage_segment(int nth, off_t back)
+{
+	char names[16][256];
+	int n = 0;
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL)
+		if (strncmp(e->d_name, "seg-", 4) == 0 && n < 16)
+			snprintf(names[n++], sizeof(names[0]), "%s", e->d_name);
+	closedir(d);
+	qsort(names, (size_t)n, sizeof(names[0]), (int (*)(const void *, const void *))strcmp);
+	ck_assert_int_ge(n, nth);
+	if (nth == 0)
+		nth = n;
+	char path[512];
+	snprintf(path, sizeof(path), "%s/%.300s", dir, names[nth - 1]);
+	struct stat st;
+	ck_assert_int_eq(stat(path, &st), 0);
+	int fd = open(path, O_RDWR);
+	unsigned char b;
+	ck_assert_int_eq(pread(fd, &b, 1, st.st_size - back), 1);
+	b ^= 0x10;
+	ck_assert_int_eq(pwrite(fd, &b, 1, st.st_size - back), 1);
+	close(fd);
+}
+
+/* Reads to the end, skipping damaged segments; returns the records read. */
+static int read_skipping(vpp_journal *j, uint64_t *skipped)
+{
+	vpp_journal_pos pos = {0, 0};
+	uint16_t type;
+	const void *p;
+	size_t len;
+	int n = 0, rv;
+	*skipped = 0;
+	while ((rv = vpp_journal_read(j, &pos, &type, &p, &len)) != VPP_ENOENT) {
+		if (rv == VPP_ECORRUPT)
+			*skipped += vpp_journal_skip_segment(j, &pos);
+		else
+			n++;
+	}
+	return n;
+}
+
+/* A record damaged after open (a disk error) costs the rest of its segment,
+ * not the segments after it; a damaged write segment is closed, so that new
+ * records stay readable. */
+START_TEST(damage_found_while_reading_skips_one_segment)
+{
+	vpp_journal *j;
+	vpp_journal_options o = opts(4096);
+	mkdir_tmp();
+	ck_assert_int_eq(vpp_journal_open(dir, &o, &j, NULL), 0);
+	for (int k = 0; k < 20; k++)
+		append_n(j, k * 20, (k + 1) * 20);
+	/* The second segment's last record, after the journal was opened. */
+	damage_segment(2, 3);
+	uint64_t skipped;
+	int n = read_skipping(j, &skipped);
+	ck_assert_uint_gt(skipped, 0);
+	ck_assert_uint_lt(skipped, 4096 + VPP_JOURNAL_HEADER + 300);
+	ck_assert_int_ge(n, 400 - 20);
+	ck_assert_int_lt(n, 400);
+
+	/* Now the segment being written: the records after it are read. */
+	damage_segment(0, 3);
+	int before = read_skipping(j, &skipped);
+	append_n(j, 400, 410);
+	int after = read_skipping(j, &skipped);
+	ck_assert_int_eq(after, before + 10);
+	vpp_journal_close(j);
+	rm_tmp();
+}
+END_TEST
+
 Suite *test_journal_suite(void);
 
 Suite *test_journal_suite(void)
@@ -346,6 +423,7 @@ Suite *test_journal_suite(void)
 	tcase_add_test(tc, segments_roll_and_release);
 	tcase_add_test(tc, one_owner_per_folder);
 	tcase_add_test(tc, oversized_record_refused);
+	tcase_add_test(tc, damage_found_while_reading_skips_one_segment);
 	suite_add_tcase(s, tc);
 	return s;
 }
