@@ -304,9 +304,11 @@ static void on_telemetry(session *s, const Vpp__V1__Telemetry *t)
 	row.measured_at_ms = measured_at;
 	row.received_at_ms = now;
 	row.power_kw = t->power_kw;
-	row.power_sigma_kw = t->power_sigma_kw;
+	/* 0 is proto3's "not set": no uncertainty given, stored as NULL (NaN
+	 * here), never as an exact measurement. */
+	row.power_sigma_kw = t->power_sigma_kw > 0 ? t->power_sigma_kw : NAN;
 	row.soc = t->soc;
-	row.soc_sigma = t->soc_sigma;
+	row.soc_sigma = t->soc_sigma > 0 ? t->soc_sigma : NAN;
 	row.quality = t->quality;
 	if (!s->clock_known) /* measured_at is the device's own clock still */
 		row.quality |= VPP__V1__QUALITY_FLAG__QUALITY_CLOCK_UNSYNCED;

@@ -87,6 +87,13 @@ class Device:
     def kinds(self):
         return [k for k, _ in self.got]
 
+    def wait_for(self, kind, timeout=10):
+        """Waits until a message of |kind| arrived; returns whether it did."""
+        deadline = time.time() + timeout
+        while kind not in self.kinds() and time.time() < deadline:
+            time.sleep(0.02)
+        return kind in self.kinds()
+
     def wait_end(self, timeout=10):
         assert self.done.wait(timeout), "session did not end within %s s (got %s)" % (timeout, self.kinds())
         return self.status
@@ -495,9 +502,7 @@ def body(r):
 
     def slow_interval_not_stale():
         d = Device(env2, "dev-00004")
-        deadline = time.time() + 10
-        while "welcome" not in d.kinds() and time.time() < deadline:
-            time.sleep(0.05)
+        d.wait_for("welcome")
         assert d.got[0][1].telemetry_interval_ms == 20000, d.got[0]
         d.telemetry(power=0.0, soc=0.5)
         time.sleep(5)  # past the 3 s that suit a 1 s interval
@@ -549,9 +554,7 @@ def body(r):
 
     def store_full_loses_nothing():
         d = Device(env3, "dev-00001")
-        deadline = time.time() + 10
-        while "welcome" not in d.kinds() and time.time() < deadline:
-            time.sleep(0.05)
+        d.wait_for("welcome")
         for _ in range(15000):
             d.telemetry(power=0.0, soc=0.5)
         last, stable_since = None, time.time()
