@@ -283,6 +283,21 @@ START_TEST(faults_exact_disjoint_and_seeded)
 
 	frac[VPP__EMUL_F_IGNORE] = 0.9;
 	ck_assert_int_eq(vpp__emul_faults_assign(frac, N, 5, a), VPP_EINVAL);
+
+	/* Ten devices, 15 % of each of the six kinds: every kind gets one or
+	 * two, the last too, and nine in all (rounding each kind alone gave
+	 * the first five two each and the last none). */
+	double f15[VPP__EMUL_F__COUNT] = {0};
+	for (int k = 1; k < VPP__EMUL_F__COUNT; k++)
+		f15[k] = 0.15;
+	uint8_t ten[10];
+	ck_assert_int_eq(vpp__emul_faults_assign(f15, 10, 3, ten), 0);
+	int per[VPP__EMUL_F__COUNT] = {0};
+	for (int i = 0; i < 10; i++)
+		per[ten[i]]++;
+	for (int k = 1; k < VPP__EMUL_F__COUNT; k++)
+		ck_assert(per[k] == 1 || per[k] == 2);
+	ck_assert_int_eq(per[VPP__EMUL_F_NONE], 1);
 	ck_assert_str_eq(vpp__emul_fault_name(VPP__EMUL_F_LATE_ACK), "late_ack");
 }
 END_TEST

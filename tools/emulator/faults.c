@@ -1,6 +1,8 @@
 /* Which devices misbehave, and how: disjoint slices of one seeded shuffle,
- * so a fraction F of N devices is exactly round(F·N) devices, the same ones
- * on every run with the same seed. */
+ * the same ones on every run with the same seed. Slice ends are the rounded
+ * cumulative fractions, so every kind gets its share within one device and
+ * the slices never add up to more than the fleet (rounding each kind on its
+ * own gave the first kinds too many and starved the last). */
 #include "physics.h"
 #include "vpp/error.h"
 
@@ -43,10 +45,12 @@ int vpp__emul_faults_assign(const double frac[VPP__EMUL_F__COUNT], size_t n, uin
 		perm[j] = t;
 	}
 	size_t at = 0;
+	double cum = 0;
 	for (int k = 1; k < VPP__EMUL_F__COUNT; k++) {
-		size_t cnt = (size_t)llround(frac[k] * (double)n);
-		for (size_t i = 0; i < cnt && at < n; i++)
-			out[perm[at++]] = (uint8_t)k;
+		cum += frac[k];
+		size_t end = (size_t)llround(cum * (double)n);
+		for (; at < end && at < n; at++)
+			out[perm[at]] = (uint8_t)k;
 	}
 	free(perm);
 	return 0;
