@@ -78,11 +78,11 @@ class Device:
             self.status, self.details = e.code(), e.details()
         self.done.set()
 
-    def telemetry(self, power=0.0, soc=0.5, seq=None, **kw):
+    def telemetry(self, power=0.0, soc=0.5, seq=None, power_sigma_kw=0.05, soc_sigma=0.01, **kw):
         self.seq = seq if seq is not None else self.seq + 1
         self.q.put(self.d.DeviceMessage(telemetry=self.d.Telemetry(
-            seq=self.seq, measured_at_ms=int(time.time() * 1000), power_kw=power, power_sigma_kw=0.05,
-            soc=soc, soc_sigma=0.01, **kw)))
+            seq=self.seq, measured_at_ms=int(time.time() * 1000), power_kw=power, power_sigma_kw=power_sigma_kw,
+            soc=soc, soc_sigma=soc_sigma, **kw)))
 
     def kinds(self):
         return [k for k, _ in self.got]

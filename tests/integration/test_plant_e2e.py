@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "interop"))
 sys.path.insert(0, HERE)
 import vpptest as vt  # noqa: E402
 from store_pg import PgCluster  # noqa: E402
+import test_device_sessions as tds  # noqa: E402
 
 import grpc  # noqa: E402
 
@@ -56,7 +57,8 @@ def body(r):
 
 def run(r, pg):
     certs = vt.tempdir("vpp-e2ecerts-")
-    cr = subprocess.run(["bash", os.path.join(vt.ROOT, "deploy/local/certs.sh"), certs, "--devices", str(N),
+    # One certificate more than the fleet: dev-01000 is the probe device.
+    cr = subprocess.run(["bash", os.path.join(vt.ROOT, "deploy/local/certs.sh"), certs, "--devices", str(N + 1),
                          "--shared-key"], capture_output=True, text=True, timeout=600)
     if cr.returncode != 0:
         raise RuntimeError("certs.sh: " + cr.stderr[-2000:])
@@ -116,6 +118,28 @@ def run(r, pg):
 
     if not r.case("the fleet connects", connect):
         return
+
+    # A probe device of our own: a report before it answers the first Ping
+    # (its clock offset unknown) and without sigmas, then one after.
+    class ProbeEnv:
+        def read(self, name):
+            with open(os.path.join(certs, name), "rb") as f:
+                return f.read()
+    penv = ProbeEnv()
+    penv.device_port = device_port
+    probe = tds.Device(penv, "dev-%05d" % N, auto=False)
+    r.on_fail.append(lambda: "probe: %s" % probe.kinds())
+    probe_ok = probe.wait_for("welcome") and probe.wait_for("ping", 5)
+    if probe_ok:
+        probe.telemetry(power=0.0, soc=0.5, power_sigma_kw=0, soc_sigma=0)  # before the Pong
+        time.sleep(0.3)
+        ping = [m for k, m in probe.got if k == "ping"][0]
+        probe.q.put(probe.d.DeviceMessage(pong=probe.d.Pong(ping_id=ping.ping_id,
+                                                            device_time_ms=int(time.time() * 1000))))
+        time.sleep(0.3)
+        probe.telemetry(power=0.0, soc=0.5)  # sigmas 0.05 / 0.01, clock known
+        time.sleep(0.3)
+    probe.close()  # out of the fleet before the steps
 
     steps = []  # (target, wall ms of the command, expected delivery reported, shortfall)
 
@@ -193,6 +217,15 @@ def run(r, pg):
         assert tel > N * 30, "telemetry rows: %d" % tel
 
     r.case("every tick, setpoint and audit entry is in PostgreSQL", persisted)
+
+    def probe_rows():
+        assert probe_ok, "the probe device got no Welcome and Ping: %s" % probe.kinds()
+        rows = pg.psql("select seq || ',' || quality || ',' || coalesce(power_sigma_kw::text, 'null') || ',' || "
+                       "coalesce(soc_sigma::text, 'null') from telemetry where device_id = 'dev-%05d' "
+                       "order by seq" % N).split()
+        assert rows == ["1,4,null,null", "2,0,0.05,0.01"], rows
+
+    r.case("a report before the first Pong is marked clock-unsynced; no sigma given is stored NULL", probe_rows)
 
     def calibrated():
         rows = pg.psql("select (extract(epoch from tick_at) * 1000)::bigint, measured_lower_kw, measured_upper_kw "
