@@ -260,6 +260,9 @@ int vpp__emul_worker_start(vpp__emul_worker *w);
 /* Asks the worker to stop (any thread) and joins it. */
 void vpp__emul_worker_stop(vpp__emul_worker *w);
 void vpp__emul_worker_free(vpp__emul_worker *w);
+/* Records the whole seconds passed up to |now_us| (loop thread): call
+ * before advancing or commanding a battery. */
+void vpp__emul_worker_sync(vpp__emul_worker *w, int64_t now_us);
 /* Queues a late ack (loop thread). */
 void vpp__emul_worker_late_ack(vpp__emul_worker *w, vpp__emul_dev *d, uint64_t seq);
 

@@ -114,6 +114,7 @@ static void send_hello(vpp__emul_dev *d)
 
 static void send_telemetry(vpp__emul_dev *d, int64_t now_us)
 {
+	vpp__emul_worker_sync(d->w, now_us);
 	vpp__emul_battery_advance(&d->bat, vpp__emul_true_s(d->w, now_us));
 	Vpp__V1__DeviceMessage m = VPP__V1__DEVICE_MESSAGE__INIT;
 	Vpp__V1__Telemetry t = VPP__V1__TELEMETRY__INIT;
@@ -151,6 +152,7 @@ static void on_setpoint(vpp__emul_dev *d, const Vpp__V1__Setpoint *sp, int64_t n
 {
 	vpp__emul_worker *w = d->w;
 	vpp__emul_count(w, C_SETPOINTS_RECV, 1);
+	vpp__emul_worker_sync(w, now_us);
 	vpp__emul_groups_add(&w->groups, sp->valid_until_ms, now_us, 1, now_us);
 	/* The lease end is in server time: map it to the device clock with the
 	 * skew learned from Welcome/Ping, then to true time. */

@@ -43,13 +43,12 @@ static void record_second(vpp__emul_worker *w, int64_t second)
 	pthread_mutex_unlock(&w->mu);
 }
 
-static void on_tick(uv_timer_t *t)
+void vpp__emul_worker_sync(vpp__emul_worker *w, int64_t now_us)
 {
-	vpp__emul_worker *w = t->data;
-	int64_t now = vpp__emul_now_us();
-	/* Samples are taken at whole seconds of the common time line; a
-	 * battery is advanced to the boundary first, then to now. */
-	int64_t second = (now - w->start_us) / 1000000;
+	/* Samples are taken at whole seconds of the common time line: every
+	 * battery is advanced to the boundary and recorded before anything
+	 * (a tick, a telemetry report, a setpoint) moves one past it. */
+	int64_t second = (now_us - w->start_us) / 1000000;
 	while (w->last_second < second) {
 		w->last_second++;
 		double at = (double)w->last_second;
@@ -57,6 +56,13 @@ static void on_tick(uv_timer_t *t)
 			vpp__emul_battery_advance(&w->devs[i].bat, at);
 		record_second(w, w->last_second);
 	}
+}
+
+static void on_tick(uv_timer_t *t)
+{
+	vpp__emul_worker *w = t->data;
+	int64_t now = vpp__emul_now_us();
+	vpp__emul_worker_sync(w, now);
 	double now_s = vpp__emul_true_s(w, now);
 	for (size_t i = 0; i < w->ndevs; i++)
 		vpp__emul_battery_advance(&w->devs[i].bat, now_s);
