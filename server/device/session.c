@@ -496,20 +496,18 @@ static void post_bye(dev_loop *dl, uint64_t handle, uint32_t slot, int reason)
 
 /* The plant has not answered this session's Hello yet: its bye goes out
  * when the slot is known (or is dropped if the plant refuses the Hello).
- * Bounded: past the cap the oldest is posted without a slot (the plant
- * then cannot match it, as before this list existed). */
+ * The list holds only Hellos in the plant's queue, which is bounded. */
 static void remember_unregistered(dev_loop *dl, uint64_t handle, int reason)
 {
 	if (dl->nunreg == dl->capunreg) {
 		size_t ncap = dl->capunreg ? dl->capunreg * 2 : 16;
-		pending_bye *nb = ncap <= 4096 ? realloc(dl->unreg, ncap * sizeof(*nb)) : NULL;
+		pending_bye *nb = realloc(dl->unreg, ncap * sizeof(*nb));
 		if (!nb) {
-			memmove(dl->unreg, dl->unreg + 1, (dl->nunreg - 1) * sizeof(*dl->unreg));
-			dl->nunreg--;
-		} else {
-			dl->unreg = nb;
-			dl->capunreg = ncap;
+			vpp_counter_inc(dl->d->met.stale_out); /* out of memory: lost */
+			return;
 		}
+		dl->unreg = nb;
+		dl->capunreg = ncap;
 	}
 	dl->unreg[dl->nunreg++] = (pending_bye){handle, UINT32_MAX, reason};
 }
@@ -568,6 +566,7 @@ static void shutdown_loop(dev_loop *dl)
 	 * take is counted and said, never dropped silently. */
 	if (dl->d->o.store && vpp__dev_backlog_drain(dl, dl->d->o.store) > 0) {
 		vpp_counter_add(dl->d->met.lost_at_shutdown, dl->bl_n);
+		vpp_gauge_add(dl->d->met.backlog, -(int64_t)dl->bl_n);
 		vpp_log(VPP_LOG_ERROR, "device",
 			"%zu accepted telemetry rows lost at shutdown: the store had no room "
 			"(database and journal full)",

@@ -183,6 +183,7 @@ struct vpp_grpc_conn {
 	bool h2_started;
 	bool peer_settings; /* server: the client's preface and SETTINGS arrived */
 	uint64_t headers_since_ms; /* server: a header block is open since; 0: none */
+	int32_t headers_stream;    /* ... on this stream */
 	size_t partial_bytes; /* buffers of messages not yet complete, all calls */
 	bool closing;	    /* handles are being closed */
 	bool goaway_sent;

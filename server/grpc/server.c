@@ -292,6 +292,7 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *frame, void
 	/* Header blocks cannot interleave: at most one is open at a time. It
 	 * must end within the handshake timeout (a slow-headers client). */
 	c->headers_since_ms = uv_now(c->loop);
+	c->headers_stream = frame->hd.stream_id;
 	vpp__conn_arm_timer(c);
 	nghttp2_session_set_stream_user_data(s, frame->hd.stream_id, call);
 	return 0;
@@ -529,6 +530,10 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id, c
 static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error_code, void *ud)
 {
 	vpp_grpc_conn *c = ud;
+	/* A header block nghttp2 refused (a connection-specific header, say)
+	 * ends with its stream, without on_frame_recv. */
+	if (c->headers_since_ms && c->headers_stream == stream_id)
+		c->headers_since_ms = 0;
 	vpp_grpc_call *call = nghttp2_session_get_stream_user_data(s, stream_id);
 	if (!call)
 		return 0;

@@ -40,10 +40,14 @@ void vpp__persist_device(vpp_plant *p, const vpp_plant_hello *h, int64_t now_ms)
 	d.max_soc = h->ratings.max_soc;
 	d.ramp_kw_per_s = h->ratings.ramp_kw_per_s;
 	d.last_seen_ms = now_ms;
-	if (p->nunregistered == 0 && vpp_store_upsert_device(p->o.store, &d) == 0)
+	int rv = p->nunregistered ? VPP_EFULL : vpp_store_upsert_device(p->o.store, &d);
+	if (rv != VPP_EFULL) {
+		check(rv); /* done, or refused for good (invalid, closed): counted */
 		return;
-	/* Refused (or others wait before it): kept for the next tick. The
-	 * newest registration wins in the database, so order is safe. */
+	}
+	/* The queue is full (or others wait before it): kept for the next
+	 * tick. The newest registration wins in the database, so order is
+	 * safe. */
 	vpp_counter_inc(write_refused());
 	if (p->nunregistered == p->capunregistered) {
 		size_t ncap = p->capunregistered ? p->capunregistered * 2 : 64;
@@ -59,9 +63,13 @@ void vpp__persist_device(vpp_plant *p, const vpp_plant_hello *h, int64_t now_ms)
 void vpp__persist_retry_devices(vpp_plant *p)
 {
 	size_t done = 0;
-	while (done < p->nunregistered &&
-	       vpp_store_upsert_device(p->o.store, &p->unregistered[done]) == 0)
+	while (done < p->nunregistered) {
+		int rv = vpp_store_upsert_device(p->o.store, &p->unregistered[done]);
+		if (rv == VPP_EFULL)
+			break; /* still full: the rest waits for the next tick */
+		check(rv);
 		done++;
+	}
 	memmove(p->unregistered, p->unregistered + done,
 		(p->nunregistered - done) * sizeof(*p->unregistered));
 	p->nunregistered -= done;

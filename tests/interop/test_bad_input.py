@@ -673,6 +673,31 @@ def p_slow_headers(srv):
         s.close()
 
 
+def p_refused_header_block(srv):
+    # A header block nghttp2 refuses itself (a connection-specific header):
+    # its stream is reset, and the connection lives on; the header timer
+    # of that block must not close it later.
+    before = rejected(srv, ["header_timeout"])
+    c = H2(srv)
+    try:
+        c.conn.config.validate_outbound_headers = False
+        c.conn.config.normalize_outbound_headers = False
+        sid = c.request("/grpc.health.v1.Health/Check", end=False, extra=[("connection", "close")])
+        c.pump(lambda: c.ended(sid), 3)
+        assert c.result(sid)[3] is not None, "the stream with a connection header was not reset"
+        # Past the header timeout, before the idle timeout (no stream left).
+        assert IDLE_MS > HANDSHAKE_MS * 1.3
+        c.pump(lambda: False, HANDSHAKE_MS / 1000.0 * 1.25)
+        assert not c.closed, "connection closed after a refused header block"
+        sid = c.request("/grpc.health.v1.Health/Check", grpc_frame(S.health_pb2.HealthCheckRequest().SerializeToString()))
+        c.pump(lambda: c.ended(sid), 5)
+        hdrs, body, trailers, reset = c.result(sid)
+        assert grpc_status(hdrs, trailers) == 0, (hdrs, trailers, reset)
+    finally:
+        c.close()
+    assert rejected(srv, ["header_timeout"]) == before, "counted as header_timeout"
+
+
 def p_silent_preface_tls(srv):
     # TLS done, then no HTTP/2 preface: the handshake timeout covers it.
     s = tls_wrap(tcp(srv))
@@ -815,6 +840,8 @@ def body(r):
         bad_case(r, "h2c: a header block that never ends is closed", h2c, ["header_timeout"], p_slow_headers)
         bad_case(r, "h2c: partial messages on many streams are capped per connection", h2c,
                  ["message_too_large"], p_partial_messages)
+        r.case("h2c: a header block refused by HTTP/2 rules resets its stream, not the connection",
+               p_refused_header_block, h2c)
         bad_case(r, "tls: a header block that never ends is closed", tls, ["header_timeout"], p_slow_headers)
         bad_case(r, "tls: TLS then no HTTP/2 preface: closed at the handshake timeout", tls,
                  ["handshake_timeout"], p_silent_preface_tls)
