@@ -216,8 +216,8 @@ def body(r):
         for _ in range(5):
             good.telemetry(power=0.0, soc=0.5)
             time.sleep(0.1)
-        stub, g, md = env.operator()
-        resp = stub.SetFleetSetpoint(g.SetFleetSetpointRequest(target_kw=3.0, valid_for_s=60, request_id="dev-t1",
+        op, g, md = env.operator()
+        resp = op.SetFleetSetpoint(g.SetFleetSetpointRequest(target_kw=3.0, valid_for_s=60, request_id="dev-t1",
                                                                 reason="test"), metadata=md)
         assert resp.setpoint_id
         deadline = time.time() + 10
@@ -243,7 +243,7 @@ def body(r):
         assert 0 <= m.get("vpp_device_fanout_seconds_sum") < 5 * m.get("vpp_device_fanout_seconds_count")
         assert m.get("vpp_device_setpoint_ack_seconds_count") >= 1
         assert 0 <= m.get("vpp_device_setpoint_ack_seconds_sum") < 5 * m.get("vpp_device_setpoint_ack_seconds_count")
-        info = stub.GetDevice(g.GetDeviceRequest(device_id="dev-00000"), metadata=md)
+        info = op.GetDevice(g.GetDeviceRequest(device_id="dev-00000"), metadata=md)
         assert info.state == g.DEVICE_STATE_ONLINE and abs(info.soc.value - 0.5) < 0.05, info
 
     r.case("hello, welcome, setpoint lease and ack", happy_path)
@@ -314,20 +314,26 @@ def body(r):
 
     r.case("no Hello in time: DEADLINE_EXCEEDED", no_hello)
 
-    def garbage_bytes():
-        # Raw bytes that are no DeviceMessage, through a generic stream call.
-        before = env.rejected("malformed")
-        creds = grpc.ssl_channel_credentials(env.read("ca.pem"), env.read("devices/dev-00006.key"),
-                                             env.read("devices/dev-00006.pem"))
+    def raw_session(dev_id, messages):
+        """Sends |messages| (bytes, not protobuf objects) on one Connect
+        stream of |dev_id|; returns the status code and details."""
+        creds = grpc.ssl_channel_credentials(env.read("ca.pem"), env.read("devices/%s.key" % dev_id),
+                                             env.read("devices/%s.pem" % dev_id))
         ch = grpc.secure_channel("localhost:%d" % env.device_port, creds)
         call = ch.stream_stream("/vpp.v1.DeviceLink/Connect", request_serializer=lambda b: b,
                                 response_deserializer=lambda b: b)
         try:
-            list(call(iter([b"\xff\xff\xff\xff\x0f garbage"]), timeout=10))
-            code = grpc.StatusCode.OK
+            list(call(iter(messages), timeout=10))
+            code, details = grpc.StatusCode.OK, ""
         except grpc.RpcError as e:
-            code = e.code()
+            code, details = e.code(), e.details()
         ch.close()
+        return code, details
+
+    def garbage_bytes():
+        # Raw bytes that are no DeviceMessage, through a generic stream call.
+        before = env.rejected("malformed")
+        code, _ = raw_session("dev-00006", [b"\xff\xff\xff\xff\x0f garbage"])
         assert code == grpc.StatusCode.INVALID_ARGUMENT, code
         assert env.rejected("malformed") > before
 
@@ -340,18 +346,7 @@ def body(r):
         hello = dmod.DeviceMessage(hello=dmod.Hello(
             device_id="dev-00006", firmware="FWFW", rated_charge_kw=5, rated_discharge_kw=5, capacity_kwh=10,
             min_soc=0.1, max_soc=0.9, ramp_kw_per_s=5)).SerializeToString()
-        raw = hello.replace(b"FWFW", b"\xff\xfe\xc3\x28")
-        creds = grpc.ssl_channel_credentials(env.read("ca.pem"), env.read("devices/dev-00006.key"),
-                                             env.read("devices/dev-00006.pem"))
-        ch = grpc.secure_channel("localhost:%d" % env.device_port, creds)
-        call = ch.stream_stream("/vpp.v1.DeviceLink/Connect", request_serializer=lambda b: b,
-                                response_deserializer=lambda b: b)
-        try:
-            list(call(iter([raw]), timeout=10))
-            code, details = grpc.StatusCode.OK, ""
-        except grpc.RpcError as e:
-            code, details = e.code(), e.details()
-        ch.close()
+        code, details = raw_session("dev-00006", [hello.replace(b"FWFW", b"\xff\xfe\xc3\x28")])
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "UTF-8" in details, (code, details)
         assert env.rejected("bad_hello") > before
 
@@ -403,7 +398,7 @@ def body(r):
         # The request stream ends right after the Hello: the session ends
         # before the dispatcher has registered it. The device must not stay
         # counted as connected ("ghost"): it goes offline, with an event.
-        stub, g, md = env.operator()
+        op, g, md = env.operator()
         before = vt.read_metrics(env.admin).get("vpp_device_events_total", event="disconnect") or 0
         for _ in range(3):
             d = Device(env, "dev-00006")
@@ -414,7 +409,7 @@ def body(r):
         state = None
         while time.time() < deadline:
             try:
-                state = stub.GetDevice(g.GetDeviceRequest(device_id="dev-00006"), metadata=md, timeout=5).state
+                state = op.GetDevice(g.GetDeviceRequest(device_id="dev-00006"), metadata=md, timeout=5).state
             except grpc.RpcError as e:
                 assert e.code() == grpc.StatusCode.NOT_FOUND, e  # not registered yet
             if state == g.DEVICE_STATE_OFFLINE:
@@ -506,8 +501,8 @@ def body(r):
         assert d.got[0][1].telemetry_interval_ms == 20000, d.got[0]
         d.telemetry(power=0.0, soc=0.5)
         time.sleep(5)  # past the 3 s that suit a 1 s interval
-        stub, g, md = env2.operator()
-        info = stub.GetDevice(g.GetDeviceRequest(device_id="dev-00004"), metadata=md, timeout=5)
+        op, g, md = env2.operator()
+        info = op.GetDevice(g.GetDeviceRequest(device_id="dev-00004"), metadata=md, timeout=5)
         assert info.state == g.DEVICE_STATE_ONLINE, g.DeviceState.Name(info.state)
         d.close()
 
@@ -526,9 +521,9 @@ def body(r):
         code = nr.run(8)
         assert code == h2.errors.ErrorCodes.CANCEL, "stream not reset (%r)" % code
         assert env2.rejected("slow_reader") >= 1
-        stub, g, md = env2.operator()
+        op, g, md = env2.operator()
         # Setpoints keep going to the other device: the server is fine.
-        stub.SetFleetSetpoint(g.SetFleetSetpointRequest(target_kw=2.0, valid_for_s=60, request_id="slow-1",
+        op.SetFleetSetpoint(g.SetFleetSetpointRequest(target_kw=2.0, valid_for_s=60, request_id="slow-1",
                                                         reason="test"), metadata=md)
         deadline = time.time() + 5
         while time.time() < deadline and not [v for k, v in other.got if k == "setpoint" and v.power_kw > 0]:

@@ -477,6 +477,17 @@ static void rm_jdir(void)
 	rmdir(jdir);
 }
 
+/* Waits up to 5 s for |n| rows to be durable; |st| holds the last stats. */
+static void wait_durable(vpp_store *s, uint64_t n, vpp_store_stats *st)
+{
+	for (int k = 0; k < 500; k++) {
+		vpp_store_get_stats(s, st);
+		if (st->durable == n)
+			return;
+		usleep(10000);
+	}
+}
+
 START_TEST(options_checked)
 {
 	vpp_store_options o;
@@ -529,12 +540,7 @@ START_TEST(no_database_journals_everything)
 	ck_assert_int_eq(vpp_store_upsert_device(s, &d), VPP_EINVAL);
 
 	vpp_store_stats st;
-	for (int k = 0; k < 500; k++) {
-		vpp_store_get_stats(s, &st);
-		if (st.durable == 1000)
-			break;
-		usleep(10000);
-	}
+	wait_durable(s, 1000, &st);
 	ck_assert_uint_eq(st.submitted, 1000);
 	ck_assert_uint_eq(st.durable, 1000);
 	ck_assert_uint_eq(st.journaled, 1000);
@@ -641,12 +647,7 @@ START_TEST(nan_sigma_rows_accepted_and_journaled)
 	r.seq = 4, r.power_sigma_kw = INFINITY;
 	ck_assert_int_eq(vpp_store_submit_telemetry(s, &r), VPP_EINVAL);
 	vpp_store_stats st;
-	for (int k = 0; k < 500; k++) {
-		vpp_store_get_stats(s, &st);
-		if (st.durable == 4)
-			break;
-		usleep(10000);
-	}
+	wait_durable(s, 4, &st);
 	ck_assert_uint_eq(st.submitted, 4);
 	ck_assert_uint_eq(st.journaled, 4);
 	ck_assert_uint_eq(vpp_counter_value(nf) - nf0, 1); /* the infinite one only */
