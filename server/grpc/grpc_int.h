@@ -97,10 +97,18 @@ typedef struct io_loop io_loop;
  * one whose client has already given up is dropped at its turn). */
 #define VPP__ADMISSION_MAX_WAIT_MS 8000
 
+/* A connection's place in one admission queue. */
+typedef struct {
+	struct vpp_grpc_conn *prev, *next;
+} vpp__conn_link;
+
 typedef struct {
 	struct vpp_grpc_conn *head, *tail;
 	uint32_t n;
 } vpp__conn_queue;
+
+/* The connections waiting from one source address (admission.c). */
+typedef struct vpp__adm_source vpp__adm_source;
 
 typedef struct vpp__admission {
 	double rate; /* new connections per second on this loop; 0: no limit */
@@ -109,7 +117,12 @@ typedef struct vpp__admission {
 	double tokens;
 	uint64_t tokens_at;
 	uint32_t wait_limit;
-	vpp__conn_queue waiting, handshaking;
+	vpp__conn_queue waiting;     /* in arrival order, every source */
+	vpp__conn_queue handshaking; /* in the order they started */
+	vpp__adm_source **buckets;   /* sources with connections waiting */
+	uint32_t nbuckets, nsources;
+	vpp__adm_source *turn;	     /* next to start one, on a ring */
+	vpp__adm_source *largest;    /* about the most waiting; NULL: unknown */
 	uv_timer_t timer;
 	void (*start)(struct vpp_grpc_conn *c);
 } vpp__admission;
@@ -196,7 +209,10 @@ struct vpp_grpc_conn {
 	/* Server admission (admission.c): waiting for a turn, or handshaking. */
 	struct vpp__admission *adm;
 	uint8_t adm_state;
-	struct vpp_grpc_conn *adm_prev, *adm_next;
+	vpp__conn_link adm_link; /* in waiting or handshaking */
+	vpp__conn_link src_link; /* among its source's waiting ones */
+	struct vpp__adm_source *adm_src;
+	uint64_t src_key; /* its source address (vpp__admission_source_key) */
 	uint64_t adm_ms;
 	int handles;	    /* open libuv handles; freed at 0 */
 	int close_err;
@@ -310,6 +326,11 @@ bool vpp__admission_offer(vpp__admission *a, struct vpp_grpc_conn *c);
 /* |c|'s handshake completed, or |c| closed: its turn goes to the next. */
 void vpp__admission_done(struct vpp_grpc_conn *c);
 void vpp__admission_close(vpp__admission *a);
+/* Frees what the admission holds; its loop has ended. */
+void vpp__admission_free(vpp__admission *a);
+/* The source a connection is counted under for fair turns: an IPv4
+ * address, or an IPv6 address's /64 (one host's or one site's). */
+uint64_t vpp__admission_source_key(const struct sockaddr *sa);
 
 /* tls.c */
 /* Creates c->ssl from |t|, reading ciphertext from c->tls_in and writing

@@ -771,6 +771,7 @@ static void on_connection(uv_stream_t *server, int status)
 	struct sockaddr_storage ss;
 	int slen = sizeof(ss);
 	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &slen) == 0) {
+		c->src_key = vpp__admission_source_key((struct sockaddr *)&ss);
 		char ip[INET6_ADDRSTRLEN] = "?";
 		int port = 0;
 		if (ss.ss_family == AF_INET6) {
@@ -961,6 +962,8 @@ void vpp_grpc_server_free(vpp_grpc_server *s)
 		/* Run the loop once more so closed handles are released. */
 		uv_run(&io->loop, UV_RUN_NOWAIT);
 		uv_loop_close(&io->loop);
+		for (int j = 0; j < io->nlh; j++)
+			vpp__admission_free(&io->lh[j].adm);
 		vpp__call_pool_drain(&io->pool);
 		free(io);
 	}

@@ -102,6 +102,60 @@ def test_silent_clients_do_not_hold_turns(certs):
     proc.stop()
 
 
+def device_ctx(certs):
+    ctx = ssl.create_default_context(cafile=os.path.join(certs, "ca.pem"))
+    ctx.load_cert_chain(os.path.join(certs, "devices", "dev-00000.pem"),
+                        os.path.join(certs, "devices", "dev-00000.key"))
+    ctx.set_alpn_protocols(["h2"])
+    return ctx
+
+
+def test_flood_from_one_address_does_not_keep_others_out(certs):
+    """One address (127.0.0.2) opens silent connections five times faster
+    than the handshake rate, keeping the wait full. Devices from another
+    address (127.0.0.1) still get in, each within a few turns: turns go
+    round the addresses, and a full wait makes room for a newcomer by
+    refusing the flood's newest connection. In arrival order alone they
+    were refused (the wait was full) or queued behind two seconds of
+    flood."""
+    proc, port, admin = start(certs)
+    stop = threading.Event()
+    held = []
+
+    def flood():
+        while not stop.is_set():
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.2", 0))
+            try:
+                s.connect(("127.0.0.1", port))
+                held.append(s)
+            except OSError:
+                s.close()
+            time.sleep(1.0 / (5 * RATE))
+
+    t = threading.Thread(target=flood)
+    t.start()
+    try:
+        time.sleep(2.5)  # the wait is full of the flood
+        m = vt.read_metrics(admin)
+        assert (m.get("vpp_grpc_rejected_total", listener="device", reason="admission") or 0) > 0, \
+            "the flood never filled the wait"
+        ctx = device_ctx(certs)
+        for i in range(5):
+            out = [None]
+            handshake(ctx, port, time.monotonic(), out, 0)
+            # A turn comes every 1/RATE s; ours is at most the second.
+            assert out[0][0] == "ok" and out[0][1] < 1.0, (i, out)
+            assert out[0][2] == "h2", out
+    finally:
+        stop.set()
+        t.join(10)
+        for s in held:
+            s.close()
+    assert proc.p.poll() is None
+    proc.stop()
+
+
 def client_hello(certs):
     """The bytes of a TLS ClientHello, as a device would send them first."""
     ctx = ssl.create_default_context(cafile=os.path.join(certs, "ca.pem"))
@@ -221,6 +275,8 @@ def body(r):
     r.case("a burst over the handshake rate is paced; only the excess is refused",
            test_burst_is_paced_not_dropped, certs)
     r.case("silent connections hold a handshake turn only briefly", test_silent_clients_do_not_hold_turns, certs)
+    r.case("a flood of connections from one address does not keep other addresses out",
+           test_flood_from_one_address_does_not_keep_others_out, certs)
     r.case("clients that give up while waiting are dropped without TLS work",
            test_gone_clients_cost_no_handshake, certs)
     r.case("out of file descriptors: the limit is raised and reported, then served again",
