@@ -135,6 +135,8 @@ typedef struct {
 	char principal[VPP_ID_CAP * 2];
 	char node_id[VPP_ID_CAP];
 	int64_t created_at_ms; /* assigned by the database */
+	/* Read back: the newest setpoint_id in the database at the time. */
+	int64_t newest_setpoint_id;
 } vpp_setpoint;
 
 typedef struct {

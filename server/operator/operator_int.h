@@ -30,6 +30,7 @@ typedef struct {
 	double ramp;
 	char setpoint_id[64];
 	int64_t valid_until_ms;
+	uint64_t order;
 } recent_setpoint;
 
 struct vpp_operator {
@@ -40,6 +41,9 @@ struct vpp_operator {
 	recent_setpoint *recent;
 	size_t nrecent, caprecent;
 	uint64_t next_local_id;
+	/* The order of the last setpoint applied; read and written on the
+	 * dispatch thread only (set_run). */
+	uint64_t applied_order;
 	vpp_counter *auth_failed, *denied, *setpoints;
 };
 
@@ -66,6 +70,12 @@ struct op_call {
 	int store_status;
 	bool created;
 	bool conflict;
+	/* Setpoints apply in this order: the database's setpoint_id, or this
+	 * node's count without a database. */
+	uint64_t order;
+	bool newest;   /* no later setpoint existed when its request_id settled */
+	int outcome;   /* SET_* (service.c), from set_run */
+	char detail[256]; /* for the audit log */
 	/* PreviewDispatch and the expected delivery of a setpoint */
 	double preview_kw;
 	vpp_preview preview;

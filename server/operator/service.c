@@ -152,42 +152,92 @@ static void audit(vpp_operator *op, const char *principal, const char *action,
 
 /* ---- SetFleetSetpoint -------------------------------------------------- */
 
+enum {
+	SET_APPLIED,	/* new, or a retry that is still the newest: in force */
+	SET_CURRENT,	/* a retry of the setpoint in force: nothing to change */
+	SET_SUPERSEDED, /* a retry of one a later setpoint replaced */
+	SET_EXPIRED,	/* its validity ended before it could apply */
+	SET_REFUSED,	/* the dispatcher refused the target */
+};
+
+/* Dispatch thread. A setpoint applies only when it is newer than the one
+ * in force: a late retry of an old request_id (a lost response, a client
+ * that hedges) must not bring back a target the operator has replaced. */
 static void set_run(vpp_plant_query *q, vpp_fleet *f, int64_t now, vpp_plant *p)
 {
 	op_call *c = (op_call *)q;
+	vpp_operator *op = c->ol->op;
 	const Vpp__V1__SetFleetSetpointRequest *r = c->set;
-	c->rv = 0;
-	if (c->valid_until_ms > now) {
-		c->rv = vpp_fleet_set_target(f, r->target_kw, c->valid_until_ms, r->ramp_kw_per_s,
-					     now);
-		if (c->rv == 0)
-			vpp_plant_set_active_setpoint(p, c->setpoint_id, r->target_kw,
-						      c->valid_until_ms, r->ramp_kw_per_s);
+	if (c->valid_until_ms <= now) {
+		c->outcome = SET_EXPIRED;
+		return;
 	}
-	if (c->rv == 0)
-		c->rv = vpp_fleet_preview(f, r->target_kw, now, &c->preview);
+	if (c->order == op->applied_order) {
+		c->outcome = SET_CURRENT;
+	} else if (!c->newest || c->order < op->applied_order) {
+		c->outcome = SET_SUPERSEDED;
+		return;
+	} else if (vpp_fleet_set_target(f, r->target_kw, c->valid_until_ms, r->ramp_kw_per_s, now) !=
+		   0) {
+		c->outcome = SET_REFUSED;
+		return;
+	} else {
+		c->outcome = SET_APPLIED;
+		op->applied_order = c->order;
+		vpp_plant_set_active_setpoint(p, c->setpoint_id, r->target_kw, c->valid_until_ms,
+					      r->ramp_kw_per_s);
+	}
+	if (vpp_fleet_preview(f, r->target_kw, now, &c->preview) != 0)
+		c->outcome = SET_REFUSED;
 }
 
 static void set_done(vpp_plant_query *q)
 {
 	op_call *c = (op_call *)q;
 	vpp_grpc_call *call = c->call;
-	if (call) {
-		if (c->rv != 0) {
-			vpp_grpc_call_finish(call, VPP_GRPC_INTERNAL, "the dispatcher refused the target");
-		} else {
-			Vpp__V1__SetFleetSetpointResponse resp =
-				VPP__V1__SET_FLEET_SETPOINT_RESPONSE__INIT;
-			Vpp__V1__Estimate e;
-			vpp__op_estimate(&e, &c->preview.expected_kw);
-			resp.setpoint_id = c->setpoint_id;
-			resp.expected_delivery_kw = &e;
-			resp.shortfall_kw = c->preview.shortfall_kw;
-			resp.valid_until_ms = c->valid_until_ms;
-			send_msg(call, &resp.base);
-			vpp_grpc_call_finish(call, VPP_GRPC_OK, NULL);
-		}
+	const Vpp__V1__SetFleetSetpointRequest *r = c->set;
+	static const char *const results[] = {
+		[SET_APPLIED] = "accepted", [SET_CURRENT] = "retry", [SET_SUPERSEDED] = "superseded",
+		[SET_EXPIRED] = "expired",  [SET_REFUSED] = "refused",
+	};
+	const char *result = c->outcome == SET_APPLIED && !c->created ? "retry" : results[c->outcome];
+	audit(c->ol->op, c->principal, "SetFleetSetpoint", r->request_id, c->detail, result);
+	if (!call)
+		goto out;
+	char why[200];
+	switch (c->outcome) {
+	case SET_APPLIED:
+	case SET_CURRENT: {
+		Vpp__V1__SetFleetSetpointResponse resp = VPP__V1__SET_FLEET_SETPOINT_RESPONSE__INIT;
+		Vpp__V1__Estimate e;
+		vpp__op_estimate(&e, &c->preview.expected_kw);
+		resp.setpoint_id = c->setpoint_id;
+		resp.expected_delivery_kw = &e;
+		resp.shortfall_kw = c->preview.shortfall_kw;
+		resp.valid_until_ms = c->valid_until_ms;
+		send_msg(call, &resp.base);
+		vpp_grpc_call_finish(call, VPP_GRPC_OK, NULL);
+		break;
 	}
+	case SET_SUPERSEDED:
+		snprintf(why, sizeof(why),
+			 "setpoint %s (this request_id) was replaced by a later setpoint; not "
+			 "applied again",
+			 c->setpoint_id);
+		vpp_grpc_call_finish(call, VPP_GRPC_FAILED_PRECONDITION, why);
+		break;
+	case SET_EXPIRED:
+		snprintf(why, sizeof(why),
+			 "setpoint %s (this request_id) was valid until %lld ms (Unix time); not "
+			 "applied",
+			 c->setpoint_id, (long long)c->valid_until_ms);
+		vpp_grpc_call_finish(call, VPP_GRPC_FAILED_PRECONDITION, why);
+		break;
+	default:
+		vpp_grpc_call_finish(call, VPP_GRPC_INTERNAL, "the dispatcher refused the target");
+		break;
+	}
+out:
 	op_unref(c);
 }
 
@@ -203,25 +253,25 @@ static void set_apply(op_call *c)
 {
 	vpp_operator *op = c->ol->op;
 	const Vpp__V1__SetFleetSetpointRequest *r = c->set;
-	char detail[256], reason[101];
+	char reason[101];
 	vpp_utf8_copy(reason, sizeof(reason), r->reason); /* whole characters only */
-	snprintf(detail, sizeof(detail), "target_kw=%.3f valid_for_s=%u ramp_kw_per_s=%.3f reason=%s",
-		 r->target_kw, r->valid_for_s, r->ramp_kw_per_s, reason);
+	snprintf(c->detail, sizeof(c->detail),
+		 "target_kw=%.3f valid_for_s=%u ramp_kw_per_s=%.3f reason=%s", r->target_kw,
+		 r->valid_for_s, r->ramp_kw_per_s, reason);
 	if (c->store_status != 0) {
-		audit(op, c->principal, "SetFleetSetpoint", r->request_id, detail, "db_unavailable");
+		audit(op, c->principal, "SetFleetSetpoint", r->request_id, c->detail,
+		      "db_unavailable");
 		vpp_grpc_call_finish(c->call, VPP_GRPC_UNAVAILABLE,
 				     "the setpoint could not be recorded (database unavailable); "
 				     "nothing was applied: retry with the same request_id");
 		return;
 	}
 	if (c->conflict) {
-		audit(op, c->principal, "SetFleetSetpoint", r->request_id, detail, "conflict");
+		audit(op, c->principal, "SetFleetSetpoint", r->request_id, c->detail, "conflict");
 		vpp_grpc_call_finish(c->call, VPP_GRPC_ALREADY_EXISTS,
 				     "request_id already used for a different setpoint");
 		return;
 	}
-	audit(op, c->principal, "SetFleetSetpoint", r->request_id, detail,
-	      c->created ? "accepted" : "retry");
 	if (c->created)
 		vpp_counter_inc(op->setpoints);
 	c->valid_until_ms = c->created_at_ms + (int64_t)r->valid_for_s * 1000;
@@ -256,6 +306,8 @@ static void on_stored(int status, const vpp_setpoint *row, bool created, void *u
 		c->created_at_ms = row->created_at_ms;
 		snprintf(c->setpoint_id, sizeof(c->setpoint_id), "%lld",
 			 (long long)row->setpoint_id);
+		c->order = (uint64_t)row->setpoint_id;
+		c->newest = row->setpoint_id >= row->newest_setpoint_id;
 		c->conflict = !created && !same_request(c->set, row->target_kw, row->valid_for_s,
 						       row->ramp_kw_per_s);
 	}
@@ -286,6 +338,8 @@ static void settle_in_memory(op_call *c)
 		c->conflict = !same_request(r, s->target_kw, s->valid_for_s, s->ramp);
 		c->created_at_ms = s->valid_until_ms - (int64_t)s->valid_for_s * 1000;
 		snprintf(c->setpoint_id, sizeof(c->setpoint_id), "%s", s->setpoint_id);
+		c->order = s->order;
+		c->newest = s->order == op->next_local_id;
 		pthread_mutex_unlock(&op->recent_lock);
 		return;
 	}
@@ -299,8 +353,10 @@ static void settle_in_memory(op_call *c)
 	}
 	c->created = true;
 	c->created_at_ms = vpp_wall_ms();
+	c->order = ++op->next_local_id;
+	c->newest = true;
 	snprintf(c->setpoint_id, sizeof(c->setpoint_id), "%s-%llu", op->o.node_id,
-		 (unsigned long long)++op->next_local_id);
+		 (unsigned long long)c->order);
 	if (op->nrecent < op->caprecent) {
 		recent_setpoint *s = &op->recent[op->nrecent++];
 		snprintf(s->request_id, sizeof(s->request_id), "%s", r->request_id);
@@ -309,6 +365,7 @@ static void settle_in_memory(op_call *c)
 		s->ramp = r->ramp_kw_per_s;
 		snprintf(s->setpoint_id, sizeof(s->setpoint_id), "%s", c->setpoint_id);
 		s->valid_until_ms = c->created_at_ms + (int64_t)r->valid_for_s * 1000;
+		s->order = c->order;
 	}
 	pthread_mutex_unlock(&op->recent_lock);
 }

@@ -165,6 +165,7 @@ static void deliver(vpp_store *s, vpp__item *it, const PGresult *r)
 		to_str(r, 0, 7, sp.node_id, sizeof(sp.node_id));
 		sp.created_at_ms = to_i64(r, 0, 8);
 		bool created = strcmp(PQgetvalue(r, 0, 9), "t") == 0;
+		sp.newest_setpoint_id = to_i64(r, 0, 10);
 		((vpp_store_setpoint_cb)it->cb)(0, &sp, created, it->user_data);
 		break;
 	}

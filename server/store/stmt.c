@@ -24,6 +24,11 @@
 #define SETPOINT_COLUMNS \
 	"setpoint_id, request_id, target_kw, valid_for_s, ramp_kw_per_s, reason, " \
 	"principal, node_id, " MS("created_at")
+/* The newest setpoint_id in the table, this row's included (the statement's
+ * own insert is not in its snapshot): a retried request is only applied
+ * again while no later setpoint exists. */
+#define NEWEST_SETPOINT \
+	"GREATEST(setpoint_id, (SELECT coalesce(max(setpoint_id), 0) FROM setpoints))"
 
 const vpp__stmt_def vpp__stmts[VPP__ST__COUNT] = {
 	/* Newest registration wins: a late replay or redo (e.g. a node's journal
@@ -79,8 +84,8 @@ const vpp__stmt_def vpp__stmts[VPP__ST__COUNT] = {
 		"WITH ins AS (INSERT INTO setpoints (request_id, target_kw, valid_for_s, "
 		"ramp_kw_per_s, reason, principal, node_id) VALUES ($1, $2, $3, $4, $5, $6, $7) "
 		"ON CONFLICT (request_id) DO NOTHING RETURNING *) "
-		"SELECT " SETPOINT_COLUMNS ", true FROM ins UNION ALL "
-		"SELECT " SETPOINT_COLUMNS ", false FROM setpoints "
+		"SELECT " SETPOINT_COLUMNS ", true, " NEWEST_SETPOINT " FROM ins UNION ALL "
+		"SELECT " SETPOINT_COLUMNS ", false, " NEWEST_SETPOINT " FROM setpoints "
 		"WHERE request_id = $1 AND NOT EXISTS (SELECT 1 FROM ins)",
 		7, false},
 	[VPP__ST_LIST_DEVICES] = {"vpp_list_devices",

@@ -155,6 +155,15 @@ def run(r, pg):
         print("  set %.0f kW: expected %.1f ±%.1f, shortfall %.1f" % (
             target, resp.expected_delivery_kw.value, resp.expected_delivery_kw.sigma, resp.shortfall_kw), flush=True)
         time.sleep(SETTLE_S + 10)
+    # A late retry of the first step (still valid) must not bring it back:
+    # the database says a later setpoint exists.
+    try:
+        op.SetFleetSetpoint(g.SetFleetSetpointRequest(target_kw=1500.0, valid_for_s=120, request_id="e2e-step-0",
+                                                      reason="e2e step"), metadata=md, timeout=10)
+        late_retry = (grpc.StatusCode.OK, "")
+    except grpc.RpcError as e:
+        late_retry = (e.code(), e.details())
+    status_after_retry = op.GetFleetStatus(g.GetFleetStatusRequest(), metadata=md, timeout=10)
     # A short setpoint that expires on its own.
     setpoint(1000.0, 12, "e2e-expiring")
     time.sleep(12 + 10)
@@ -195,6 +204,14 @@ def run(r, pg):
         assert after and all(abs(v) < 0.02 * 1000 for v in after), "after expiry: %s" % after
 
     r.case("an expired setpoint returns the fleet to 0", expiry)
+
+    def late_retry_refused():
+        assert late_retry[0] == grpc.StatusCode.FAILED_PRECONDITION, late_retry
+        assert steps[0][2].setpoint_id in late_retry[1], (late_retry, steps[0][2].setpoint_id)
+        st = status_after_retry
+        assert st.active_setpoint_id == steps[2][2].setpoint_id and st.target_kw == 8000.0, st
+
+    r.case("a late retry of a replaced setpoint is refused (PostgreSQL knows a later one)", late_retry_refused)
 
     def leases():
         before = truth(t_kill - 4000, t_kill)

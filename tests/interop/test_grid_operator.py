@@ -94,6 +94,38 @@ def body(r):
 
     r.case("SetFleetSetpoint: accepted, a retry returns the same setpoint, a reuse is refused", set_and_retry)
 
+    def late_retry():
+        a = op.SetFleetSetpoint(g.SetFleetSetpointRequest(target_kw=5, valid_for_s=60, request_id="late-a"),
+                                metadata=tok(OP), timeout=5)
+        b = op.SetFleetSetpoint(g.SetFleetSetpointRequest(target_kw=0, valid_for_s=60, request_id="late-b"),
+                                metadata=tok(OP), timeout=5)
+        # The response to A was lost, say, and the client retries it after B.
+        c, why = code_of(op.SetFleetSetpoint, g.SetFleetSetpointRequest(target_kw=5, valid_for_s=60,
+                                                                          request_id="late-a"),
+                         metadata=tok(OP), timeout=5)
+        assert c == grpc.StatusCode.FAILED_PRECONDITION, (c, why)
+        assert a.setpoint_id in why and "replaced" in why, why
+        time.sleep(0.5)
+        s = op.GetFleetStatus(g.GetFleetStatusRequest(), metadata=tok(OP), timeout=5)
+        assert s.target_kw == 0 and s.active_setpoint_id == b.setpoint_id, s
+        # A retry of the setpoint in force is answered as before.
+        b2 = op.SetFleetSetpoint(g.SetFleetSetpointRequest(target_kw=0, valid_for_s=60, request_id="late-b"),
+                                 metadata=tok(OP), timeout=5)
+        assert b2.setpoint_id == b.setpoint_id and b2.valid_until_ms == b.valid_until_ms, (b, b2)
+        assert "request_id=late-a result=superseded" in env.proc.log_tail(400)
+        # A retry after the setpoint's validity ended is not applied either,
+        # and is not answered with a delivery that will not happen.
+        req = g.SetFleetSetpointRequest(target_kw=2, valid_for_s=1, request_id="late-c")
+        c1 = op.SetFleetSetpoint(req, metadata=tok(OP), timeout=5)
+        time.sleep(1.3)
+        c, why = code_of(op.SetFleetSetpoint, req, metadata=tok(OP), timeout=5)
+        assert c == grpc.StatusCode.FAILED_PRECONDITION and c1.setpoint_id in why, (c, why)
+        assert "valid until %d" % c1.valid_until_ms in why, why
+        s = op.GetFleetStatus(g.GetFleetStatusRequest(), metadata=tok(OP), timeout=5)
+        assert s.target_kw == 0, s
+
+    r.case("a late retry of a replaced setpoint is refused, not applied again", late_retry)
+
     def beyond():
         a = op.SetFleetSetpoint(g.SetFleetSetpointRequest(target_kw=1000, valid_for_s=30, request_id="grid-2"),
                                 metadata=tok(OP), timeout=5)
