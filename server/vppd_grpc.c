@@ -155,8 +155,21 @@ int vppd_grpc_start(const vppd_config *cfg, vpp_store *store, vppd_grpc **ret)
 	po.params.lease_ms = cfg->lease_ms;
 	po.params.ack_timeout_ms = cfg->ack_timeout_ms;
 	po.params.deadband_kw = cfg->deadband_kw;
+	/* Renew leases with a third of them left (3 s by default), and at
+	 * least two ticks ahead of their end. */
 	if (po.params.renew_before_ms >= po.params.lease_ms)
 		po.params.renew_before_ms = po.params.lease_ms / 3;
+	if (po.params.renew_before_ms < 2 * po.params.tick_ms)
+		po.params.renew_before_ms = 2 * po.params.tick_ms;
+	if (po.params.renew_before_ms >= po.params.lease_ms) {
+		vpp_log(VPP_LOG_ERROR, "vppd",
+			"lease-ms (%lld) must be more than twice tick-ms (%lld): leases are renewed "
+			"on a tick, and one shorter than two ticks could end on the device before "
+			"its renewal",
+			(long long)po.params.lease_ms, (long long)po.params.tick_ms);
+		rv = VPP_EINVAL;
+		goto fail;
+	}
 	if ((rv = vpp_dispatch_params_check(&po.params)) != 0) {
 		vpp_log(VPP_LOG_ERROR, "vppd", "dispatch: inconsistent settings (tick-ms, lease-ms, "
 					       "ack-timeout-ms)");

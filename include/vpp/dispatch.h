@@ -46,7 +46,7 @@ typedef struct vpp_dispatch_params {
 				    * deadband_frac x rating) ... */
 	double deadband_frac;      /* 0.01 */
 	int64_t lease_ms;          /* 10000: valid_until = now + lease_ms */
-	int64_t renew_before_ms;   /* 3000: ... or its lease ends within this */
+	int64_t renew_before_ms;   /* 3000: ... or its lease ends within this (>= 2 ticks) */
 	int64_t ack_timeout_ms;    /* 2000: an unacked setpoint counts as missed */
 	double kp;                 /* 0.3: PI proportional gain (kW per kW) */
 	double ki_per_s;           /* 0.4: PI integral gain (kW per kW.s) */

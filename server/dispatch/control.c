@@ -67,20 +67,24 @@ static void prepare(vpp_fleet *f, int64_t now, pass *ps)
 		if (!(fl & F_CONNECTED) || !(fl & F_HAS_SAMPLE))
 			continue;
 
+		if (d.avail <= 0)
+			continue;
+		/* A stale device is there with probability avail: mean and
+		 * Bernoulli variance of that mixture, for its power and for
+		 * its stored energy alike; beyond the stale limit it counts
+		 * for neither. */
+		vpp__acc_add(&ps->measured, d.avail * d.p,
+			     d.avail * d.p_sigma * d.p_sigma + d.avail * (1 - d.avail) * d.p * d.p,
+			     f->t_at[s]);
 		{
 			const vpp_device_ratings *rt = &f->rt[s];
 			double usable = fmax(d.soc - rt->min_soc, 0) * rt->capacity_kwh;
 			double esig = d.soc_sigma * rt->capacity_kwh;
 
-			vpp__acc_add(&ps->energy, usable, esig * esig, f->t_at[s]);
+			vpp__acc_add(&ps->energy, d.avail * usable,
+				     d.avail * esig * esig + d.avail * (1 - d.avail) * usable * usable,
+				     f->t_at[s]);
 		}
-		if (d.avail <= 0)
-			continue;
-		/* A stale device is there with probability avail: mean and
-		 * Bernoulli variance of that mixture. */
-		vpp__acc_add(&ps->measured, d.avail * d.p,
-			     d.avail * d.p_sigma * d.p_sigma + d.avail * (1 - d.avail) * d.p * d.p,
-			     f->t_at[s]);
 		ps->shift += d.avail * d.shift;
 		if (d.state == VPP_DEVICE_ONLINE)
 			ps->n_fresh++;
@@ -163,10 +167,12 @@ static double control(vpp_fleet *f, int64_t now, double measured_kw, int fresh, 
 	if (dt < 0)
 		dt = 0;
 	if (f->target != 0 && now >= f->target_until) {
-		f->target = 0; /* the operator's setpoint is over */
+		/* The operator's setpoint is over: the fleet returns to 0 now,
+		 * not at its ramp rate (nothing was asked for beyond it). */
+		f->target = 0;
+		f->target_eff = 0;
 		f->target_changed_at = now;
-	}
-	if (f->target_ramp > 0 && f->has_ticked) {
+	} else if (f->target_ramp > 0 && f->has_ticked) {
 		double step = f->target_ramp * dt;
 
 		f->target_eff = clampd(f->target, f->target_eff - step, f->target_eff + step);
@@ -179,7 +185,8 @@ static double control(vpp_fleet *f, int64_t now, double measured_kw, int fresh, 
 	/* The fleet was asked for prev_eff on the last tick; fresh telemetry
 	 * shows what it delivers. */
 	err = prev_eff - measured_kw;
-	*err_out = fresh ? err : 0;
+	/* Reported as it is; only the correction needs fresh telemetry. */
+	*err_out = err;
 	bound = prm->max_correction_frac * fabs(f->target_eff);
 	if (f->target_eff == 0) {
 		f->integ = 0;

@@ -69,6 +69,11 @@ int vpp_dispatch_params_check(const vpp_dispatch_params *p)
 	    p->stale_limit_ms < p->stale_after_ms || p->lease_ms <= 0 || p->renew_before_ms < 0 ||
 	    p->renew_before_ms >= p->lease_ms || p->ack_timeout_ms <= 0 || p->settle_ms < 0)
 		return VPP_EINVAL;
+	/* A lease is renewed on the first tick that finds less than
+	 * renew_before left: with less than two ticks of it, the renewal could
+	 * come after the lease has ended on the device. */
+	if (p->renew_before_ms < 2 * p->tick_ms)
+		return VPP_EINVAL;
 	if (!nonneg(p->deadband_kw) || !in01(p->deadband_frac) || !nonneg(p->kp) ||
 	    !nonneg(p->ki_per_s) || !nonneg(p->max_correction_frac) || !nonneg(p->cusum_k) ||
 	    !(isfinite(p->cusum_h) && p->cusum_h > 0) || p->recover_samples < 1 ||

@@ -335,6 +335,8 @@ def test_invalid_settings(tmp):
         ([VPPD, "--config", ini], {}, "admin-port"),
         ([VPPD, "--no-such-flag", "1"], {}, "no-such-flag"),
         ([VPPD, "--log-level", "loud"], {}, "log-level"),
+        # A lease shorter than two ticks could end before its renewal.
+        ([VPPD, "--tick-ms", "6000", "--admin-port", "0"], {}, "lease-ms (10000) must be more than twice tick-ms"),
     ]
     for argv, env, name in cases:
         e = dict(os.environ)

@@ -505,6 +505,62 @@ START_TEST(fleet_params)
 	vpp_dispatch_params_default(&p);
 	p.cusum_h = NAN;
 	ck_assert_int_eq(vpp_dispatch_params_check(&p), VPP_EINVAL);
+	/* Renewals come on ticks: a lease must be renewed two ticks ahead. */
+	vpp_dispatch_params_default(&p);
+	p.tick_ms = 2000;
+	ck_assert_int_eq(vpp_dispatch_params_check(&p), VPP_EINVAL);
+	p.renew_before_ms = 4000;
+	ck_assert_int_eq(vpp_dispatch_params_check(&p), 0);
+}
+END_TEST
+
+START_TEST(fleet_expiry_ends_a_ramp_at_once)
+{
+	int64_t now = 1000000;
+	vpp_fleet *f = fleet_with(10, now);
+	vpp_tick_output o;
+
+	ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
+	/* 30 kW at 10 kW/s, valid for 3 s: the ramp reaches 30 at 3 s. */
+	ck_assert_int_eq(vpp_fleet_set_target(f, 30, now + 3000, 10, now), 0);
+	for (int k = 1; k <= 2; k++) {
+		now += 1000;
+		ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
+		follow(f, &o, now, 1.0, 1);
+	}
+	ck_assert_double_eq_tol(o.status.target_eff_kw, 20, 1e-9);
+	/* Its validity is over: 0 now, not down the ramp over 2 s. */
+	now += 1000;
+	ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
+	ck_assert(o.status.target_kw == 0 && o.status.target_eff_kw == 0);
+	ck_assert_double_eq_tol(o.status.expected_kw.value, 0, 1e-9);
+	for (size_t i = 0; i < o.n_commands; i++)
+		ck_assert(o.commands[i].power_kw == 0);
+	ck_assert_uint_eq(o.n_commands, 10);
+	vpp_fleet_free(f);
+}
+END_TEST
+
+START_TEST(fleet_tracking_error_without_fresh_telemetry)
+{
+	int64_t now = 1000000;
+	vpp_fleet *f = fleet_with(2, now);
+	vpp_tick_output o;
+
+	ck_assert_int_eq(vpp_fleet_set_target(f, 4, now + 100000, 0, now), 0);
+	for (int k = 0; k < 3; k++, now += 1000) {
+		ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
+		follow(f, &o, now, 1.0, 1);
+	}
+	ck_assert_double_eq_tol(o.status.tracking_error_kw, 0, 0.2);
+	/* Both go silent until they are stale: what the fleet still delivers
+	 * is uncertain, and the error says so rather than reading 0. */
+	now += 60000;
+	ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
+	ck_assert_int_eq(o.status.n_online, 0);
+	ck_assert(o.status.tracking_error_kw > 1);
+	ck_assert_double_eq_tol(o.status.tracking_error_kw, 4 - o.status.measured_kw.value, 1e-9);
+	vpp_fleet_free(f);
 }
 END_TEST
 
@@ -603,6 +659,9 @@ START_TEST(fleet_staleness)
 	 * around). */
 	ck_assert_double_eq_tol(o.status.measured_kw.value, 6, 0.15);
 	ck_assert_double_eq_tol(o.status.expected_kw.value, 6, 0.3);
+	/* Its stored energy is no more counted than its power: three
+	 * batteries at SoC 0.5 above a minimum of 0.1, 13.5 kWh each. */
+	ck_assert_double_eq_tol(o.status.stored_energy_kwh.value, 3 * 0.4 * 13.5, 0.1);
 	/* Offline: availability 0, p = 0, no commands. */
 	ck_assert_int_eq(vpp_fleet_disconnect(f, 3, now), 0);
 	ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
@@ -886,6 +945,8 @@ Suite *test_dispatch_suite(void)
 	tcase_add_test(tc, fleet_staleness);
 	tcase_add_test(tc, fleet_deadband_lease_expiry);
 	tcase_add_test(tc, fleet_target_ramp);
+	tcase_add_test(tc, fleet_expiry_ends_a_ramp_at_once);
+	tcase_add_test(tc, fleet_tracking_error_without_fresh_telemetry);
 	tcase_add_test(tc, fleet_ack_timeout_moves_share);
 	tcase_add_test(tc, fleet_cusum_degraded_recovered);
 	tcase_add_test(tc, fleet_preview_pure);
