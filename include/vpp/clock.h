@@ -1,10 +1,29 @@
 /* Wall-clock time in Unix milliseconds: the unit of every timestamp vpp
- * sends or stores (durations use the loops' monotonic clocks instead). */
+ * sends or stores (durations use the loops' monotonic clocks instead).
+ *
+ * vpp's wall clock never jumps. It follows the system clock, NTP's gradual
+ * corrections included, but when the system clock is stepped (set by hand,
+ * or NTP's step at boot) it slews to the new time at a tenth of the time
+ * that passes (a 60 s step takes 10 minutes) instead of jumping: leases,
+ * staleness and ack timeouts, all differences of this clock, stay right
+ * through a step, and it never goes backwards. */
 #ifndef VPP_CLOCK_H
 #define VPP_CLOCK_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 int64_t vpp_wall_ms(void);
+
+/* The slewing itself, pure, in microseconds (vpp_wall_ms runs one behind
+ * a lock): feed it the monotonic and the system clock's readings, get
+ * vpp's time. */
+typedef struct {
+	bool started;
+	int64_t offset_us; /* vpp time = monotonic + offset */
+	int64_t last_mono_us;
+} vpp_wall_slew;
+
+int64_t vpp_wall_slew_step(vpp_wall_slew *s, int64_t mono_us, int64_t system_us);
 
 #endif

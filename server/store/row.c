@@ -1,6 +1,7 @@
 /* Telemetry rows: validation before anything reaches the database, and the
  * fixed binary form rows take in the journal. */
 #include "store_int.h"
+#include "vpp/clock.h"
 #include "vpp/error.h"
 
 #include <math.h>
@@ -59,9 +60,7 @@ vpp_reject_reason vpp_telemetry_validate(const vpp_telemetry_row *r, int64_t now
 
 int64_t vpp__store_now_ms(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return vpp_wall_ms(); /* the clock devices' offsets are measured against */
 }
 
 static unsigned char *put64(unsigned char *p, uint64_t v)
