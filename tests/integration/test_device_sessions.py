@@ -104,7 +104,7 @@ class Device:
 
 
 class Env:
-    def __init__(self, certs=None, extra=(), name="vppd"):
+    def __init__(self, certs=None, extra=(), name="vppd", proc_env=None, exe=None):
         self.dir = certs or vt.tempdir("vpp-devcerts-")
         r = subprocess.run(["bash", os.path.join(ROOT, "deploy/local/certs.sh"), self.dir, "--devices", "8"],
                            capture_output=True, text=True, timeout=300)
@@ -116,14 +116,14 @@ class Env:
         with open(tokens, "w") as f:
             f.write("tester operator sha256:%s\n" % hashlib.sha256(self.token.encode()).hexdigest())
         self.device_port, self.api_port, self.admin = vt.free_port(), vt.free_port(), vt.free_port()
-        exe = os.path.join(vt.build_dir(), "server", "vppd")
+        exe = exe or os.path.join(vt.build_dir(), "server", "vppd")
         p = lambda n: os.path.join(self.dir, n)
         argv = [exe, "--api-port", str(self.api_port), "--api-h2c", "--device-port", str(self.device_port),
                 "--device-addr", "127.0.0.1", "--tls-cert", p("server.pem"), "--tls-key", p("server.key"),
                 "--device-ca", p("device-ca.pem"), "--admin-port", str(self.admin), "--io-threads", "2",
                 "--tokens-file", tokens, "--tick-ms", "200", "--device-max-msgs-per-s", "20",
                 "--device-hello-timeout-ms", "1500"] + list(extra)
-        self.proc = vt.Proc(name, argv)
+        self.proc = vt.Proc(name, argv, env=proc_env)
         vt.wait_port(self.device_port, 30, self.proc.p)
         vt.wait_port(self.admin, 30, self.proc.p)
 
