@@ -215,6 +215,7 @@ int vpp_fleet_tick(vpp_fleet *f, int64_t now, vpp_tick_output *out)
 	vpp_alloc_result res;
 	vpp_estimate measured;
 	double p_adj, err, commanded = 0;
+	int64_t until;
 	uint32_t s;
 	void *tmp;
 	pass ps;
@@ -249,6 +250,11 @@ int vpp_fleet_tick(vpp_fleet *f, int64_t now, vpp_tick_output *out)
 		return rv;
 	f->sat_dir = res.feasible ? 0 : (res.shortfall_kw > 0 ? 1 : -1);
 
+	/* No lease outlives the operator's setpoint: should vppd die, every
+	 * battery stops when the operator asked, not up to lease_ms later. */
+	until = now + prm->lease_ms;
+	if (f->target != 0 && f->target_until > now && f->target_until < until)
+		until = f->target_until;
 	f->n_cmds = 0;
 	for (s = 0; s < f->hwm; s++) {
 		uint32_t fl = f->flags[s];
@@ -259,10 +265,12 @@ int vpp_fleet_tick(vpp_fleet *f, int64_t now, vpp_tick_output *out)
 		p = f->x_a[s] > 0 ? f->x_p[s] : 0;
 		commanded += p;
 		db = fmax(prm->deadband_kw, prm->deadband_frac * vpp__max_rating(&f->rt[s]));
+		/* Within the deadband: renewed only when the lease is about to
+		 * end and a renewal would extend it. */
 		if ((fl & F_HAS_CMD) && fabs(p - f->c_p[s]) <= db &&
-		    f->c_until[s] - now > prm->renew_before_ms)
+		    (f->c_until[s] - now > prm->renew_before_ms || f->c_until[s] >= until))
 			continue;
-		if ((rv = push_command(f, s, p, now + prm->lease_ms)) != 0)
+		if ((rv = push_command(f, s, p, until)) != 0)
 			return rv;
 	}
 

@@ -541,6 +541,39 @@ START_TEST(fleet_expiry_ends_a_ramp_at_once)
 }
 END_TEST
 
+START_TEST(fleet_leases_end_with_the_operators_setpoint)
+{
+	int64_t now = 1000000, end = now + 4000;
+	vpp_fleet *f = fleet_with(4, now);
+	vpp_tick_output o;
+	size_t sent = 0;
+
+	/* Valid for 4 s with 10 s leases: no battery is told to go on past
+	 * the operator's end, should vppd die meanwhile. */
+	ck_assert_int_eq(vpp_fleet_set_target(f, 8, end, 0, now), 0);
+	ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
+	ck_assert_uint_eq(o.n_commands, 4);
+	for (size_t i = 0; i < o.n_commands; i++)
+		ck_assert_int_eq(o.commands[i].valid_until_ms, end);
+	follow(f, &o, now, 1.0, 1);
+	/* A lease that cannot be extended is not sent again every tick. */
+	for (now += 1000; now < end; now += 1000) {
+		ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
+		sent += o.n_commands;
+		follow(f, &o, now, 1.0, 1);
+	}
+	ck_assert_uint_eq(sent, 0);
+	/* Over: 0 for everyone, on a full lease (0 is safe to hold). */
+	ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
+	ck_assert_uint_eq(o.n_commands, 4);
+	for (size_t i = 0; i < o.n_commands; i++) {
+		ck_assert(o.commands[i].power_kw == 0);
+		ck_assert_int_eq(o.commands[i].valid_until_ms, now + 10000);
+	}
+	vpp_fleet_free(f);
+}
+END_TEST
+
 START_TEST(fleet_tracking_error_without_fresh_telemetry)
 {
 	int64_t now = 1000000;
@@ -946,6 +979,7 @@ Suite *test_dispatch_suite(void)
 	tcase_add_test(tc, fleet_deadband_lease_expiry);
 	tcase_add_test(tc, fleet_target_ramp);
 	tcase_add_test(tc, fleet_expiry_ends_a_ramp_at_once);
+	tcase_add_test(tc, fleet_leases_end_with_the_operators_setpoint);
 	tcase_add_test(tc, fleet_tracking_error_without_fresh_telemetry);
 	tcase_add_test(tc, fleet_ack_timeout_moves_share);
 	tcase_add_test(tc, fleet_cusum_degraded_recovered);
