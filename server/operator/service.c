@@ -106,7 +106,8 @@ static void on_done(vpp_grpc_call *call, vpp_grpc_status st)
 }
 
 /* Posts |c|'s query to the plant; the call keeps a reference until done. */
-static void ask_plant(op_call *c)
+/* False when the dispatch loop did not take it (the call is finished). */
+static bool ask_plant(op_call *c)
 {
 	vpp_operator *op = c->ol->op;
 	vpp_plant_msg m = {.type = VPP_PM_QUERY, .u.q = &c->q};
@@ -115,7 +116,9 @@ static void ask_plant(op_call *c)
 		c->refs--;
 		vpp_grpc_call_finish(c->call, VPP_GRPC_UNAVAILABLE,
 				     "the dispatch loop is busy or stopping: retry");
+		return false;
 	}
+	return true;
 }
 
 static void send_msg(vpp_grpc_call *call, const ProtobufCMessage *m)
@@ -277,7 +280,10 @@ static void set_apply(op_call *c)
 	c->valid_until_ms = c->created_at_ms + (int64_t)r->valid_for_s * 1000;
 	c->q.run = set_run;
 	c->q.done = set_done;
-	ask_plant(c);
+	c->outcome = SET_REFUSED; /* until set_run says otherwise */
+	if (!ask_plant(c))
+		audit(op, c->principal, "SetFleetSetpoint", r->request_id, c->detail,
+		      "dispatch_busy");
 }
 
 static void on_loop_async(uv_async_t *a)
