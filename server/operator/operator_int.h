@@ -87,6 +87,7 @@ struct op_call {
 	op_device *devs;
 	size_t ndevs;
 	bool more;
+	char next_token[VPP_ID_CAP * 2]; /* where the next page starts after */
 	/* WatchFleet */
 	uv_timer_t *timer;
 	uint64_t last_tick;

@@ -565,41 +565,45 @@ static void on_preview(vpp_grpc_call *call, const uint8_t *req, size_t len)
 	ask_plant(c);
 }
 
+/* Dispatch thread, so bounded: one pass over the fleet table examines at
+ * most EXAMINE devices in id order. A filter that matches few of them
+ * returns a short (even empty) page with a next_page_token to go on from;
+ * it used to rescan the whole fleet for every 256 devices until the page
+ * was full, stalling the control loop on a large fleet. */
 static void list_run(vpp_plant_query *q, vpp_fleet *f, int64_t now, vpp_plant *p)
 {
 	op_call *c = (op_call *)q;
-	enum { CHUNK = 256 };
-	uint32_t slots[CHUNK];
+	enum { EXAMINE = 1024 }; /* > the largest page_size */
+	uint32_t slots[EXAMINE];
 	size_t n;
 	c->devs = calloc(c->page_size, sizeof(op_device));
 	if (!c->devs) {
 		c->rv = VPP_ENOMEM;
 		return;
 	}
-	char after[VPP_ID_CAP * 2];
-	snprintf(after, sizeof(after), "%s", c->after);
-	for (;;) {
-		if ((c->rv = vpp_fleet_page(f, after, slots, CHUNK, &n)) != 0 || n == 0)
-			return;
-		for (size_t i = 0; i < n; i++) {
-			vpp_device_info di;
-			if (vpp_fleet_device_info(f, slots[i], now, &di) != 0)
-				continue;
-			snprintf(after, sizeof(after), "%s", di.id);
-			if (c->state_filter && vpp__op_device_state(&di) != c->state_filter)
-				continue;
-			if (c->ndevs == c->page_size) {
-				c->more = true;
-				return;
-			}
-			op_device *d = &c->devs[c->ndevs++];
-			snprintf(d->id, sizeof(d->id), "%s", di.id);
-			d->di = di;
-			d->di.id = NULL;
+	if ((c->rv = vpp_fleet_page(f, c->after, slots, EXAMINE, &n)) != 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		vpp_device_info di;
+		if (vpp_fleet_device_info(f, slots[i], now, &di) != 0)
+			continue;
+		if (c->state_filter && vpp__op_device_state(&di) != c->state_filter) {
+			snprintf(c->next_token, sizeof(c->next_token), "%s", di.id);
+			continue;
 		}
-		if (n < CHUNK)
+		if (c->ndevs == c->page_size) {
+			c->more = true; /* from the last one on the page */
+			snprintf(c->next_token, sizeof(c->next_token), "%s", c->devs[c->ndevs - 1].id);
 			return;
+		}
+		op_device *d = &c->devs[c->ndevs++];
+		snprintf(d->id, sizeof(d->id), "%s", di.id);
+		d->di = di;
+		d->di.id = NULL;
+		snprintf(c->next_token, sizeof(c->next_token), "%s", di.id);
 	}
+	/* A full window may have more behind it: go on after its last. */
+	c->more = n == EXAMINE;
 }
 
 static void list_done(vpp_plant_query *q)
@@ -637,7 +641,7 @@ static void list_done(vpp_plant_query *q)
 		}
 		resp.n_devices = c->ndevs;
 		resp.devices = ptrs;
-		resp.next_page_token = (char *)(c->more && c->ndevs ? c->devs[c->ndevs - 1].id : "");
+		resp.next_page_token = c->more ? c->next_token : "";
 		send_msg(c->call, &resp.base);
 		vpp_grpc_call_finish(c->call, VPP_GRPC_OK, NULL);
 	}

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""1,000 emulated batteries (vpp-emulator) against the real vppd over mTLS:
+"""1,100 emulated batteries (vpp-emulator) against the real vppd over mTLS:
 they connect, stream telemetry, receive and ack setpoints from an operator
 target, and vppd's fleet tracks the target as the emulator's ground truth
 sees it. Each fault kind is observed and handled (offline, flaky, ignore,
@@ -22,7 +22,7 @@ import vpptest as vt  # noqa: E402
 
 import grpc  # noqa: E402
 
-N = 1000
+N = 1100
 TARGET_KW = 1000.0
 LEASE_S = 14
 FAULTS = dict(offline=0.02, flaky=0.02, ignore=0.03, partial=0.03, late_ack=0.02, malformed=0.01)
@@ -118,7 +118,7 @@ def body(r):
                                                                             expect_online)
         st["connect_s"] = took
         print("  %d devices online after %.1f s" % (env.status().devices_online, took), flush=True)
-    if not r.case("1,000 emulated devices connect over mTLS and are online in vppd", connect):
+    if not r.case("1,100 emulated devices connect over mTLS and are online in vppd", connect):
         return
 
     resp = env.op.SetFleetSetpoint(env.g.SetFleetSetpointRequest(target_kw=TARGET_KW, valid_for_s=LEASE_S,
@@ -128,6 +128,18 @@ def body(r):
     time.sleep(LEASE_S - 2)
     before = vt.read_metrics(env.admin)
     devs = env.devices()
+    # A filter that matches few devices: each call examines at most 1,024
+    # devices (the control loop runs these queries) and says where to go
+    # on; following the tokens still finds every match.
+    stale_pages = []
+    token = ""
+    for _ in range(5):
+        rr = env.op.ListDevices(env.g.ListDevicesRequest(state=env.g.DEVICE_STATE_STALE, page_size=500,
+                                                         page_token=token), metadata=env.md, timeout=10)
+        stale_pages.append((len(rr.devices), rr.next_page_token, [d.device_id for d in rr.devices]))
+        token = rr.next_page_token
+        if not token:
+            break
     time.sleep(6)  # past the lease end
 
     # Kill and restart vppd; devices reconnect with backoff.
@@ -164,6 +176,18 @@ def body(r):
         assert got > 0.8 * N * 8, "vppd counted %d telemetry messages" % got
         assert before.get("vpp_device_acks_total") > 0
     r.case("telemetry and acks reach vppd", telemetry_lands)
+
+    def filtered_paging():
+        ids = sorted(d.device_id for d in devs)
+        assert len(ids) > 1024, len(ids)
+        assert len(stale_pages) == 2, stale_pages
+        n1, tok1, _ = stale_pages[0]
+        assert tok1 == ids[1023] and n1 < 500, (tok1, n1, ids[1023])  # stopped after 1,024
+        assert stale_pages[1][1] == "", stale_pages  # the rest fits one window
+        got = [i for _, _, page in stale_pages for i in page]
+        assert got == sorted(got) and len(set(got)) == len(got), got
+
+    r.case("a filtered ListDevices examines a bounded window per call; tokens go on from it", filtered_paging)
 
     def degraded():
         bad = set(faults["ignore"]) | set(faults["partial"])
