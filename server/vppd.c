@@ -81,6 +81,77 @@ static void raise_fd_limit(void)
 		vpp_log(VPP_LOG_INFO, "vppd", "open-file limit %llu", soft);
 }
 
+/* A node id names this node in setpoint ids and rows: short and plain. */
+#define NODE_ID_MAX 40
+
+static bool node_id_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '.' || c == '_' || c == '-';
+}
+
+static bool node_id_ok(const char *id)
+{
+	size_t n = 0;
+	for (; id[n]; n++)
+		if (n >= NODE_ID_MAX || !node_id_char(id[n]))
+			return false;
+	return n > 0;
+}
+
+/* The host name as a node id: other characters become '-', cut short. */
+static char *node_id_from_host(void)
+{
+	char host[256];
+	if (gethostname(host, sizeof(host)) != 0 || !host[0])
+		snprintf(host, sizeof(host), "node");
+	host[NODE_ID_MAX] = 0;
+	for (char *c = host; *c; c++)
+		if (!node_id_char(*c))
+			*c = '-';
+	return strdup(host);
+}
+
+static bool wildcard(const char *addr)
+{
+	return !addr || !addr[0] || strcmp(addr, "0.0.0.0") == 0 || strcmp(addr, "::") == 0;
+}
+
+/* Two listeners on one port: the kernel would split connections between
+ * them (SO_REUSEPORT) or refuse the second. */
+static bool ports_clash(const char *a_addr, int64_t a_port, const char *b_addr, int64_t b_port)
+{
+	return a_port != 0 && a_port == b_port &&
+	       (wildcard(a_addr) || wildcard(b_addr) || strcmp(a_addr, b_addr) == 0);
+}
+
+static bool settings_ok(const vppd_config *cfg)
+{
+	if (!node_id_ok(cfg->node_id)) {
+		fprintf(stderr, "vppd: invalid value for node-id: 1 to %d characters of A-Z, a-z, "
+				"0-9, '.', '_' and '-'\n",
+			NODE_ID_MAX);
+		return false;
+	}
+	const struct {
+		const char *name, *addr;
+		int64_t port;
+	} l[] = {{"api-port", cfg->api_addr, cfg->api_port},
+		 {"device-port", cfg->device_addr, cfg->device_port},
+		 {"admin-port", cfg->admin_addr, cfg->admin_port}};
+	for (int i = 0; i < 3; i++) {
+		for (int j = i + 1; j < 3; j++) {
+			if (ports_clash(l[i].addr, l[i].port, l[j].addr, l[j].port)) {
+				fprintf(stderr, "vppd: %s and %s are both %lld on overlapping "
+						"addresses: give each listener its own port\n",
+					l[i].name, l[j].name, (long long)l[i].port);
+				return false;
+			}
+		}
+	}
+	return true;
+}
+
 int main(int argc, char **argv)
 {
 	vppd_config cfg;
@@ -119,12 +190,9 @@ int main(int argc, char **argv)
 	}
 	vpp_log_set_level(level);
 	if (!cfg.node_id || !cfg.node_id[0]) {
-		char host[256];
-		if (gethostname(host, sizeof(host)) != 0)
-			snprintf(host, sizeof(host), "node");
-		host[sizeof(host) - 1] = 0;
 		free(cfg.node_id);
-		cfg.node_id = strdup(host);
+		if (!(cfg.node_id = node_id_from_host()))
+			goto out;
 	}
 	if (cfg.io_threads == 0) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -137,6 +205,8 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
+	if (!settings_ok(&cfg))
+		goto out;
 	raise_fd_limit();
 
 	/* admin: start (before the other threads, so /healthz answers while

@@ -324,6 +324,12 @@ def test_help(tmp):
         assert opt in r.stdout, opt
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_invalid_settings(tmp):
     ini = os.path.join(tmp, "bad.ini")
     with open(ini, "w") as f:
@@ -337,14 +343,24 @@ def test_invalid_settings(tmp):
         ([VPPD, "--log-level", "loud"], {}, "log-level"),
         # A lease shorter than two ticks could end before its renewal.
         ([VPPD, "--tick-ms", "6000", "--admin-port", "0"], {}, "lease-ms (10000) must be more than twice tick-ms"),
+        ([VPPD, "--node-id", "a/b"], {}, "node-id"),
+        ([VPPD, "--node-id", "n" * 41], {}, "node-id"),
+    ]
+    ports = ["--api-port", "0", "--device-port", "0"]
+    port = str(free_port())
+    # Two listeners on one port would split connections between them.
+    cases += [
+        ([VPPD, "--api-addr", "0.0.0.0", "--admin-port", "0", "--device-port", port, "--api-port"], {},
+         "api-port and device-port are both %s" % port),
+        ([VPPD, "--device-port", "0", "--api-port", port, "--admin-port"], {}, "api-port and admin-port are both"),
     ]
     for argv, env, name in cases:
         e = dict(os.environ)
         e.update(env)
-        r = subprocess.run(argv + ["--api-port", "0", "--device-port", "0"],
-                           capture_output=True, text=True, timeout=30, env=e, cwd=tmp)
-        assert r.returncode != 0, (argv, env, r)
-        assert name in r.stderr, (argv, env, r.stderr)
+        full = argv + [port] if argv[-1].endswith("-port") else argv + ports
+        r = subprocess.run(full, capture_output=True, text=True, timeout=30, env=e, cwd=tmp)
+        assert r.returncode != 0, (full, env, r)
+        assert name in r.stderr, (full, env, r.stderr)
 
 
 def main():
