@@ -188,7 +188,7 @@ START_TEST(connection_from_environment_and_flags)
 {
 	clear_env();
 	setenv("VPP_SERVER", "vpp.example.org:9000", 1);
-	setenv("VPP_TOKEN", "env-token", 1);
+	setenv("VPP_TOKEN", "env-token\r\n", 1); /* as read from a file: trimmed */
 	setenv("VPP_H2C", "1", 1);
 	setenv("VPP_CA", "/etc/vpp/ca.pem", 1);
 	vpp__ctl_opts o;
@@ -246,6 +246,9 @@ END_TEST
 
 START_TEST(bad_command_lines)
 {
+	char long_id[129];
+	memset(long_id, 'r', 128);
+	long_id[128] = 0;
 	clear_env();
 	struct {
 		const char *a[5];
@@ -273,6 +276,9 @@ START_TEST(bad_command_lines)
 	    {{"watch", "--count", "-1"}, "--count"},
 	    {{"device", ""}, "empty"},
 	    {{"set", "10", "--request-id", ""}, "request id"},
+	    {{"set", "10", "--request-id", long_id}, "1 to 127 bytes"},
+	    {{"status", "--token", "two words"}, "space or control character"},
+	    {{"status", "--token", " \n"}, "token is empty"},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		vpp__ctl_opts o;
@@ -377,11 +383,18 @@ START_TEST(errors_explained)
 	ck_assert_str_eq(vpp__ctl_explain(buf, sizeof(buf), &oc, &o),
 	                 "vppd at 10.0.0.5:7444 did not answer within 2.5 s (--timeout)");
 	ck_assert_int_eq(vpp__ctl_exit_code(&oc), VPP__CTL_EXIT_ERROR);
-	/* The server itself says it is unavailable (database down). */
-	oc = (vpp__ctl_outcome){.status = VPP_GRPC_UNAVAILABLE, .connected = true};
-	snprintf(oc.message, sizeof(oc.message), "dispatch loop stopped");
+	/* The server itself says it is unavailable (database down): it was
+	 * reached, so this is not exit 3. */
+	oc = (vpp__ctl_outcome){.status = VPP_GRPC_UNAVAILABLE, .connected = true, .answered = true};
+	snprintf(oc.message, sizeof(oc.message), "the setpoint could not be recorded");
 	ck_assert_str_eq(vpp__ctl_explain(buf, sizeof(buf), &oc, &o),
-	                 "cannot reach vppd at 10.0.0.5:7444: dispatch loop stopped");
+	                 "vppd at 10.0.0.5:7444 is unavailable: the setpoint could not be recorded");
+	ck_assert_int_eq(vpp__ctl_exit_code(&oc), VPP__CTL_EXIT_ERROR);
+	/* The connection went away under the call. */
+	oc = (vpp__ctl_outcome){.status = VPP_GRPC_UNAVAILABLE, .connected = true};
+	snprintf(oc.message, sizeof(oc.message), "connection closed");
+	ck_assert_str_eq(vpp__ctl_explain(buf, sizeof(buf), &oc, &o),
+	                 "cannot reach vppd at 10.0.0.5:7444: connection closed");
 	ck_assert_int_eq(vpp__ctl_exit_code(&oc), VPP__CTL_EXIT_CONNECT);
 
 	oc = (vpp__ctl_outcome){.status = VPP_GRPC_INTERNAL, .connected = true};

@@ -249,7 +249,32 @@ static int apply(vpp__ctl_opts *o, const flag *f, const char *v, const char *ori
 		o->h2c = v ? truthy(v) : true;
 		return 0;
 	case F_TOKEN:
-		o->token = v;
+		/* A token from a file or a secret often ends in a newline:
+		 * trimmed. Anything else below 0x21 cannot go in a header. */
+		if (strlen(v) >= sizeof(o->token_buf)) {
+			snprintf(err, errlen, "%s: the token is longer than %zu bytes", origin,
+			         sizeof(o->token_buf) - 1);
+			return VPP_EINVAL;
+		}
+		snprintf(o->token_buf, sizeof(o->token_buf), "%s", v);
+		for (size_t n = strlen(o->token_buf);
+		     n > 0 && (o->token_buf[n - 1] == '\n' || o->token_buf[n - 1] == '\r' ||
+		               o->token_buf[n - 1] == ' ' || o->token_buf[n - 1] == '\t');
+		     n--)
+			o->token_buf[n - 1] = 0;
+		for (const char *t = o->token_buf; *t; t++) {
+			if ((unsigned char)*t < 0x21 || (unsigned char)*t == 0x7f) {
+				snprintf(err, errlen,
+				         "%s: the token has a space or control character inside it",
+				         origin);
+				return VPP_EINVAL;
+			}
+		}
+		if (!o->token_buf[0]) {
+			snprintf(err, errlen, "%s: the token is empty", origin);
+			return VPP_EINVAL;
+		}
+		o->token = o->token_buf;
 		return 0;
 	case F_JSON:
 		o->json = true;
@@ -264,9 +289,8 @@ static int apply(vpp__ctl_opts *o, const flag *f, const char *v, const char *ori
 		o->reason = v;
 		return 0;
 	case F_REQUEST_ID:
-		if (!v[0] || strlen(v) > 128) {
-			snprintf(err, errlen, "%s: the request id must be 1 to 128 characters",
-			         origin);
+		if (!v[0] || strlen(v) > 127) {
+			snprintf(err, errlen, "%s: the request id must be 1 to 127 bytes", origin);
 			return VPP_EINVAL;
 		}
 		o->request_id = v;

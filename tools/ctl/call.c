@@ -20,31 +20,40 @@ int vpp__ctl_pack(const ProtobufCMessage *req, uint8_t **buf, size_t *len)
 	return 0;
 }
 
+int vpp__ctl_call_outcome(vpp__ctl_client *c, const vpp__ctl_opts *o, const char *path,
+                          const ProtobufCMessage *req, const ProtobufCMessageDescriptor *desc,
+                          ProtobufCMessage **resp, vpp__ctl_outcome *oc)
+{
+	uint8_t *buf, *out = NULL;
+	size_t len, out_len = 0;
+	memset(oc, 0, sizeof(*oc));
+	if (vpp__ctl_pack(req, &buf, &len) != 0) {
+		fprintf(stderr, "vppctl: out of memory\n");
+		oc->status = VPP_GRPC_RESOURCE_EXHAUSTED;
+		return VPP__CTL_EXIT_ERROR;
+	}
+	int rv = vpp__ctl_unary(c, path, buf, len, &out, &out_len, oc);
+	free(buf);
+	if (rv != 0)
+		return vpp__ctl_report_failure(oc, o);
+	ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, out_len, out);
+	free(out);
+	if (!m) {
+		oc->status = VPP_GRPC_INTERNAL;
+		snprintf(oc->message, sizeof(oc->message),
+		         "cannot decode the server's %s (a different API version?)", desc->name);
+		return vpp__ctl_report_failure(oc, o);
+	}
+	*resp = m;
+	return 0;
+}
+
 int vpp__ctl_call(vpp__ctl_client *c, const vpp__ctl_opts *o, const char *path,
                   const ProtobufCMessage *req, const ProtobufCMessageDescriptor *desc,
                   ProtobufCMessage **resp)
 {
-	uint8_t *buf, *out = NULL;
-	size_t len, out_len = 0;
 	vpp__ctl_outcome oc;
-	if (vpp__ctl_pack(req, &buf, &len) != 0) {
-		fprintf(stderr, "vppctl: out of memory\n");
-		return VPP__CTL_EXIT_ERROR;
-	}
-	int rv = vpp__ctl_unary(c, path, buf, len, &out, &out_len, &oc);
-	free(buf);
-	if (rv != 0)
-		return vpp__ctl_report_failure(&oc, o);
-	ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, out_len, out);
-	free(out);
-	if (!m) {
-		oc.status = VPP_GRPC_INTERNAL;
-		snprintf(oc.message, sizeof(oc.message),
-		         "cannot decode the server's %s (a different API version?)", desc->name);
-		return vpp__ctl_report_failure(&oc, o);
-	}
-	*resp = m;
-	return 0;
+	return vpp__ctl_call_outcome(c, o, path, req, desc, resp, &oc);
 }
 
 char *vpp__ctl_fmt_pb_estimate(char *buf, size_t len, const Vpp__V1__Estimate *e, const char *unit)

@@ -18,6 +18,10 @@
 int vpp__ctl_call(vpp__ctl_client *c, const vpp__ctl_opts *o, const char *path,
                   const ProtobufCMessage *req, const ProtobufCMessageDescriptor *desc,
                   ProtobufCMessage **resp);
+/* The same, and the call's outcome into |oc| (its status on failure). */
+int vpp__ctl_call_outcome(vpp__ctl_client *c, const vpp__ctl_opts *o, const char *path,
+                          const ProtobufCMessage *req, const ProtobufCMessageDescriptor *desc,
+                          ProtobufCMessage **resp, vpp__ctl_outcome *oc);
 
 /* Packs |req| into a malloc'd buffer. Returns 0 or VPP_ENOMEM. */
 int vpp__ctl_pack(const ProtobufCMessage *req, uint8_t **buf, size_t *len);

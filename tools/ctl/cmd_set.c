@@ -3,6 +3,7 @@
  * random unless --request-id is given, and it is printed whatever happens
  * so the operator can retry with it. */
 #include "cmd_int.h"
+#include "vpp/grpc.h"
 
 #include <fcntl.h>
 #include <math.h>
@@ -42,6 +43,23 @@ static void row(const char *label, const char *value)
 	printf("  %-19s %s\n", label, value);
 }
 
+/* Whether the same request could succeed later: not when vppd judged the
+ * request itself (invalid, replaced or expired, its id taken). */
+static bool retry_may_help(int status)
+{
+	switch (status) {
+	case VPP_GRPC_INVALID_ARGUMENT:
+	case VPP_GRPC_FAILED_PRECONDITION:
+	case VPP_GRPC_ALREADY_EXISTS:
+	case VPP_GRPC_OUT_OF_RANGE:
+	case VPP_GRPC_NOT_FOUND:
+	case VPP_GRPC_UNIMPLEMENTED:
+		return false;
+	default:
+		return true;
+	}
+}
+
 int vpp__ctl_cmd_set(vpp__ctl_client *c, vpp__ctl_opts *o)
 {
 	char rid[40];
@@ -56,12 +74,15 @@ int vpp__ctl_cmd_set(vpp__ctl_client *c, vpp__ctl_opts *o)
 	req.request_id = (char *)o->request_id;
 	req.reason = (char *)(o->reason ? o->reason : "");
 	ProtobufCMessage *m;
-	int rc = vpp__ctl_call(c, o, VPP__CTL_SERVICE "SetFleetSetpoint", &req.base,
-	                       &vpp__v1__set_fleet_setpoint_response__descriptor, &m);
+	vpp__ctl_outcome oc;
+	int rc = vpp__ctl_call_outcome(c, o, VPP__CTL_SERVICE "SetFleetSetpoint", &req.base,
+	                               &vpp__v1__set_fleet_setpoint_response__descriptor, &m, &oc);
 	if (rc) {
-		fprintf(stderr,
-		        "vppctl: request id %s: to retry the same command, add --request-id %s\n",
-		        o->request_id, o->request_id);
+		if (retry_may_help(oc.status))
+			fprintf(stderr,
+			        "vppctl: request id %s: to retry the same command, add "
+			        "--request-id %s\n",
+			        o->request_id, o->request_id);
 		return rc;
 	}
 	const Vpp__V1__SetFleetSetpointResponse *r = (const Vpp__V1__SetFleetSetpointResponse *)m;

@@ -39,6 +39,7 @@ typedef struct {
 	char host[256];
 	int port;
 	const char *ca, *cert, *key, *server_name, *token;
+	char token_buf[1024]; /* the token, trimmed */
 	bool h2c;
 	uint32_t timeout_ms;
 	bool json;
@@ -140,6 +141,7 @@ typedef struct {
 	int status;        /* gRPC status code */
 	char message[512]; /* the server's message ("" when none) */
 	bool connected;    /* the connection was ever ready */
+	bool answered;     /* vppd answered this call: the status is its own */
 	int conn_err;      /* VPP_E* the connection closed with, 0 if none */
 	bool tls;          /* TLS was used */
 } vpp__ctl_outcome;

@@ -45,6 +45,9 @@ char *vpp__ctl_explain(char *buf, size_t len, const vpp__ctl_outcome *oc, const 
 	case VPP_GRPC_UNAVAILABLE:
 		if (!oc->connected)
 			snprintf(buf, len, "cannot reach vppd at %s: %s", srv, connect_reason(oc));
+		else if (oc->answered)
+			snprintf(buf, len, "vppd at %s is unavailable: %s", srv,
+			         m[0] ? m : "(no reason given)");
 		else
 			snprintf(buf, len, "cannot reach vppd at %s: %s", srv,
 			         m[0] ? m : "unavailable");
@@ -99,7 +102,9 @@ int vpp__ctl_exit_code(const vpp__ctl_outcome *oc)
 {
 	if (oc->status == VPP_GRPC_OK)
 		return VPP__CTL_EXIT_OK;
-	if (oc->status == VPP_GRPC_UNAVAILABLE ||
+	/* vppd that answers "unavailable" (its database, its dispatch loop)
+	 * was reached: that is an error of the call, not of the connection. */
+	if ((oc->status == VPP_GRPC_UNAVAILABLE && !oc->answered) ||
 	    (oc->status == VPP_GRPC_DEADLINE_EXCEEDED && !oc->connected))
 		return VPP__CTL_EXIT_CONNECT;
 	return VPP__CTL_EXIT_ERROR;
