@@ -33,6 +33,8 @@ static int api_listener(const vppd_config *cfg, vpp_store *store, vppd_grpc *g)
 			vpp_log(VPP_LOG_ERROR, "vppd", "tokens-file: %s", err);
 			return rv;
 		}
+		vpp_log(VPP_LOG_INFO, "vppd", "tokens-file: %zu tokens loaded",
+			vpp_tokens_count(g->tokens));
 	}
 	if (!g->tokens && !cfg->operator_ca)
 		vpp_log(VPP_LOG_WARN, "vppd", "api: neither --tokens-file nor --operator-ca is set: "

@@ -5,9 +5,11 @@
 #include <errno.h>
 #include <ini.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 /* Compares option names treating '-' and '_' as equal, case-insensitively. */
 static int name_eq(const char *a, const char *b)
@@ -184,6 +186,39 @@ static const char *flag_value(const vpp_config_opt *o, int argc, char **argv)
 	return found;
 }
 
+/* libinih (Debian's build) cuts lines at 200 bytes and reads a directory
+ * as an empty file: both would pass silently. */
+#define INI_LINE_MAX 200
+
+static int check_ini_file(const char *path, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "r");
+	struct stat st;
+	if (!f) {
+		snprintf(err, errlen, "config file %s: cannot open: %s", path, strerror(errno));
+		return VPP_EINVAL;
+	}
+	if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+		fclose(f);
+		snprintf(err, errlen, "config file %s: not a regular file", path);
+		return VPP_EINVAL;
+	}
+	int line = 1, len = 0, ch, rv = 0;
+	while ((ch = getc(f)) != EOF) {
+		if (ch == '\n') {
+			line++;
+			len = 0;
+		} else if (++len >= INI_LINE_MAX - 1) {
+			snprintf(err, errlen, "config file %s: line %d is longer than %d bytes", path,
+				 line, INI_LINE_MAX - 2);
+			rv = VPP_EINVAL;
+			break;
+		}
+	}
+	fclose(f);
+	return rv;
+}
+
 int vpp_config_parse(const vpp_config_opt *opts, size_t n, void *target, int argc, char **argv,
 		     int *pos, int pos_cap, int *npos, bool *help, char *err, size_t errlen)
 {
@@ -206,6 +241,8 @@ int vpp_config_parse(const vpp_config_opt *opts, size_t n, void *target, int arg
 		if (!path)
 			path = getenv(ename);
 		if (path && path[0]) {
+			if (check_ini_file(path, err, errlen) != 0)
+				return VPP_EINVAL;
 			ini_ctx c = {opts, n, target, path, err, errlen, 0};
 			int prv = ini_parse(path, on_ini_entry, &c);
 			if (c.rv)

@@ -3,12 +3,15 @@
 #include "vpp/error.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 typedef struct {
 	char name[64];
@@ -110,24 +113,49 @@ int vpp_tokens_parse(const char *text, vpp_tokens **ret, char *err, size_t errle
 	return 0;
 }
 
+/* A tokens file larger than this is not one. */
+#define TOKENS_FILE_MAX (1 << 20)
+
 int vpp_tokens_load(const char *path, vpp_tokens **ret, char *err, size_t errlen)
 {
 	FILE *f = fopen(path, "r");
+	struct stat st;
 	if (!f) {
-		snprintf(err, errlen, "%s: cannot open", path);
+		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
 		return VPP_EINVAL;
 	}
-	char *buf = malloc(1 << 20);
-	size_t n = buf ? fread(buf, 1, (1 << 20) - 1, f) : 0;
+	if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size >= TOKENS_FILE_MAX) {
+		fclose(f);
+		snprintf(err, errlen, "%s: not a regular file under 1 MiB", path);
+		return VPP_EINVAL;
+	}
+	char *buf = malloc(TOKENS_FILE_MAX);
+	size_t n = buf ? fread(buf, 1, TOKENS_FILE_MAX - 1, f) : 0;
+	bool failed = ferror(f);
 	fclose(f);
 	if (!buf)
 		return VPP_ENOMEM;
+	if (failed || memchr(buf, 0, n)) {
+		free(buf);
+		snprintf(err, errlen, "%s: %s", path, failed ? "read error" : "has a NUL byte");
+		return VPP_EINVAL;
+	}
 	buf[n] = 0;
 	char inner[200];
-	int rv = vpp_tokens_parse(buf, ret, inner, sizeof(inner));
+	vpp_tokens *t = NULL;
+	int rv = vpp_tokens_parse(buf, &t, inner, sizeof(inner));
+	OPENSSL_cleanse(buf, n);
 	free(buf);
 	if (rv == VPP_EINVAL)
 		snprintf(err, errlen, "%s: %s", path, inner);
+	if (rv == 0 && vpp_tokens_count(t) == 0) {
+		/* Every call would be refused without a word: a mistake. */
+		vpp_tokens_free(t);
+		snprintf(err, errlen, "%s: no tokens in it", path);
+		return VPP_EINVAL;
+	}
+	if (rv == 0)
+		*ret = t;
 	return rv;
 }
 

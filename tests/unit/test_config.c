@@ -151,6 +151,32 @@ START_TEST(bad_ini_line_is_reported)
 }
 END_TEST
 
+/* What libinih would take silently: a directory (read as empty) and a line
+ * it would cut in two. */
+START_TEST(config_file_must_be_a_file_of_short_lines)
+{
+	clear_env();
+	conf c;
+	char err[256];
+	char *a1[] = {"x", "--config", "/tmp"};
+	ck_assert_int_eq(parse(&c, 3, a1, err), VPP_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err, "not a regular file"));
+	vpp_config_free(table, N, &c);
+
+	char path[] = "/tmp/vpp-test-config-XXXXXX";
+	int fd = mkstemp(path);
+	char ini[400];
+	int n = snprintf(ini, sizeof(ini), "api-port = 10\n; %0250d\n", 0);
+	ck_assert_int_eq(write(fd, ini, (size_t)n), n);
+	close(fd);
+	char *a2[] = {"x", "--config", path};
+	ck_assert_int_eq(parse(&c, 3, a2, err), VPP_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err, "line 2 is longer than"));
+	vpp_config_free(table, N, &c);
+	unlink(path);
+}
+END_TEST
+
 START_TEST(positional_and_help)
 {
 	clear_env();
@@ -188,6 +214,7 @@ Suite *test_config_suite(void)
 	tcase_add_test(tc, precedence_file_env_flag);
 	tcase_add_test(tc, invalid_values_name_the_setting);
 	tcase_add_test(tc, bad_ini_line_is_reported);
+	tcase_add_test(tc, config_file_must_be_a_file_of_short_lines);
 	tcase_add_test(tc, positional_and_help);
 	suite_add_tcase(s, tc);
 	return s;

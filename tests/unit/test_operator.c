@@ -4,7 +4,10 @@
 #include "vpp/error.h"
 
 #include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* sha256("secret") and sha256("viewtok") */
 #define H_SECRET "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
@@ -57,6 +60,37 @@ START_TEST(rejects_bad_lines_with_their_number)
 }
 END_TEST
 
+/* Files that would leave every call refused without a word. */
+START_TEST(refuses_files_that_hold_no_tokens)
+{
+	char dir[] = "/tmp/vpp-tokens-XXXXXX", path[64], err[300];
+	vpp_tokens *t = NULL;
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	ck_assert_int_eq(vpp_tokens_load(dir, &t, err, sizeof(err)), VPP_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err, "not a regular file"));
+	snprintf(path, sizeof(path), "%s/tokens", dir);
+	FILE *f = fopen(path, "w");
+	fputs("# only comments\n\n", f);
+	fclose(f);
+	ck_assert_int_eq(vpp_tokens_load(path, &t, err, sizeof(err)), VPP_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err, "no tokens"));
+	f = fopen(path, "w");
+	fputs("ok viewer sha256:" H_SECRET "\n", f);
+	fwrite("\0x viewer\n", 1, 10, f);
+	fclose(f);
+	ck_assert_int_eq(vpp_tokens_load(path, &t, err, sizeof(err)), VPP_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err, "NUL"));
+	f = fopen(path, "w");
+	fputs("ok viewer sha256:" H_SECRET "\n", f);
+	fclose(f);
+	ck_assert_int_eq(vpp_tokens_load(path, &t, err, sizeof(err)), 0);
+	ck_assert_uint_eq(vpp_tokens_count(t), 1);
+	vpp_tokens_free(t);
+	unlink(path);
+	rmdir(dir);
+}
+END_TEST
+
 Suite *test_operator_suite(void);
 
 Suite *test_operator_suite(void)
@@ -65,6 +99,7 @@ Suite *test_operator_suite(void)
 	TCase *tc = tcase_create("auth");
 	tcase_add_test(tc, parses_and_checks_tokens);
 	tcase_add_test(tc, rejects_bad_lines_with_their_number);
+	tcase_add_test(tc, refuses_files_that_hold_no_tokens);
 	suite_add_tcase(s, tc);
 	return s;
 }
