@@ -1,5 +1,6 @@
 #include "vpp/log.h"
 #include "vpp/error.h"
+#include "vpp/text.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -44,13 +45,25 @@ static size_t json_escape(char *out, size_t len, size_t cap, const char *s)
 		} else if (c == '\n') {
 			out[len++] = '\\';
 			out[len++] = 'n';
-		} else if (c < 0x20) {
+		} else if (c < 0x20 || c == 0x7f) {
 			memcpy(out + len, "\\u00", 4);
 			out[len + 4] = hex[c >> 4];
 			out[len + 5] = hex[c & 15];
 			len += 6;
-		} else {
+		} else if (c < 0x80) {
 			out[len++] = (char)c;
+		} else {
+			/* A log line stays valid UTF-8 (and JSON) whatever a peer
+			 * sent: a byte that is not part of a character is U+FFFD. */
+			size_t n = vpp_utf8_char_len(s, strnlen(s, 4));
+			if (n == 0) {
+				memcpy(out + len, "\\ufffd", 6);
+				len += 6;
+			} else {
+				memcpy(out + len, s, n);
+				len += n;
+				s += n - 1;
+			}
 		}
 	}
 	return len;

@@ -66,3 +66,31 @@ void vpp_utf8_copy(char *dst, size_t cap, const char *src)
 	memcpy(dst, src, used);
 	dst[used] = 0;
 }
+
+size_t vpp_utf8_char_len(const char *p, size_t left)
+{
+	return left ? char_len((const unsigned char *)p, left) : 0;
+}
+
+void vpp_text_sanitize(char *dst, size_t cap, const char *src)
+{
+	const unsigned char *p = (const unsigned char *)src;
+	size_t left = strlen(src), used = 0;
+	while (left > 0) {
+		size_t n = char_len(p, left);
+		if (n == 0 || (n == 1 && (*p < 0x20 || *p == 0x7f))) {
+			if (used + 1 > cap - 1)
+				break;
+			dst[used++] = '?';
+			n = n ? n : 1;
+		} else {
+			if (used + n > cap - 1)
+				break;
+			memcpy(dst + used, p, n);
+			used += n;
+		}
+		p += n;
+		left -= n;
+	}
+	dst[used] = 0;
+}

@@ -138,8 +138,14 @@ static void send_msg(vpp_grpc_call *call, const ProtobufCMessage *m)
 static void audit(vpp_operator *op, const char *principal, const char *action,
 		  const char *request_id, const char *detail, const char *result)
 {
+	/* A refused request's id is as the client sent it: made printable
+	 * (and the principal, a certificate's CN, to be safe). */
+	char rid[VPP_ID_CAP * 2], who[128];
+	vpp_text_sanitize(rid, sizeof(rid), request_id ? request_id : "");
+	vpp_text_sanitize(who, sizeof(who), principal);
+	principal = who;
 	vpp_log(VPP_LOG_INFO, "audit", "principal=%s action=%s request_id=%s result=%s %s",
-		principal, action, request_id ? request_id : "-", result, detail);
+		principal, action, rid[0] ? rid : "-", result, detail);
 	if (!op->o.store)
 		return;
 	vpp_audit_entry a;
@@ -147,7 +153,7 @@ static void audit(vpp_operator *op, const char *principal, const char *action,
 	a.at_ms = vpp_wall_ms();
 	snprintf(a.principal, sizeof(a.principal), "%s", principal);
 	snprintf(a.action, sizeof(a.action), "%s", action);
-	snprintf(a.request_id, sizeof(a.request_id), "%s", request_id ? request_id : "");
+	snprintf(a.request_id, sizeof(a.request_id), "%s", rid);
 	snprintf(a.detail, sizeof(a.detail), "%s", detail);
 	snprintf(a.result, sizeof(a.result), "%s", result);
 	vpp_store_put_audit(op->o.store, &a);

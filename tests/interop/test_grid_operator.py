@@ -160,6 +160,16 @@ def body(r):
                                  response_deserializer=lambda b: b)
         c, why = code_of(set_raw, raw, metadata=tok(OP), timeout=5)
         assert c == grpc.StatusCode.INVALID_ARGUMENT and "UTF-8" in why, (c, why)
+        # A request_id that is not UTF-8: refused, and audited in a log line
+        # that is still UTF-8 (the audit row can be stored).
+        raw = g.SetFleetSetpointRequest(target_kw=5, valid_for_s=10,
+                                        request_id="RIDX").SerializeToString().replace(b"RIDX", b"\xff\xfeab")
+        c, why = code_of(set_raw, raw, metadata=tok(OP), timeout=5)
+        assert c == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in why, (c, why)
+        with open(env.proc.log_path, "rb") as f:
+            log = f.read()
+        log.decode("utf-8")  # raises on a raw 0xff
+        assert b"request_id=??ab result=invalid" in log, log[-2000:]
 
     r.case("bad requests get INVALID_ARGUMENT with a message", bad_requests)
 

@@ -5,6 +5,24 @@
 #include <check.h>
 #include <string.h>
 
+START_TEST(sanitize_makes_any_bytes_printable)
+{
+	char out[16];
+	vpp_text_sanitize(out, sizeof(out), "\xff\xfe" "abc");
+	ck_assert_str_eq(out, "??abc");
+	vpp_text_sanitize(out, sizeof(out), "a\nb\x7f\x01");
+	ck_assert_str_eq(out, "a?b??");
+	vpp_text_sanitize(out, sizeof(out), "\xc3\xbc ok");
+	ck_assert_str_eq(out, "\xc3\xbc ok");
+	/* Cut at a character boundary: 14 bytes, then a 2-byte character. */
+	vpp_text_sanitize(out, sizeof(out), "aaaaaaaaaaaaaa\xc3\xbc");
+	ck_assert_str_eq(out, "aaaaaaaaaaaaaa");
+	ck_assert_uint_eq(vpp_utf8_char_len("\xe2\x82\xac", 3), 3);
+	ck_assert_uint_eq(vpp_utf8_char_len("\xe2\x82", 2), 0);
+	ck_assert_uint_eq(vpp_utf8_char_len("", 0), 0);
+}
+END_TEST
+
 Suite *test_text_suite(void);
 
 START_TEST(valid_and_invalid)
@@ -49,6 +67,7 @@ Suite *test_text_suite(void)
 	TCase *tc = tcase_create("utf8");
 	tcase_add_test(tc, valid_and_invalid);
 	tcase_add_test(tc, copy_cuts_at_a_character);
+	tcase_add_test(tc, sanitize_makes_any_bytes_printable);
 	suite_add_tcase(s, tc);
 	return s;
 }
