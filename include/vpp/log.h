@@ -10,6 +10,8 @@
 #define VPP_LOG_H
 
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
 
 typedef enum {
 	VPP_LOG_DEBUG = 0,
@@ -37,5 +39,20 @@ void vpp__log_emit(vpp_log_level level, const char *comp, const char *fmt, ...)
 		if (vpp_log_enabled(level))                                    \
 			vpp__log_emit(level, comp, __VA_ARGS__);               \
 	} while (0)
+
+/* A limit on lines of one kind that peers can cause (refused logins, say):
+ * at most |burst| per |window_ms|; the others are counted and reported by
+ * the next line let through. Zero-initialised; thread-safe (approximate
+ * under contention, which only moves a line or two). */
+typedef struct {
+	_Atomic int64_t window_start_ms;
+	_Atomic uint32_t in_window;
+	_Atomic uint32_t suppressed;
+} vpp_log_limit;
+
+/* True when this event may be logged; then |*suppressed| is how many were
+ * not since the last one that was. */
+bool vpp_log_limit_take(vpp_log_limit *l, int64_t now_ms, uint32_t burst, int64_t window_ms,
+			uint32_t *suppressed);
 
 #endif

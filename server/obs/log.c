@@ -2,6 +2,7 @@
 #include "vpp/error.h"
 #include "vpp/text.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -96,4 +97,19 @@ void vpp__log_emit(vpp_log_level level, const char *comp, const char *fmt, ...)
 	/* One write(2) per event so that lines from threads never interleave. */
 	ssize_t w = write(STDERR_FILENO, line, len);
 	(void)w;
+}
+
+bool vpp_log_limit_take(vpp_log_limit *l, int64_t now_ms, uint32_t burst, int64_t window_ms,
+			uint32_t *suppressed)
+{
+	int64_t start = atomic_load(&l->window_start_ms);
+	if (now_ms - start >= window_ms &&
+	    atomic_compare_exchange_strong(&l->window_start_ms, &start, now_ms))
+		atomic_store(&l->in_window, 0);
+	if (atomic_fetch_add(&l->in_window, 1) < burst) {
+		*suppressed = atomic_exchange(&l->suppressed, 0);
+		return true;
+	}
+	atomic_fetch_add(&l->suppressed, 1);
+	return false;
 }

@@ -36,10 +36,16 @@ static bool authorize(vpp_grpc_call *call, vpp_role need, char *principal, size_
 			snprintf(principal, plen, "cert:%s", cn);
 		}
 	}
+	/* Anyone who reaches the port can cause these: a few lines per 10 s,
+	 * the rest counted (vpp_operator_auth_failures_total, and in the next line). */
+	static vpp_log_limit unauth_lines, denied_lines;
+	uint32_t more;
 	if (role == VPP_ROLE_NONE) {
 		vpp_counter_inc(op->auth_failed);
-		vpp_log(VPP_LOG_WARN, "operator", "peer=%s path=%s unauthenticated",
-			vpp_grpc_call_peer_addr(call), vpp_grpc_call_path(call));
+		if (vpp_log_limit_take(&unauth_lines, vpp_wall_ms(), 5, 10000, &more))
+			vpp_log(VPP_LOG_WARN, "operator",
+				"peer=%s path=%s unauthenticated (%u more not logged before it)",
+				vpp_grpc_call_peer_addr(call), vpp_grpc_call_path(call), more);
 		vpp_grpc_call_finish(call, VPP_GRPC_UNAUTHENTICATED,
 				     vpp_grpc_call_metadata(call, "authorization")
 					     ? "invalid token"
@@ -49,8 +55,11 @@ static bool authorize(vpp_grpc_call *call, vpp_role need, char *principal, size_
 	}
 	if (role < need) {
 		vpp_counter_inc(op->denied);
-		vpp_log(VPP_LOG_WARN, "operator", "principal=%s path=%s denied: needs the operator role",
-			principal, vpp_grpc_call_path(call));
+		if (vpp_log_limit_take(&denied_lines, vpp_wall_ms(), 5, 10000, &more))
+			vpp_log(VPP_LOG_WARN, "operator",
+				"principal=%s path=%s denied: needs the operator role (%u more not "
+				"logged before it)",
+				principal, vpp_grpc_call_path(call), more);
 		vpp_grpc_call_finish(call, VPP_GRPC_PERMISSION_DENIED,
 				     "this needs the operator role; your token is a viewer's");
 		return false;

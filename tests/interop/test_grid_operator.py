@@ -193,6 +193,14 @@ def body(r):
         log = open(env.proc.log_path).read()
         assert "principal=cert:operator action=SetFleetSetpoint request_id=cert-1" in log
         assert "principal=token:ops action=SetFleetSetpoint request_id=grid-1" in log
+        # A stream of bad tokens is counted, not logged line by line.
+        before = mt.get("vpp_operator_auth_failures_total")
+        for _ in range(40):
+            code_of(op.GetFleetStatus, g.GetFleetStatusRequest(), metadata=tok("wrong"), timeout=5)
+        mt = vt.read_metrics(env.admin)
+        assert mt.get("vpp_operator_auth_failures_total") == before + 40, mt.get("vpp_operator_auth_failures_total")
+        lines = [x for x in open(env.proc.log_path).read().splitlines() if "unauthenticated" in x]
+        assert len(lines) <= 10, "%d lines for %d refusals" % (len(lines), before + 40)
 
     r.case("no token / wrong token / viewer role / operator certificate", auth)
 

@@ -48,6 +48,25 @@ START_TEST(quotes_and_control_characters_are_escaped)
 }
 END_TEST
 
+START_TEST(a_limit_lets_a_burst_through_and_counts_the_rest)
+{
+	vpp_log_limit l = {0};
+	uint32_t more = 99;
+	int64_t t = 1000000;
+	for (int i = 0; i < 3; i++) {
+		ck_assert(vpp_log_limit_take(&l, t + i, 3, 10000, &more));
+		ck_assert_uint_eq(more, 0);
+	}
+	for (int i = 0; i < 4; i++)
+		ck_assert(!vpp_log_limit_take(&l, t + 100 + i, 3, 10000, &more));
+	/* The next window: the first line says how many were left out. */
+	ck_assert(vpp_log_limit_take(&l, t + 10000, 3, 10000, &more));
+	ck_assert_uint_eq(more, 4);
+	ck_assert(vpp_log_limit_take(&l, t + 10001, 3, 10000, &more));
+	ck_assert_uint_eq(more, 0);
+}
+END_TEST
+
 Suite *test_log_suite(void);
 
 Suite *test_log_suite(void)
@@ -56,6 +75,7 @@ Suite *test_log_suite(void)
 	TCase *tc = tcase_create("log");
 	tcase_add_test(tc, bytes_that_are_not_utf8_become_replacement_characters);
 	tcase_add_test(tc, quotes_and_control_characters_are_escaped);
+	tcase_add_test(tc, a_limit_lets_a_burst_through_and_counts_the_rest);
 	suite_add_tcase(s, tc);
 	return s;
 }
