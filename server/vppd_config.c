@@ -87,7 +87,7 @@ const vpp_config_opt vppd_config_table[] = {
 	    "control loop period (allocation horizon)"),
 	OPT("lease-ms", VPP_CFG_INT, lease_ms, 1000, 3600000, "10000",
 	    "validity of each per-device setpoint; a device that hears nothing new returns "
-	    "to its local mode after it"),
+	    "to its local mode after it (more than twice tick-ms)"),
 	OPT("ack-timeout-ms", VPP_CFG_INT, ack_timeout_ms, 10, 600000, "2000",
 	    "a setpoint not acked within this counts against the device's reliability"),
 	OPT("deadband-kw", VPP_CFG_DOUBLE, deadband_kw, 0, 1000, "0.05",

@@ -125,6 +125,11 @@ int vpp__http_parse(const char *buf, size_t len, size_t max, vpp__http_req *req)
 		unsigned char ch = (unsigned char)buf[i];
 		if (ch != '\r' && ch != '\n' && !is_field_char(ch))
 			return VPP_EPROTO;
+		/* A bare LF or CR ends nothing we accept: refuse now, not at
+		 * the read timeout. */
+		if ((ch == '\n' && (i == start || buf[i - 1] != '\r')) ||
+		    (ch == '\r' && i + 1 < len && buf[i + 1] != '\n'))
+			return VPP_EPROTO;
 	}
 	const char *end = len - start >= 4 ? memmem(buf + start, len - start, "\r\n\r\n", 4) : NULL;
 	if (!end)

@@ -345,7 +345,9 @@ static void on_stored(int status, const vpp_setpoint *row, bool created, void *u
 }
 
 /* Without a database: request_ids are remembered in memory (this node,
- * this run). */
+ * this run), the newest RECENT_MAX of them. */
+#define RECENT_MAX 65536
+
 static void settle_in_memory(op_call *c)
 {
 	vpp_operator *op = c->ol->op;
@@ -363,6 +365,13 @@ static void settle_in_memory(op_call *c)
 		c->newest = s->order == op->next_local_id;
 		pthread_mutex_unlock(&op->recent_lock);
 		return;
+	}
+	if (op->nrecent == RECENT_MAX) {
+		/* Bounded: the oldest half goes (a retry comes within minutes,
+		 * not after 65,536 newer setpoints). */
+		memmove(op->recent, op->recent + RECENT_MAX / 2,
+			(RECENT_MAX - RECENT_MAX / 2) * sizeof(*op->recent));
+		op->nrecent = RECENT_MAX - RECENT_MAX / 2;
 	}
 	if (op->nrecent == op->caprecent) {
 		size_t ncap = op->caprecent ? op->caprecent * 2 : 64;
@@ -422,8 +431,10 @@ static void on_set(vpp_grpc_call *call, const uint8_t *req, size_t len)
 		snprintf(why, sizeof(why), "|target_kw| must be at most %.0f kW", op->o.max_target_kw);
 	else if (r->valid_for_s < 1 || r->valid_for_s > op->o.max_valid_for_s)
 		snprintf(why, sizeof(why), "valid_for_s must be within 1..%u", op->o.max_valid_for_s);
-	else if (!isfinite(r->ramp_kw_per_s) || r->ramp_kw_per_s < 0)
-		snprintf(why, sizeof(why), "ramp_kw_per_s must be >= 0 (0 = step)");
+	else if (!isfinite(r->ramp_kw_per_s) || r->ramp_kw_per_s < 0 ||
+		 r->ramp_kw_per_s > op->o.max_target_kw)
+		snprintf(why, sizeof(why), "ramp_kw_per_s must be within 0..%.0f (0 = step)",
+			 op->o.max_target_kw);
 	else if (!r->request_id[0])
 		snprintf(why, sizeof(why), "request_id is required (it makes retries safe)");
 	else if (!printable(r->request_id, VPP_ID_CAP * 2 - 1))

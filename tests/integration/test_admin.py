@@ -185,6 +185,12 @@ def test_bad_requests(v):
         resp = raw(v.port, req)
         assert status_of(resp) == 400, (req, resp)
         assert b"Connection: close" in resp, resp
+    # Bare line feeds (not HTTP/1.1): refused at once, not after the read
+    # timeout.
+    for req in [b"GET /healthz HTTP/1.0\n\n", b"GET /healthz HTTP/1.1\r\nHost: x\n"]:
+        t0 = time.monotonic()
+        resp = raw(v.port, req, timeout=5)
+        assert status_of(resp) == 400 and time.monotonic() - t0 < 2, (req, resp)
     # Oversized head: 400 and closed, even though the client keeps sending.
     big = b"GET /metrics HTTP/1.1\r\n" + b"X-Pad: " + b"a" * 20000 + b"\r\n\r\n"
     resp = raw(v.port, big)

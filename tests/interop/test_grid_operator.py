@@ -142,6 +142,7 @@ def body(r):
             (dict(target_kw=5, valid_for_s=10 ** 7, request_id="b5"), "valid_for_s too long"),
             (dict(target_kw=5, valid_for_s=10, request_id=""), "missing request_id"),
             (dict(target_kw=5, valid_for_s=10, request_id="b6", ramp_kw_per_s=-1), "negative ramp"),
+            (dict(target_kw=5, valid_for_s=10, request_id="b8", ramp_kw_per_s=1e308), "absurd ramp"),
             (dict(target_kw=5, valid_for_s=10, request_id="x" * 300), "request_id too long"),
         ]
         for kw, name in cases:

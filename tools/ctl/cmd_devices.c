@@ -40,7 +40,7 @@ static void device_json(vpp__ctl_json *j, const Vpp__V1__DeviceInfo *d, int64_t 
 	vpp__ctl_json_bool(j, "degraded", d->degraded);
 	vpp__ctl_json_num(j, "setpoint_kw", d->setpoint_kw);
 	vpp__ctl_json_str(j, "node_id", d->node_id);
-	vpp__ctl_json_str(j, "firmware", d->firmware);
+	vpp__ctl_json_str(j, "firmware", d->firmware[0] ? d->firmware : NULL);
 	vpp__ctl_json_end(j);
 }
 
@@ -251,7 +251,8 @@ int vpp__ctl_cmd_device(vpp__ctl_client *c, vpp__ctl_opts *o)
 			snprintf(a, sizeof(a), "never");
 		row("last seen", a);
 		row("session node", d->node_id[0] ? d->node_id : "- (not connected)");
-		row("firmware", d->firmware[0] ? d->firmware : "-");
+		if (d->firmware[0]) /* only when the server knows it */
+			row("firmware", d->firmware);
 	}
 	protobuf_c_message_free_unpacked(m, NULL);
 	return rc;
