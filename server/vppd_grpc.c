@@ -24,6 +24,11 @@ struct vppd_grpc {
 	bool plant_started;
 };
 
+static const char *listen_error(int rv)
+{
+	return rv == VPP_EEXIST ? "the port is in use (another vppd?)" : vpp_strerror(rv);
+}
+
 static int api_listener(const vppd_config *cfg, vpp_store *store, vppd_grpc *g)
 {
 	int rv;
@@ -65,7 +70,7 @@ static int api_listener(const vppd_config *cfg, vpp_store *store, vppd_grpc *g)
 				    &l);
 	if (rv != 0) {
 		vpp_log(VPP_LOG_ERROR, "vppd", "api: cannot listen on %s port %d: %s", cfg->api_addr,
-			(int)cfg->api_port, vpp_strerror(rv));
+			(int)cfg->api_port, listen_error(rv));
 		return rv;
 	}
 	if ((rv = vpp_health_register(g->health, l)) != 0)
@@ -110,7 +115,7 @@ static int device_listener(const vppd_config *cfg, vpp_store *store, vppd_grpc *
 				    g->dev_tls, &l);
 	if (rv != 0) {
 		vpp_log(VPP_LOG_ERROR, "vppd", "device: cannot listen on %s port %d: %s",
-			cfg->device_addr, (int)cfg->device_port, vpp_strerror(rv));
+			cfg->device_addr, (int)cfg->device_port, listen_error(rv));
 		return rv;
 	}
 	vpp_grpc_listener_set_admission(l, (uint32_t)cfg->device_handshakes_per_s);

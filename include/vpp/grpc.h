@@ -131,7 +131,8 @@ int vpp_grpc_server_new(const vpp_grpc_server_opts *opts, vpp_grpc_server **ret)
 /* Adds a listener on |addr|:|port| (bound on every I/O loop). |tls| NULL
  * means cleartext h2c with prior knowledge. |name| labels logs and metrics
  * ("api", "device"). Only before vpp_grpc_server_start(). Returns 0,
- * VPP_EINVAL or VPP_EIO (the address cannot be bound). */
+ * VPP_EINVAL, VPP_EEXIST (something listens on the port already, another
+ * vppd perhaps) or VPP_EIO (the address cannot be bound). */
 int vpp_grpc_server_listen(vpp_grpc_server *s, const char *name, const char *addr, int port,
 			   vpp_grpc_tls *tls, vpp_grpc_listener **ret);
 

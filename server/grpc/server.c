@@ -161,6 +161,26 @@ static void listener_metrics(vpp_grpc_listener *l)
 						"Duration of calls, start to end", NULL, 0);
 }
 
+/* True when another socket listens on |ss|'s port already. Our listeners
+ * share their port with SO_REUSEPORT, which another process of the same
+ * user could join without an error (a second vppd started by mistake),
+ * and the kernel would split the connections between the two. A socket
+ * without SO_REUSEPORT cannot bind beside a listener: the probe. */
+static bool port_taken(const struct sockaddr_storage *ss)
+{
+	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false; /* the real bind will say */
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (ss->ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	socklen_t slen = ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+						   : sizeof(struct sockaddr_in);
+	bool taken = bind(fd, (const struct sockaddr *)ss, slen) != 0 && errno == EADDRINUSE;
+	close(fd);
+	return taken;
+}
 int vpp_grpc_server_listen(vpp_grpc_server *s, const char *name, const char *addr, int port,
 			   vpp_grpc_tls *tls, vpp_grpc_listener **ret)
 {
@@ -179,6 +199,12 @@ int vpp_grpc_server_listen(vpp_grpc_server *s, const char *name, const char *add
 		l->fds[i] = -1;
 	if (!l->name || !l->addr)
 		goto fail;
+	if (port != 0 && port_taken(&ss)) {
+		free(l->name);
+		free(l->addr);
+		free(l);
+		return VPP_EEXIST;
+	}
 	for (int i = 0; i < s->nloops; i++) {
 		int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		if (fd < 0)

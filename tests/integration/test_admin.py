@@ -322,6 +322,29 @@ def test_port_in_use(tmp):
     assert "admin" in r.stderr, r.stderr
 
 
+def test_second_vppd_on_the_same_port(tmp):
+    """Listeners share their port with SO_REUSEPORT; a second vppd must not
+    join them (the kernel would split the clients between two fleets)."""
+    port = free_port()
+    argv = [VPPD, "--api-port", str(port), "--api-h2c", "--device-port", "0", "--admin-port", "0"]
+    first = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp)
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=tmp)
+        assert r.returncode != 0, r
+        assert "port is in use" in r.stderr, r.stderr
+        assert first.poll() is None
+    finally:
+        first.terminate()
+        first.wait(10)
+
+
 def test_help(tmp):
     r = subprocess.run([VPPD, "--help"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r
@@ -372,7 +395,7 @@ def test_invalid_settings(tmp):
 def main():
     passed = failed = 0
     with tempfile.TemporaryDirectory(prefix="vpp-admin-") as tmp:
-        standalone = [test_help, test_invalid_settings, test_port_in_use]
+        standalone = [test_help, test_invalid_settings, test_port_in_use, test_second_vppd_on_the_same_port]
         with_server = [test_paths, test_metrics_count_requests, test_not_found_and_method,
                        test_bad_requests, test_keep_alive, test_stalled_client,
                        test_concurrent_scrapers, test_memory_bounded, test_sigterm]
