@@ -10,6 +10,7 @@
 #include "vpp/proc.h"
 
 #include <signal.h>
+#include <stdint.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,16 +100,24 @@ static bool node_id_ok(const char *id)
 	return n > 0;
 }
 
-/* The host name as a node id: other characters become '-', cut short. */
+/* The host name as a node id: other characters become '-'; a long one
+ * keeps its start and a hash of the whole, so two hosts that differ only
+ * at the end still differ. */
 static char *node_id_from_host(void)
 {
 	char host[256];
 	if (gethostname(host, sizeof(host)) != 0 || !host[0])
 		snprintf(host, sizeof(host), "node");
-	host[NODE_ID_MAX] = 0;
+	host[sizeof(host) - 1] = 0;
 	for (char *c = host; *c; c++)
 		if (!node_id_char(*c))
 			*c = '-';
+	if (strlen(host) > NODE_ID_MAX) {
+		uint32_t h = 2166136261u; /* FNV-1a */
+		for (const char *c = host; *c; c++)
+			h = (h ^ (unsigned char)*c) * 16777619u;
+		snprintf(host + NODE_ID_MAX - 9, 10, "-%08x", h);
+	}
 	return strdup(host);
 }
 

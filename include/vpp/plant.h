@@ -110,7 +110,8 @@ typedef struct {
 			uint64_t seq;
 			double power_kw;
 			int64_t valid_until_ms;
-			uint64_t tick_ns; /* uv_hrtime() when the tick began */
+			int64_t issued_ms; /* the tick's time: valid_until_ms is from it */
+			uint64_t tick_ns;  /* uv_hrtime() when the tick began */
 		} sp;
 		int reason;
 		uint64_t tick_ns;

@@ -126,8 +126,9 @@ int vpp_store_heartbeat(vpp_store *s, int64_t started_at_ms, const char *version
 typedef void (*vpp_store_setpoint_cb)(int status, const vpp_setpoint *row, bool created,
                                       void *user_data);
 
-/* Inserts an operator command; setpoint_id and created_at_ms of |sp| are
- * ignored (assigned by the database). Not journaled: when the database is
+/* Inserts an operator command; setpoint_id of |sp| is assigned by the
+ * database, and so is created_at_ms when it is 0 (else it is the node's
+ * clock, the one its validity is applied on). Not journaled: when the database is
  * down the callback gets VPP_EDB. The callback runs on the store thread,
  * exactly once if this returns 0. */
 int vpp_store_insert_setpoint(vpp_store *s, const vpp_setpoint *sp, vpp_store_setpoint_cb cb,

@@ -618,6 +618,7 @@ void vpp__dev_deliver(void *ud, const vpp_plant_out *m)
 		sp.seq = m->u.sp.seq;
 		sp.power_kw = m->u.sp.power_kw;
 		sp.valid_until_ms = m->u.sp.valid_until_ms;
+		sp.server_time_ms = m->u.sp.issued_ms;
 		out.msg_case = VPP__V1__SERVER_MESSAGE__MSG_SETPOINT;
 		out.setpoint = &sp;
 		if (!s->first_sp_seq)

@@ -265,10 +265,11 @@ int vpp_fleet_tick(vpp_fleet *f, int64_t now, vpp_tick_output *out)
 		p = f->x_a[s] > 0 ? f->x_p[s] : 0;
 		commanded += p;
 		db = fmax(prm->deadband_kw, prm->deadband_frac * vpp__max_rating(&f->rt[s]));
-		/* Within the deadband: renewed only when the lease is about to
-		 * end and a renewal would extend it. */
-		if ((fl & F_HAS_CMD) && fabs(p - f->c_p[s]) <= db &&
-		    (f->c_until[s] - now > prm->renew_before_ms || f->c_until[s] >= until))
+		/* Within the deadband: sent again only when the lease outlives
+		 * the operator's (new, earlier) end, or is about to end and a
+		 * renewal would extend it. */
+		if ((fl & F_HAS_CMD) && fabs(p - f->c_p[s]) <= db && f->c_until[s] <= until &&
+		    (f->c_until[s] - now > prm->renew_before_ms || f->c_until[s] == until))
 			continue;
 		if ((rv = push_command(f, s, p, until)) != 0)
 			return rv;

@@ -224,6 +224,16 @@ static void refuse(vpp__admission *a, vpp_grpc_conn *c, vpp__reason r)
  * waiting than |key| would. */
 static bool make_room(vpp__admission *a, uint64_t key)
 {
+	if (!a->largest && a->turn) {
+		/* The largest went; find the new one once (it is kept up as
+		 * connections arrive). */
+		vpp__adm_source *s = a->turn;
+		do {
+			if (!a->largest || s->q.n > a->largest->q.n)
+				a->largest = s;
+			s = s->ring_next;
+		} while (s != a->turn);
+	}
 	vpp__adm_source *big = a->largest;
 	vpp__adm_source *mine = source_find(a, key);
 	uint32_t n = mine ? mine->q.n : 0;

@@ -2,7 +2,6 @@
  * steps. */
 #include "vpp/clock.h"
 #include "vpp/log.h"
-#include "vpp/metrics.h"
 
 #include <pthread.h>
 #include <time.h>
@@ -22,11 +21,18 @@ int64_t vpp_wall_slew_step(vpp_wall_slew *s, int64_t mono_us, int64_t system_us)
 	int64_t elapsed = mono_us - s->last_mono_us;
 	if (elapsed < 0)
 		elapsed = 0;
-	s->last_mono_us = mono_us;
 	/* At most a tenth of the time passed: NTP's own slewing (at most
-	 * 500 ppm) is followed exactly, a step is spread out. */
+	 * 500 ppm) is followed exactly, a step is spread out. Only whole
+	 * tenths are used up, so calls microseconds apart (every telemetry
+	 * message) still add up to the full rate. */
 	int64_t d = want - s->offset_us, max = elapsed / 10;
-	s->offset_us += d > max ? max : d < -max ? -max : d;
+	if (d > max || d < -max) {
+		s->offset_us += d > 0 ? max : -max;
+		s->last_mono_us += max * 10;
+	} else {
+		s->offset_us = want;
+		s->last_mono_us = mono_us;
+	}
 	return mono_us + s->offset_us;
 }
 
@@ -43,8 +49,10 @@ static bool stepped; /* a step is being slewed: logged once */
 
 int64_t vpp_wall_ms(void)
 {
-	int64_t sys = read_us(CLOCK_REALTIME);
 	pthread_mutex_lock(&lock);
+	/* Both read under the lock: a wait for it between them would read as
+	 * a step. */
+	int64_t sys = read_us(CLOCK_REALTIME);
 	int64_t now = vpp_wall_slew_step(&slew, read_us(CLOCK_MONOTONIC), sys);
 	int64_t behind = sys - now;
 	bool log = false;

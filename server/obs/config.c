@@ -187,36 +187,53 @@ static const char *flag_value(const vpp_config_opt *o, int argc, char **argv)
 }
 
 /* libinih (Debian's build) cuts lines at 200 bytes and reads a directory
- * as an empty file: both would pass silently. */
+ * as an empty file: both would pass silently. The file is read whole
+ * (a regular file, or a pipe such as a shell's <(...)), checked, then
+ * parsed from memory. */
 #define INI_LINE_MAX 200
+#define INI_FILE_MAX (1 << 20)
 
-static int check_ini_file(const char *path, char *err, size_t errlen)
+static char *read_ini_file(const char *path, char *err, size_t errlen)
 {
 	FILE *f = fopen(path, "r");
 	struct stat st;
 	if (!f) {
 		snprintf(err, errlen, "config file %s: cannot open: %s", path, strerror(errno));
-		return VPP_EINVAL;
+		return NULL;
 	}
-	if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+	if (fstat(fileno(f), &st) != 0 || !(S_ISREG(st.st_mode) || S_ISFIFO(st.st_mode))) {
 		fclose(f);
 		snprintf(err, errlen, "config file %s: not a regular file", path);
-		return VPP_EINVAL;
+		return NULL;
 	}
-	int line = 1, len = 0, ch, rv = 0;
-	while ((ch = getc(f)) != EOF) {
-		if (ch == '\n') {
+	char *buf = malloc(INI_FILE_MAX + 1);
+	size_t n = buf ? fread(buf, 1, INI_FILE_MAX + 1, f) : 0;
+	bool failed = ferror(f);
+	fclose(f);
+	if (!buf || failed || n > INI_FILE_MAX || memchr(buf, 0, n)) {
+		snprintf(err, errlen, "config file %s: %s", path,
+			 !buf	   ? "out of memory"
+			 : failed  ? "read error"
+			 : n > INI_FILE_MAX ? "larger than 1 MiB"
+					    : "has a NUL byte");
+		free(buf);
+		return NULL;
+	}
+	buf[n] = 0;
+	int line = 1;
+	size_t len = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (buf[i] == '\n') {
 			line++;
 			len = 0;
 		} else if (++len >= INI_LINE_MAX - 1) {
 			snprintf(err, errlen, "config file %s: line %d is longer than %d bytes", path,
 				 line, INI_LINE_MAX - 2);
-			rv = VPP_EINVAL;
-			break;
+			free(buf);
+			return NULL;
 		}
 	}
-	fclose(f);
-	return rv;
+	return buf;
 }
 
 int vpp_config_parse(const vpp_config_opt *opts, size_t n, void *target, int argc, char **argv,
@@ -241,14 +258,16 @@ int vpp_config_parse(const vpp_config_opt *opts, size_t n, void *target, int arg
 		if (!path)
 			path = getenv(ename);
 		if (path && path[0]) {
-			if (check_ini_file(path, err, errlen) != 0)
+			char *text = read_ini_file(path, err, errlen);
+			if (!text)
 				return VPP_EINVAL;
 			ini_ctx c = {opts, n, target, path, err, errlen, 0};
-			int prv = ini_parse(path, on_ini_entry, &c);
+			int prv = ini_parse_string(text, on_ini_entry, &c);
+			free(text);
 			if (c.rv)
 				return c.rv;
 			if (prv < 0) {
-				snprintf(err, errlen, "config file %s: cannot open", path);
+				snprintf(err, errlen, "config file %s: out of memory", path);
 				return VPP_EINVAL;
 			}
 			if (prv > 0) {

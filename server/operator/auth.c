@@ -124,20 +124,25 @@ int vpp_tokens_load(const char *path, vpp_tokens **ret, char *err, size_t errlen
 		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
 		return VPP_EINVAL;
 	}
-	if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size >= TOKENS_FILE_MAX) {
+	/* A pipe is fine too: a secret handed over as <(vault read ...). */
+	if (fstat(fileno(f), &st) != 0 || !(S_ISREG(st.st_mode) || S_ISFIFO(st.st_mode))) {
 		fclose(f);
-		snprintf(err, errlen, "%s: not a regular file under 1 MiB", path);
+		snprintf(err, errlen, "%s: not a regular file", path);
 		return VPP_EINVAL;
 	}
-	char *buf = malloc(TOKENS_FILE_MAX);
-	size_t n = buf ? fread(buf, 1, TOKENS_FILE_MAX - 1, f) : 0;
+	char *buf = malloc(TOKENS_FILE_MAX + 1);
+	size_t n = buf ? fread(buf, 1, TOKENS_FILE_MAX + 1, f) : 0;
 	bool failed = ferror(f);
 	fclose(f);
 	if (!buf)
 		return VPP_ENOMEM;
-	if (failed || memchr(buf, 0, n)) {
+	if (failed || n > TOKENS_FILE_MAX || memchr(buf, 0, n)) {
+		OPENSSL_cleanse(buf, n);
 		free(buf);
-		snprintf(err, errlen, "%s: %s", path, failed ? "read error" : "has a NUL byte");
+		snprintf(err, errlen, "%s: %s", path,
+			 failed			 ? "read error"
+			 : n > TOKENS_FILE_MAX ? "larger than 1 MiB"
+					       : "has a NUL byte");
 		return VPP_EINVAL;
 	}
 	buf[n] = 0;

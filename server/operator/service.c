@@ -296,9 +296,11 @@ static void set_apply(op_call *c)
 	c->q.run = set_run;
 	c->q.done = set_done;
 	c->outcome = SET_REFUSED; /* until set_run says otherwise */
+	c->refs++; /* finishing the call may drop the last other reference */
 	if (!ask_plant(c))
 		audit(op, c->principal, "SetFleetSetpoint", r->request_id, c->detail,
 		      "dispatch_busy");
+	op_unref(c);
 }
 
 static void on_loop_async(uv_async_t *a)
@@ -470,6 +472,9 @@ static void on_set(vpp_grpc_call *call, const uint8_t *req, size_t len)
 	snprintf(sp.reason, sizeof(sp.reason), "%s", r->reason);
 	snprintf(sp.principal, sizeof(sp.principal), "%s", principal);
 	snprintf(sp.node_id, sizeof(sp.node_id), "%s", op->o.node_id);
+	/* Its validity runs on this node's clock (the one leases use), not the
+	 * database's. */
+	sp.created_at_ms = vpp_wall_ms();
 	c->refs++;
 	if (vpp_store_insert_setpoint(op->o.store, &sp, on_stored, c) != 0) {
 		c->refs--;

@@ -479,6 +479,7 @@ static void on_tick(uv_timer_t *t)
 		m.u.sp.seq = c->seq;
 		m.u.sp.power_kw = c->power_kw;
 		m.u.sp.valid_until_ms = c->valid_until_ms;
+		m.u.sp.issued_ms = now;
 		m.u.sp.tick_ns = t0;
 		if (send_out(p, o->loop, &m, true) != 0) {
 			vpp_counter_inc(p->met.commands_shed);

@@ -82,12 +82,14 @@ const vpp__stmt_def vpp__stmts[VPP__ST__COUNT] = {
 	/* The stored row, created or not: a retried request_id gets the original. */
 	[VPP__ST_SETPOINT] = {"vpp_setpoint",
 		"WITH ins AS (INSERT INTO setpoints (request_id, target_kw, valid_for_s, "
-		"ramp_kw_per_s, reason, principal, node_id) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+		"ramp_kw_per_s, reason, principal, node_id, created_at) VALUES ($1, $2, $3, $4, "
+		"$5, $6, $7, CASE WHEN $8::bigint > 0 THEN to_timestamp($8::bigint / 1000.0) "
+		"ELSE now() END) "
 		"ON CONFLICT (request_id) DO NOTHING RETURNING *) "
 		"SELECT " SETPOINT_COLUMNS ", true, " NEWEST_SETPOINT " FROM ins UNION ALL "
 		"SELECT " SETPOINT_COLUMNS ", false, " NEWEST_SETPOINT " FROM setpoints "
 		"WHERE request_id = $1 AND NOT EXISTS (SELECT 1 FROM ins)",
-		7, false},
+		8, false},
 	[VPP__ST_LIST_DEVICES] = {"vpp_list_devices",
 		DEVICE_SELECT "WHERE d.device_id > $1 ORDER BY d.device_id LIMIT $2",
 		2, false},

@@ -1122,8 +1122,8 @@ int vpp_store_insert_setpoint(vpp_store *s, const vpp_setpoint *sp, vpp_store_se
 	    !memchr(sp->reason, 0, sizeof(sp->reason)) ||
 	    !memchr(sp->principal, 0, sizeof(sp->principal)) || !finite_all(v, 3))
 		return VPP_EINVAL;
-	char b[7][32];
-	const char *p[7];
+	char b[8][32];
+	const char *p[8];
 	int i = 0;
 	S(sp->request_id);
 	D(sp->target_kw);
@@ -1132,6 +1132,7 @@ int vpp_store_insert_setpoint(vpp_store *s, const vpp_setpoint *sp, vpp_store_se
 	S(sp->reason);
 	S(sp->principal);
 	S(s->node_id);
+	I(sp->created_at_ms);
 	vpp__item *it = item_new(VPP__IT_SETPOINT, VPP__ST_SETPOINT, p, i);
 	if (it) {
 		it->cb = (void (*)(void))cb;

@@ -116,15 +116,22 @@ class FakeServer:
     def server_ms(self):
         return now_ms() + SERVER_CLOCK_AHEAD_MS
 
-    def broadcast_setpoint(self, kw, lease_ms):
+    def broadcast_setpoint(self, kw, lease_ms, clock_step_ms=0):
         """Sends every connected session a setpoint; all share one
-        valid_until_ms (server clock). Returns (true send time, valid_until)."""
+        valid_until_ms (server clock). With |clock_step_ms|, the setpoint
+        also carries server_time_ms, on a server clock that has moved that
+        far since the Welcome and Pings: a device that times the lease from
+        server_time_ms is not fooled. Returns (true send time, lease end in
+        the server clock of the Welcome)."""
         valid_until = self.server_ms() + lease_ms
 
         def go():
             for sid, q in list(self.queues.items()):
-                q.put_nowait(self.pb.ServerMessage(setpoint=self.pb.Setpoint(
-                    seq=1000 + len(self.events), power_kw=kw, valid_until_ms=valid_until)))
+                sp = self.pb.Setpoint(seq=1000 + len(self.events), power_kw=kw,
+                                      valid_until_ms=valid_until + clock_step_ms)
+                if clock_step_ms:
+                    sp.server_time_ms = valid_until + clock_step_ms - lease_ms
+                q.put_nowait(self.pb.ServerMessage(setpoint=sp))
         t = now_ms()
         self.loop.call_soon_threadsafe(go)
         return t, valid_until
@@ -319,7 +326,9 @@ def body(r):
         while time.monotonic() < deadline and len(srv.connected_ids()) < 7:
             time.sleep(0.05)
         time.sleep(0.3)
-        t_sp, valid_until = srv.broadcast_setpoint(SETPOINT_KW, LEASE_MS)
+        # The server's clock has stepped an hour since it said hello: the
+        # lease still lasts LEASE_MS from the setpoint's arrival.
+        t_sp, valid_until = srv.broadcast_setpoint(SETPOINT_KW, LEASE_MS, clock_step_ms=3600000)
         lease_end = valid_until - SERVER_CLOCK_AHEAD_MS  # in true time
         rc = emu.wait(20)
         assert rc is not None, "emulator did not stop after --duration"
@@ -432,9 +441,10 @@ def body(r):
     r.case("setpoints acked (accepted), late-ack device acks after --late-ack-ms; latency in report", acks)
 
     def physics():
-        # Telemetry well inside the lease and well after it. The lease is
-        # in the server's clock (10 s ahead): a device that used its own
-        # clock would hold the setpoint 10 s too long.
+        # Telemetry well inside the lease and well after it. The lease
+        # lasts valid_until - server_time from its arrival: a device that
+        # used its own clock (10 s behind the server's) or the server time
+        # it learnt at Welcome (an hour off by now) would hold it too long.
         def mean_power(dev, a, b):
             v = [e[6] for e in srv.of("telemetry", dev) if a <= e[0] <= b]
             assert v, "%s: no telemetry in [%d, %d]" % (dev, a, b)
@@ -463,7 +473,7 @@ def body(r):
         last = secs[-1]
         assert last["t_ms"] > lease_end + 1000 and abs(last["true_kw"]) < 0.5, last
         assert max(s["connected"] for s in secs) >= 7, secs
-        fo = [g for g in rep["fanout"] if g["valid_until_ms"] == valid_until]
+        fo = [g for g in rep["fanout"] if g["valid_until_ms"] == valid_until + 3600000]  # as sent
         assert len(fo) == 1, rep["fanout"]
         assert fo[0]["count"] == len(srv.of("setpoint")), (fo, len(srv.of("setpoint")))
         assert 0 <= fo[0]["fanout_ms"] < 500, fo

@@ -47,6 +47,26 @@ START_TEST(a_backward_step_is_slewed_without_going_back)
 }
 END_TEST
 
+/* Telemetry reads the clock every few microseconds: the slew must still
+ * run at its full rate. */
+START_TEST(frequent_calls_still_slew_at_full_rate)
+{
+	vpp_wall_slew w = {0};
+	int64_t mono = 0, sys = 1796000000LL * S;
+	vpp_wall_slew_step(&w, mono, sys);
+	sys -= 10 * S;
+	int64_t now = 0;
+	for (int i = 0; i < 10000000; i++) { /* 10 s in steps of 1 us */
+		mono += 1;
+		sys += 1;
+		now = vpp_wall_slew_step(&w, mono, sys);
+	}
+	/* 10 s passed, a tenth of it slewed: 1 s of the 10 s step. */
+	ck_assert_int_le(now - sys, 9 * S + S / 100);
+	ck_assert_int_ge(now - sys, 9 * S - S / 100);
+}
+END_TEST
+
 START_TEST(a_forward_step_is_slewed_too)
 {
 	vpp_wall_slew w = {0};
@@ -88,6 +108,7 @@ Suite *test_clock_suite(void)
 	tcase_add_test(tc, follows_the_system_clock_and_its_slewing);
 	tcase_add_test(tc, a_backward_step_is_slewed_without_going_back);
 	tcase_add_test(tc, a_forward_step_is_slewed_too);
+	tcase_add_test(tc, frequent_calls_still_slew_at_full_rate);
 	tcase_add_test(tc, the_process_clock_is_the_system_clock_when_nothing_stepped);
 	suite_add_tcase(s, tc);
 	return s;

@@ -574,6 +574,32 @@ START_TEST(fleet_leases_end_with_the_operators_setpoint)
 }
 END_TEST
 
+START_TEST(fleet_leases_follow_an_earlier_end)
+{
+	int64_t now = 1000000;
+	vpp_fleet *f = fleet_with(4, now);
+	vpp_tick_output o;
+
+	ck_assert_int_eq(vpp_fleet_set_target(f, 8, now + 100000, 0, now), 0);
+	ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
+	ck_assert_uint_eq(o.n_commands, 4);
+	follow(f, &o, now, 1.0, 1);
+	/* The same power, but the operator now wants it over in 4 s: the
+	 * 10 s leases would outlive that, so they are sent again. */
+	now += 1000;
+	ck_assert_int_eq(vpp_fleet_set_target(f, 8, now + 4000, 0, now), 0);
+	ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
+	ck_assert_uint_eq(o.n_commands, 4);
+	for (size_t i = 0; i < o.n_commands; i++)
+		ck_assert_int_eq(o.commands[i].valid_until_ms, now + 4000);
+	follow(f, &o, now, 1.0, 1);
+	now += 1000;
+	ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
+	ck_assert_uint_eq(o.n_commands, 0);
+	vpp_fleet_free(f);
+}
+END_TEST
+
 START_TEST(fleet_tracking_error_without_fresh_telemetry)
 {
 	int64_t now = 1000000;
@@ -980,6 +1006,7 @@ Suite *test_dispatch_suite(void)
 	tcase_add_test(tc, fleet_target_ramp);
 	tcase_add_test(tc, fleet_expiry_ends_a_ramp_at_once);
 	tcase_add_test(tc, fleet_leases_end_with_the_operators_setpoint);
+	tcase_add_test(tc, fleet_leases_follow_an_earlier_end);
 	tcase_add_test(tc, fleet_tracking_error_without_fresh_telemetry);
 	tcase_add_test(tc, fleet_ack_timeout_moves_share);
 	tcase_add_test(tc, fleet_cusum_degraded_recovered);

@@ -154,9 +154,13 @@ static void on_setpoint(vpp__emul_dev *d, const Vpp__V1__Setpoint *sp, int64_t n
 	vpp__emul_count(w, C_SETPOINTS_RECV, 1);
 	vpp__emul_worker_sync(w, now_us);
 	vpp__emul_groups_add(&w->groups, sp->valid_until_ms, now_us, 1, now_us);
-	/* The lease end is in server time: map it to the device clock with the
-	 * skew learned from Welcome/Ping, then to true time. */
-	int64_t until_us = (sp->valid_until_ms - d->skew_ms - d->clock_offset_ms) * 1000;
+	/* The lease lasts valid_until - server_time from now, whatever either
+	 * clock says. From a server that does not send its time, the end is
+	 * mapped to the device clock with the skew learned from Welcome/Ping,
+	 * then to true time. */
+	int64_t until_us = sp->server_time_ms > 0
+	                       ? now_us + (sp->valid_until_ms - sp->server_time_ms) * 1000
+	                       : (sp->valid_until_ms - d->skew_ms - d->clock_offset_ms) * 1000;
 	vpp__emul_battery_command(&d->bat, isfinite(sp->power_kw) ? sp->power_kw : 0.0,
 	                          vpp__emul_true_s(w, until_us), vpp__emul_true_s(w, now_us));
 	if (d->fault == VPP__EMUL_F_LATE_ACK && w->cfg->late_ack_ms > 0)
