@@ -80,7 +80,8 @@ static SSL_CTX *client_ctx(const char *dir)
 	    SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1)
 		return NULL;
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+	SSL_CTX_set_session_cache_mode(ctx,
+	                               SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
 	SSL_CTX_sess_set_new_cb(ctx, keep_session);
 	return ctx;
 }
@@ -137,10 +138,11 @@ out:
 int main(int argc, char **argv)
 {
 	if (argc < 2 || argc > 3 || strcmp(argv[1], "--help") == 0) {
-		fprintf(stderr, "usage: %s CERTS_DIR [HANDSHAKES]\n"
-				"CERTS_DIR as made by deploy/local/certs.sh (server.pem, "
-				"device-ca.pem, ca.pem, devices/dev-00000.pem)\n",
-			argv[0]);
+		fprintf(stderr,
+		        "usage: %s CERTS_DIR [HANDSHAKES]\n"
+		        "CERTS_DIR as made by deploy/local/certs.sh (server.pem, "
+		        "device-ca.pem, ca.pem, devices/dev-00000.pem)\n",
+		        argv[0]);
 		return 2;
 	}
 	int n = argc == 3 ? atoi(argv[2]) : 2000;
@@ -149,9 +151,9 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	const variant vs[] = {
-		{"full, no tickets (vppd)", 0, 0},
-		{"full, one ticket issued", 1, 0},
-		{"resumed with that ticket", 1, 1},
+	    {"full, no tickets (vppd)", 0, 0},
+	    {"full, one ticket issued", 1, 0},
+	    {"resumed with that ticket", 1, 1},
 	};
 	printf("%s, %d handshakes each\n", OpenSSL_version(OPENSSL_VERSION), n);
 	printf("%-28s %12s %12s %9s\n", "variant", "server us", "client us", "resumed");

@@ -65,8 +65,9 @@ int64_t vpp_wall_ms(void)
 	pthread_mutex_unlock(&lock);
 	if (log)
 		vpp_log(VPP_LOG_WARN, "clock",
-			"the system clock stepped by %+lld ms: vpp's clock follows at a tenth of "
-			"real time (about %lld s), so leases and timeouts stay right",
-			(long long)(behind / 1000), (long long)((behind < 0 ? -behind : behind) / 100000));
+		        "the system clock stepped by %+lld ms: vpp's clock follows at a tenth of "
+		        "real time (about %lld s), so leases and timeouts stay right",
+		        (long long)(behind / 1000),
+		        (long long)((behind < 0 ? -behind : behind) / 100000));
 	return now / 1000;
 }

@@ -33,9 +33,12 @@ static char *logged(const char *msg)
 
 START_TEST(bytes_that_are_not_utf8_become_replacement_characters)
 {
-	char *l = logged("\xff\xfe" "abc \xc3\xbc \xe2\x82" "x\x7f");
+	char *l = logged("\xff\xfe"
+	                 "abc \xc3\xbc \xe2\x82"
+	                 "x\x7f");
 	ck_assert(vpp_utf8_valid(l));
-	ck_assert_ptr_nonnull(strstr(l, "value=\\ufffd\\ufffdabc \xc3\xbc \\ufffd\\ufffdx\\u007f end"));
+	ck_assert_ptr_nonnull(
+	    strstr(l, "value=\\ufffd\\ufffdabc \xc3\xbc \\ufffd\\ufffdx\\u007f end"));
 	ck_assert_int_eq(l[strlen(l) - 1], '\n');
 	ck_assert_ptr_eq(strchr(l, '\n'), l + strlen(l) - 1); /* one line */
 }
