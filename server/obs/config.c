@@ -1,5 +1,6 @@
 #include "vpp/config.h"
 #include "vpp/error.h"
+#include "vpp/file.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -9,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 
 /* Compares option names treating '-' and '_' as equal, case-insensitively. */
 static int name_eq(const char *a, const char *b)
@@ -195,31 +195,12 @@ static const char *flag_value(const vpp_config_opt *o, int argc, char **argv)
 
 static char *read_ini_file(const char *path, char *err, size_t errlen)
 {
-	FILE *f = fopen(path, "r");
-	struct stat st;
-	if (!f) {
-		snprintf(err, errlen, "config file %s: cannot open: %s", path, strerror(errno));
+	char *buf, why[100];
+	size_t n;
+	if (vpp_file_read_small(path, INI_FILE_MAX, &buf, &n, why, sizeof(why)) != 0) {
+		snprintf(err, errlen, "config file %s: %s", path, why);
 		return NULL;
 	}
-	if (fstat(fileno(f), &st) != 0 || !(S_ISREG(st.st_mode) || S_ISFIFO(st.st_mode))) {
-		fclose(f);
-		snprintf(err, errlen, "config file %s: not a regular file", path);
-		return NULL;
-	}
-	char *buf = malloc(INI_FILE_MAX + 1);
-	size_t n = buf ? fread(buf, 1, INI_FILE_MAX + 1, f) : 0;
-	bool failed = ferror(f);
-	fclose(f);
-	if (!buf || failed || n > INI_FILE_MAX || memchr(buf, 0, n)) {
-		snprintf(err, errlen, "config file %s: %s", path,
-			 !buf	   ? "out of memory"
-			 : failed  ? "read error"
-			 : n > INI_FILE_MAX ? "larger than 1 MiB"
-					    : "has a NUL byte");
-		free(buf);
-		return NULL;
-	}
-	buf[n] = 0;
 	int line = 1;
 	size_t len = 0;
 	for (size_t i = 0; i < n; i++) {

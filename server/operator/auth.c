@@ -1,9 +1,9 @@
 /* Tokens file: parsing and constant-time checking of bearer tokens. */
 #include "vpp/auth.h"
 #include "vpp/error.h"
+#include "vpp/file.h"
 
 #include <ctype.h>
-#include <errno.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdbool.h>
@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 
 typedef struct {
 	char name[64];
@@ -118,37 +117,17 @@ int vpp_tokens_parse(const char *text, vpp_tokens **ret, char *err, size_t errle
 
 int vpp_tokens_load(const char *path, vpp_tokens **ret, char *err, size_t errlen)
 {
-	FILE *f = fopen(path, "r");
-	struct stat st;
-	if (!f) {
-		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-		return VPP_EINVAL;
-	}
 	/* A pipe is fine too: a secret handed over as <(vault read ...). */
-	if (fstat(fileno(f), &st) != 0 || !(S_ISREG(st.st_mode) || S_ISFIFO(st.st_mode))) {
-		fclose(f);
-		snprintf(err, errlen, "%s: not a regular file", path);
-		return VPP_EINVAL;
+	char *buf, inner[200];
+	size_t n;
+	int rv = vpp_file_read_small(path, TOKENS_FILE_MAX, &buf, &n, inner, sizeof(inner));
+	if (rv != 0) {
+		if (rv == VPP_EINVAL)
+			snprintf(err, errlen, "%s: %s", path, inner);
+		return rv;
 	}
-	char *buf = malloc(TOKENS_FILE_MAX + 1);
-	size_t n = buf ? fread(buf, 1, TOKENS_FILE_MAX + 1, f) : 0;
-	bool failed = ferror(f);
-	fclose(f);
-	if (!buf)
-		return VPP_ENOMEM;
-	if (failed || n > TOKENS_FILE_MAX || memchr(buf, 0, n)) {
-		OPENSSL_cleanse(buf, n);
-		free(buf);
-		snprintf(err, errlen, "%s: %s", path,
-			 failed			 ? "read error"
-			 : n > TOKENS_FILE_MAX ? "larger than 1 MiB"
-					       : "has a NUL byte");
-		return VPP_EINVAL;
-	}
-	buf[n] = 0;
-	char inner[200];
 	vpp_tokens *t = NULL;
-	int rv = vpp_tokens_parse(buf, &t, inner, sizeof(inner));
+	rv = vpp_tokens_parse(buf, &t, inner, sizeof(inner));
 	OPENSSL_cleanse(buf, n);
 	free(buf);
 	if (rv == VPP_EINVAL)
