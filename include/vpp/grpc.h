@@ -215,6 +215,10 @@ const char *vpp_grpc_call_path(const vpp_grpc_call *c);
 const char *vpp_grpc_call_peer_identity(const vpp_grpc_call *c);
 /* "ip:port" of the peer. */
 const char *vpp_grpc_call_peer_addr(const vpp_grpc_call *c);
+/* Client: true when the peer sent a grpc-status (its own answer), false
+ * when the status was made up here (connection lost, stream reset, an
+ * HTTP error from something in between). */
+bool vpp_grpc_call_status_from_peer(const vpp_grpc_call *c);
 /* Milliseconds left before the call's deadline; -1 when it has none. */
 int64_t vpp_grpc_call_time_left_ms(const vpp_grpc_call *c);
 uv_loop_t *vpp_grpc_call_loop(const vpp_grpc_call *c);

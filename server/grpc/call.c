@@ -637,6 +637,11 @@ const char *vpp_grpc_call_peer_identity(const vpp_grpc_call *call)
 	return call->conn->peer_cn;
 }
 
+bool vpp_grpc_call_status_from_peer(const vpp_grpc_call *call)
+{
+	return call->got_status;
+}
+
 const char *vpp_grpc_call_peer_addr(const vpp_grpc_call *call)
 {
 	return call->conn->peer_addr;

@@ -138,7 +138,6 @@ static void on_headers(vpp_grpc_call *call)
 {
 	pending *p = vpp_grpc_call_data(call);
 	p->c->ready_seen = true;
-	p->oc->answered = true;
 }
 
 static void on_message(vpp_grpc_call *call, const uint8_t *data, size_t len)
@@ -169,6 +168,7 @@ static void on_status(vpp_grpc_call *call, vpp_grpc_status st, const char *msg)
 	if (!c->closed && c->conn && vpp_grpc_conn_is_ready(c->conn))
 		c->ready_seen = true;
 	p->oc->status = st;
+	p->oc->answered = vpp_grpc_call_status_from_peer(call);
 	snprintf(p->oc->message, sizeof(p->oc->message), "%s", msg ? msg : "");
 	p->done = true;
 	p->call = NULL;
