@@ -10,18 +10,20 @@
 #ifndef VPP_CLOCK_H
 #define VPP_CLOCK_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 int64_t vpp_wall_ms(void);
 
-/* The slewing itself, pure, in microseconds (vpp_wall_ms runs one behind
- * a lock): feed it the monotonic and the system clock's readings, get
- * vpp's time. */
+/* The slewing itself, in microseconds (vpp_wall_ms runs one for the
+ * process): feed it the monotonic and the system clock's readings, get
+ * vpp's time. Lock-free, for any number of threads: it is read for every
+ * telemetry message. Zero-initialised. */
 typedef struct {
-	bool started;
-	int64_t offset_us; /* vpp time = monotonic + offset */
-	int64_t last_mono_us;
+	_Atomic int started;          /* 0 no, 1 starting, 2 yes */
+	_Atomic int64_t offset_us;    /* vpp time = monotonic + offset */
+	_Atomic int64_t last_mono_us; /* the slew has used the time up to here */
 } vpp_wall_slew;
 
 int64_t vpp_wall_slew_step(vpp_wall_slew *s, int64_t mono_us, int64_t system_us);
