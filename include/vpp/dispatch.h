@@ -192,8 +192,9 @@ int vpp_fleet_set_target(vpp_fleet *f, double target_kw, int64_t valid_until_ms,
 
 typedef enum vpp_device_state {
 	VPP_DEVICE_ONLINE = 0,  /* connected, telemetry fresh */
-	VPP_DEVICE_STALE = 1,   /* connected, telemetry older than stale_after
-				 * (or none yet) */
+	VPP_DEVICE_STALE = 1,   /* connected, no usable power reading for
+				 * stale_after (or none yet): telemetry that
+				 * only reports a sensor fault counts as none */
 	VPP_DEVICE_OFFLINE = 2, /* not connected */
 } vpp_device_state;
 

@@ -52,6 +52,7 @@ struct vpp_fleet {
 	uint64_t *t_seq;
 	int64_t *t_at;      /* corrected measured_at */
 	int64_t *t_recv;
+	int64_t *t_precv;   /* t_recv of the last usable power reading */
 	int64_t *t_conn;    /* when the session started */
 	double *t_p, *t_psig, *t_soc, *t_socsig;
 

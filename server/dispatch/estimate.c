@@ -115,7 +115,10 @@ void vpp__derive(const vpp_fleet *f, uint32_t s, int64_t now, vpp__derived *d)
 		d->a = 0;
 		return;
 	}
-	age = now - f->t_recv[s];
+	/* Freshness is of the power reading: samples that only report a
+	 * sensor fault keep the session alive but say nothing of what the
+	 * battery delivers, so they age it like silence. */
+	age = now - f->t_precv[s];
 	if (age <= prm->stale_after_ms) {
 		d->state = VPP_DEVICE_ONLINE;
 		d->avail = 1;
@@ -237,6 +240,7 @@ int vpp_fleet_telemetry(vpp_fleet *f, uint32_t slot, const vpp_telemetry *t)
 	if (good_p) {
 		f->t_p[slot] = t->power_kw;
 		f->t_psig[slot] = psig;
+		f->t_precv[slot] = t->received_at_ms;
 	}
 	if (good_soc) {
 		f->t_soc[slot] = t->soc;

@@ -731,6 +731,71 @@ START_TEST(fleet_staleness)
 }
 END_TEST
 
+START_TEST(fleet_sensor_fault_counts_as_silence)
+{
+	int64_t now = 1000000;
+	vpp_fleet *f = fleet_with(4, now);
+	vpp_tick_output o;
+	vpp_device_info di;
+
+	/* Device 3 keeps reporting, but only that its sensors are at fault:
+	 * alive, yet nothing tells what it delivers. */
+	ck_assert_int_eq(vpp_fleet_set_target(f, 6, now + 100000, 0, now), 0);
+	for (int k = 0; k < 20; k++, now += 1000) {
+		ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
+		for (size_t i = 0; i < o.n_commands; i++) {
+			const vpp_command *c = &o.commands[i];
+
+			vpp_fleet_command_sent(f, c->slot, c->seq, c->power_kw, c->valid_until_ms,
+					       now);
+			vpp_fleet_ack(f, c->slot, c->seq, 1, now + 10);
+		}
+		for (uint32_t s = 0; s < 4; s++) {
+			vpp_telemetry t = {0};
+
+			ck_assert_int_eq(vpp_fleet_device_info(f, s, now, &di), 0);
+			t.seq = (uint64_t)k + 2;
+			t.measured_at_ms = t.received_at_ms = now + 900;
+			t.power_kw = di.setpoint_kw;
+			t.soc = 0.5;
+			if (s == 3 && k >= 1) {
+				t.power_kw = t.soc = NAN;
+				t.quality = VPP_TELEMETRY_BAD_POWER | VPP_TELEMETRY_BAD_SOC;
+			}
+			ck_assert_int_eq(vpp_fleet_telemetry(f, s, &t), 0);
+		}
+		if (k == 6) {
+			ck_assert_int_eq(vpp_fleet_device_info(f, 3, now, &di), 0);
+			ck_assert_int_eq(di.state, VPP_DEVICE_STALE);
+			ck_assert(di.availability < 1 && di.availability > 0);
+			ck_assert_int_eq(di.last_seen_ms, now + 900); /* still heard */
+		}
+	}
+	/* Beyond the stale limit it is not dispatched: the others carry the
+	 * target, and the fleet's power does not count on its guess. */
+	ck_assert_int_eq(vpp_fleet_device_info(f, 3, now, &di), 0);
+	ck_assert_int_eq(di.state, VPP_DEVICE_STALE);
+	ck_assert(di.availability == 0);
+	ck_assert_int_eq(o.status.n_stale, 1);
+	ck_assert_int_eq(o.status.n_dispatched, 3);
+	ck_assert_double_eq_tol(o.status.measured_kw.value, 6, 0.15);
+	ck_assert_double_eq_tol(o.status.expected_kw.value, 6, 0.3);
+	/* One good reading and it is back. */
+	{
+		vpp_telemetry t = {0};
+
+		t.seq = 100;
+		t.measured_at_ms = t.received_at_ms = now;
+		t.soc = 0.5;
+		ck_assert_int_eq(vpp_fleet_telemetry(f, 3, &t), 0);
+		ck_assert_int_eq(vpp_fleet_device_info(f, 3, now, &di), 0);
+		ck_assert_int_eq(di.state, VPP_DEVICE_ONLINE);
+		ck_assert(di.availability > 0);
+	}
+	vpp_fleet_free(f);
+}
+END_TEST
+
 START_TEST(fleet_deadband_lease_expiry)
 {
 	int64_t now = 1000000;
@@ -1002,6 +1067,7 @@ Suite *test_dispatch_suite(void)
 	tcase_add_test(tc, fleet_params);
 	tcase_add_test(tc, fleet_telemetry_times);
 	tcase_add_test(tc, fleet_staleness);
+	tcase_add_test(tc, fleet_sensor_fault_counts_as_silence);
 	tcase_add_test(tc, fleet_deadband_lease_expiry);
 	tcase_add_test(tc, fleet_target_ramp);
 	tcase_add_test(tc, fleet_expiry_ends_a_ramp_at_once);
