@@ -20,6 +20,7 @@ struct vpp_store;
 
 /* Longest device id a session may register (the store's limit). */
 #define VPP_PLANT_ID_MAX 63
+#define VPP_PLANT_FIRMWARE_CAP 64 /* bytes, with the NUL; longer is cut at a character */
 
 typedef struct {
 	const char *node_id;
@@ -41,7 +42,7 @@ typedef enum {
 
 typedef struct {
 	char id[VPP_PLANT_ID_MAX + 1];
-	char firmware[64];
+	char firmware[VPP_PLANT_FIRMWARE_CAP];
 	vpp_device_ratings ratings;
 	char session_id[64];
 } vpp_plant_hello;
@@ -160,6 +161,10 @@ typedef struct {
 
 /* Copies the newest tick's status. Thread-safe. */
 void vpp_plant_snapshot_get(vpp_plant *p, vpp_plant_snapshot *out);
+
+/* Dispatch thread only (from a query's run): the firmware the device in
+ * |slot| named in its last Hello to this node, "" if none. */
+const char *vpp_plant_device_firmware(const vpp_plant *p, uint32_t slot);
 
 /* Dispatch thread only (from a query's run): records the operator setpoint
  * |id| that is now active, for the snapshots. */

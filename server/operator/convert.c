@@ -57,6 +57,7 @@ void vpp__op_device_info(Vpp__V1__DeviceInfo *out, Vpp__V1__Estimate est[2], con
 	const vpp_device_info *di = &d->di;
 	vpp__v1__device_info__init(out);
 	out->device_id = (char *)d->id;
+	out->firmware = (char *)d->firmware;
 	out->state = (Vpp__V1__DeviceState)vpp__op_device_state(di);
 	out->rated_charge_kw = di->ratings.rated_charge_kw;
 	out->rated_discharge_kw = di->ratings.rated_discharge_kw;

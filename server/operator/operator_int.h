@@ -50,6 +50,7 @@ struct vpp_operator {
 /* A device as returned by a query (strings copied off the fleet). */
 typedef struct {
 	char id[VPP_ID_CAP * 2];
+	char firmware[VPP_PLANT_FIRMWARE_CAP];
 	vpp_device_info di;
 } op_device;
 

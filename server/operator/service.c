@@ -629,6 +629,8 @@ static void list_run(vpp_plant_query *q, vpp_fleet *f, int64_t now, vpp_plant *p
 		}
 		op_device *d = &c->devs[c->ndevs++];
 		snprintf(d->id, sizeof(d->id), "%s", di.id);
+		snprintf(d->firmware, sizeof(d->firmware), "%s",
+			 vpp_plant_device_firmware(p, slots[i]));
 		d->di = di;
 		d->di.id = NULL;
 		snprintf(c->next_token, sizeof(c->next_token), "%s", di.id);
@@ -697,6 +699,8 @@ static void get_run(vpp_plant_query *q, vpp_fleet *f, int64_t now, vpp_plant *p)
 	}
 	if (vpp_fleet_device_info(f, slot, now, &c->devs[0].di) == 0) {
 		snprintf(c->devs[0].id, sizeof(c->devs[0].id), "%s", c->after);
+		snprintf(c->devs[0].firmware, sizeof(c->devs[0].firmware), "%s",
+			 vpp_plant_device_firmware(p, slot));
 		c->devs[0].di.id = NULL;
 		c->ndevs = 1;
 	}

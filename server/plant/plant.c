@@ -322,6 +322,7 @@ static void on_hello(vpp_plant *p, int loop, const vpp_plant_msg *m, int64_t now
 	}
 	o->loop = loop;
 	o->session = m->session;
+	memcpy(o->firmware, h->firmware, sizeof(o->firmware)); /* NUL-terminated */
 	vpp_fleet_connect(p->fleet, slot, now);
 	vpp_plant_out out = {.type = VPP_PO_REGISTERED, .session = m->session, .u.slot = slot};
 	send_out(p, loop, &out, false);
@@ -606,6 +607,11 @@ void vpp_plant_snapshot_get(vpp_plant *p, vpp_plant_snapshot *out)
 	pthread_mutex_lock(&p->snap_lock);
 	*out = p->snap;
 	pthread_mutex_unlock(&p->snap_lock);
+}
+
+const char *vpp_plant_device_firmware(const vpp_plant *p, uint32_t slot)
+{
+	return slot < p->nowners ? p->owners[slot].firmware : "";
 }
 
 void vpp_plant_set_active_setpoint(vpp_plant *p, const char *id, double target_kw,

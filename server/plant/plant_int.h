@@ -37,6 +37,7 @@ typedef struct {
 	 * session cannot flood the store with events or evict itself. */
 	double hello_tokens;
 	int64_t hello_at_ms; /* 0: never: a full bucket */
+	char firmware[VPP_PLANT_FIRMWARE_CAP]; /* from its last Hello */
 } owner;
 
 #define VPP__HELLO_BURST 5

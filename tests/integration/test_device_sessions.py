@@ -245,6 +245,7 @@ def body(r):
         assert 0 <= m.get("vpp_device_setpoint_ack_seconds_sum") < 5 * m.get("vpp_device_setpoint_ack_seconds_count")
         info = op.GetDevice(g.GetDeviceRequest(device_id="dev-00000"), metadata=md)
         assert info.state == g.DEVICE_STATE_ONLINE and abs(info.soc.value - 0.5) < 0.05, info
+        assert info.firmware == "test", info  # from its Hello
 
     r.case("hello, welcome, setpoint lease and ack", happy_path)
 

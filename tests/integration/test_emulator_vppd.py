@@ -189,6 +189,12 @@ def body(r):
 
     r.case("a filtered ListDevices examines a bounded window per call; tokens go on from it", filtered_paging)
 
+    def firmware_listed():
+        connected = [d for d in devs if d.node_id]
+        assert len(connected) >= expect_online, len(connected)
+        assert all(d.firmware == "vpp-emulator/0.1" for d in connected), {d.firmware for d in connected}
+    r.case("ListDevices shows the firmware each connected device named in its Hello", firmware_listed)
+
     def degraded():
         bad = set(faults["ignore"]) | set(faults["partial"])
         flagged = {d.device_id for d in devs if d.degraded}
