@@ -200,6 +200,74 @@ def start_server(fake, svcs, certs=None, client_ca=None):
     return server, port
 
 
+class CutProxy:
+    """A cleartext HTTP/2 relay to |upstream| that closes both connections
+    right after the server's first response HEADERS frame: a vppd that
+    dies mid-call, after its headers and before its grpc-status."""
+
+    def __init__(self, upstream):
+        import socket
+        self.socket = socket
+        self.upstream = upstream
+        self.cuts = 0
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(8)
+        self.port = self.ls.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            u = self.socket.create_connection(("127.0.0.1", self.upstream))
+            threading.Thread(target=self._pump, args=(c, u), daemon=True).start()
+            threading.Thread(target=self._cut, args=(u, c), daemon=True).start()
+
+    def _pump(self, src, dst):
+        try:
+            while True:
+                b = src.recv(65536)
+                if not b:
+                    break
+                dst.sendall(b)
+        except OSError:
+            pass
+
+    def _cut(self, src, dst):
+        buf = b""
+        try:
+            while True:
+                b = src.recv(65536)
+                if not b:
+                    return
+                buf += b
+                while len(buf) >= 9:  # whole frames only
+                    n = int.from_bytes(buf[:3], "big") + 9
+                    if len(buf) < n:
+                        break
+                    frame, buf = buf[:n], buf[n:]
+                    dst.sendall(frame)
+                    stream = int.from_bytes(frame[5:9], "big") & 0x7FFFFFFF
+                    if frame[3] == 1 and stream:  # HEADERS of a response
+                        self.cuts += 1
+                        return
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(self.socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+
+    def close(self):
+        self.ls.close()
+
+
 class Ctl:
     """Runs vppctl with a base set of flags and environment."""
 
@@ -572,6 +640,24 @@ def run_cases(r, exe, fake, pb, certs, tls_port, h2c_port, mtls_port):
         expect(p, 0)
         assert fake.last("GetFleetStatus")[2]["authorization"] == "Bearer viewer"
 
+    def midcall_loss():
+        # The connection is lost after vppd's response headers, before its
+        # grpc-status: not an answer, so exit 3, and a set may or may not
+        # have been recorded, so the id to retry with.
+        proxy = CutProxy(h2c_port)
+        try:
+            cut = Ctl(exe, [], env={"VPP_SERVER": "127.0.0.1:%d" % proxy.port, "VPP_H2C": "1",
+                                    "VPP_TOKEN": "op"})
+            p = cut("status")
+            expect(p, 3, err=[r"^vppctl: lost the connection to vppd at 127\.0\.0\.1:%d before its answer"
+                              % proxy.port])
+            p = cut("set", "42", "--request-id", "lost-1")
+            expect(p, 3, err=[r"^vppctl: lost the connection to vppd", r"--request-id lost-1"])
+            assert fake.last("SetFleetSetpoint")[1].request_id == "lost-1"
+            assert proxy.cuts == 2, proxy.cuts
+        finally:
+            proxy.close()
+
     def client_cert():
         mtls = "127.0.0.1:%d" % mtls_port
         p = ctl("status", "--server", mtls, "--cert", certs.operator, "--key", certs.operator_key)
@@ -607,6 +693,7 @@ def run_cases(r, exe, fake, pb, certs, tls_port, h2c_port, mtls_port):
     case("connection failures: refused, wrong CA, wrong name, h2c vs TLS", connect_errors)
     case("h2c with VPP_SERVER / VPP_H2C / VPP_TOKEN", h2c_env)
     case("client certificate identity reaches the server", client_cert)
+    case("connection lost mid-call, after the response headers: exit 3, retry hint", midcall_loss)
 
 
 if __name__ == "__main__":

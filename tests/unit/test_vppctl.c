@@ -390,11 +390,18 @@ START_TEST(errors_explained)
 	ck_assert_str_eq(vpp__ctl_explain(buf, sizeof(buf), &oc, &o),
 	                 "vppd at 10.0.0.5:7444 is unavailable: the setpoint could not be recorded");
 	ck_assert_int_eq(vpp__ctl_exit_code(&oc), VPP__CTL_EXIT_ERROR);
-	/* The connection went away under the call. */
+	/* The connection went away before vppd said anything (a TLS alert
+	 * after the client's side of the handshake). */
 	oc = (vpp__ctl_outcome){.status = VPP_GRPC_UNAVAILABLE, .connected = true};
 	snprintf(oc.message, sizeof(oc.message), "connection closed");
 	ck_assert_str_eq(vpp__ctl_explain(buf, sizeof(buf), &oc, &o),
 	                 "cannot reach vppd at 10.0.0.5:7444: connection closed");
+	ck_assert_int_eq(vpp__ctl_exit_code(&oc), VPP__CTL_EXIT_CONNECT);
+	/* ... and after vppd's response headers, before its status. */
+	oc.heard = true;
+	ck_assert_str_eq(vpp__ctl_explain(buf, sizeof(buf), &oc, &o),
+	                 "lost the connection to vppd at 10.0.0.5:7444 before its answer: "
+	                 "connection closed");
 	ck_assert_int_eq(vpp__ctl_exit_code(&oc), VPP__CTL_EXIT_CONNECT);
 
 	oc = (vpp__ctl_outcome){.status = VPP_GRPC_INTERNAL, .connected = true};

@@ -535,7 +535,7 @@ void vpp__ctl_usage(FILE *out)
 	             "  0  ok (health: SERVING)\n"
 	             "  1  the server refused or answered an error (health: not SERVING)\n"
 	             "  2  usage: bad arguments or unreadable certificate files\n"
-	             "  3  cannot connect to vppd\n\n"
+	             "  3  cannot connect to vppd, or lost the connection before its answer\n\n"
 	             "Examples:\n"
 	             "  vppctl --ca certs/ca.pem --token $T set 1200 --for 30m --ramp 50\n"
 	             "  vppctl status --json\n"

@@ -142,6 +142,7 @@ typedef struct {
 	char message[512]; /* the server's message ("" when none) */
 	bool connected;    /* the connection was ever ready */
 	bool answered;     /* vppd answered this call: the status is its own */
+	bool heard;        /* vppd's response headers to this call arrived */
 	int conn_err;      /* VPP_E* the connection closed with, 0 if none */
 	bool tls;          /* TLS was used */
 } vpp__ctl_outcome;

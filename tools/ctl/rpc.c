@@ -138,6 +138,7 @@ static void on_headers(vpp_grpc_call *call)
 {
 	pending *p = vpp_grpc_call_data(call);
 	p->c->ready_seen = true;
+	p->oc->heard = true;
 }
 
 static void on_message(vpp_grpc_call *call, const uint8_t *data, size_t len)

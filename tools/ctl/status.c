@@ -48,6 +48,9 @@ char *vpp__ctl_explain(char *buf, size_t len, const vpp__ctl_outcome *oc, const 
 		else if (oc->answered)
 			snprintf(buf, len, "vppd at %s is unavailable: %s", srv,
 			         m[0] ? m : "(no reason given)");
+		else if (oc->heard) /* vppd began to answer, then the line went */
+			snprintf(buf, len, "lost the connection to vppd at %s before its answer: %s",
+			         srv, m[0] ? m : "unavailable");
 		else
 			snprintf(buf, len, "cannot reach vppd at %s: %s", srv,
 			         m[0] ? m : "unavailable");
