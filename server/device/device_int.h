@@ -34,6 +34,7 @@ typedef struct session {
 	double tokens;
 	uint64_t tokens_at;
 	bool blocked; /* its reads are paused while the loop's backlog drains */
+	float rated_charge_kw, rated_discharge_kw; /* from its Hello */
 } session;
 
 typedef struct {
@@ -78,7 +79,7 @@ struct vpp_devices {
 		vpp_counter *hellos, *telemetry, *setpoints, *acks, *pings;
 		vpp_counter *rejected[14];
 		vpp_counter *shed_dispatch, *store_blocked, *store_rejected, *stale_out;
-		vpp_counter *duplicates, *stale_acks, *lost_at_shutdown;
+		vpp_counter *duplicates, *stale_acks, *lost_at_shutdown, *implausible;
 		vpp_histogram *ack_rtt, *ping_rtt, *fanout;
 	} met;
 };

@@ -37,6 +37,10 @@ static void metrics_init(vpp_devices *d)
 					   "Plant messages for sessions that had ended");
 	d->met.duplicates = vpp_counter_get("vpp_device_telemetry_duplicates_total", NULL,
 					    "Telemetry with a seq not newer than the last");
+	d->met.implausible = vpp_counter_get(
+		"vpp_device_telemetry_implausible_total", NULL,
+		"Telemetry whose power is far beyond the device's own ratings, or whose "
+		"sigma says nothing: taken as a sensor fault");
 	d->met.stale_acks = vpp_counter_get(
 		"vpp_device_stale_acks_total", NULL,
 		"Acks for a setpoint of an earlier session, or acked twice (ignored)");

@@ -212,6 +212,8 @@ static void on_hello(session *s, const Vpp__V1__Hello *h)
 		return;
 	}
 	s->hello = true;
+	s->rated_charge_kw = (float)r.rated_charge_kw;
+	s->rated_discharge_kw = (float)r.rated_discharge_kw;
 	vpp_counter_inc(d->met.hellos);
 	/* Registration with the store comes from the plant (the device row
 	 * before any of this session's telemetry reaches the database). */
@@ -261,6 +263,37 @@ static int persist(session *s, const vpp_telemetry_row *row)
 	return 0;
 }
 
+/* Readings no sensor of this battery can have given: power well beyond its
+ * own ratings (a firmware reporting W as kW, say), or a sigma wider than
+ * what it can do at all. Dispatching on them would command it to its limit
+ * and count thousands of kW that are not there, so they are taken as a
+ * sensor fault: VPP_TELEMETRY_BAD_POWER / _BAD_SOC, or 0. */
+static uint32_t implausible(session *s, const Vpp__V1__Telemetry *t)
+{
+	static vpp_log_limit lines;
+	const double slack = 1.5, abs_kw = 0.5;
+	double most = fmax(s->rated_charge_kw, s->rated_discharge_kw);
+	uint32_t bad = 0;
+	if (t->power_kw > slack * s->rated_discharge_kw + abs_kw ||
+	    t->power_kw < -(slack * s->rated_charge_kw + abs_kw) ||
+	    t->power_sigma_kw > 2 * most)
+		bad |= VPP_TELEMETRY_BAD_POWER;
+	if (t->soc_sigma > 1)
+		bad |= VPP_TELEMETRY_BAD_SOC;
+	if (!bad)
+		return 0;
+	vpp_counter_inc(s->dl->d->met.implausible);
+	uint32_t more;
+	if (vpp_log_limit_take(&lines, vpp_wall_ms(), 5, 10000, &more))
+		vpp_log(VPP_LOG_WARN, "device",
+			"device=%s telemetry seq %llu taken as a sensor fault: power_kw %g "
+			"(sigma %g), soc_sigma %g, beyond its ratings (charge %g, discharge %g "
+			"kW) (%u more not logged before it)",
+			s->id, (unsigned long long)t->seq, t->power_kw, t->power_sigma_kw,
+			t->soc_sigma, (double)s->rated_charge_kw, (double)s->rated_discharge_kw, more);
+	return bad;
+}
+
 static void on_telemetry(session *s, const Vpp__V1__Telemetry *t)
 {
 	vpp_devices *d = s->dl->d;
@@ -296,6 +329,7 @@ static void on_telemetry(session *s, const Vpp__V1__Telemetry *t)
 		return;
 	}
 	int64_t now = vpp_wall_ms();
+	uint32_t bad = implausible(s, t);
 	vpp_telemetry_row row;
 	memset(&row, 0, sizeof(row));
 	_Static_assert(sizeof(row.device_id) >= sizeof(s->id), "device ids fit the row");
@@ -310,6 +344,8 @@ static void on_telemetry(session *s, const Vpp__V1__Telemetry *t)
 	row.soc = t->soc;
 	row.soc_sigma = t->soc_sigma > 0 ? t->soc_sigma : NAN;
 	row.quality = t->quality;
+	if (bad) /* kept as the device said it, marked as not to be believed */
+		row.quality |= VPP__V1__QUALITY_FLAG__QUALITY_SENSOR_FAULT;
 	if (!s->clock_known) /* measured_at is the device's own clock still */
 		row.quality |= VPP__V1__QUALITY_FLAG__QUALITY_CLOCK_UNSYNCED;
 	if (persist(s, &row) != 0) {
@@ -326,9 +362,12 @@ static void on_telemetry(session *s, const Vpp__V1__Telemetry *t)
 		return; /* the plant has not answered the Hello yet */
 	vpp_plant_msg m = {.type = VPP_PM_TELEMETRY, .session = s->handle, .slot = s->slot};
 	m.u.t.seq = t->seq;
-	m.u.t.measured_at_ms = t->measured_at_ms;
+	/* A clock no Pong has placed yet (and never will, when it is years
+	 * off) times nothing: the sample counts as of its arrival, not as
+	 * decades old or in the future. */
+	m.u.t.measured_at_ms = s->clock_known ? t->measured_at_ms : now;
 	m.u.t.received_at_ms = now;
-	m.u.t.clock_offset_ms = s->clock_offset_ms;
+	m.u.t.clock_offset_ms = s->clock_known ? s->clock_offset_ms : 0;
 	m.u.t.power_kw = t->power_kw;
 	m.u.t.power_sigma_kw = t->power_sigma_kw;
 	m.u.t.soc = t->soc;
@@ -339,6 +378,7 @@ static void on_telemetry(session *s, const Vpp__V1__Telemetry *t)
 		m.u.t.quality |= VPP_TELEMETRY_NO_SOC_SIGMA;
 	if (t->quality & VPP__V1__QUALITY_FLAG__QUALITY_SENSOR_FAULT)
 		m.u.t.quality |= VPP_TELEMETRY_BAD_POWER | VPP_TELEMETRY_BAD_SOC;
+	m.u.t.quality |= bad;
 	/* The estimator may miss a sample when the plant is swamped (the
 	 * store still has it): counted, never silent. */
 	if (vpp_plant_post(d->o.plant, s->dl->index, &m) != 0)
@@ -375,9 +415,12 @@ static void on_ack(session *s, const Vpp__V1__Ack *a)
 				      (double)(uv_hrtime() - s->last_sp_sent) / 1e9);
 		s->last_sp_sent = 0; /* a second ack of it is not a round trip */
 	}
-	if (!a->accepted)
-		vpp_log(VPP_LOG_INFO, "device", "device=%s refused setpoint %llu: %.100s", s->id,
-			(unsigned long long)a->setpoint_seq, a->reason ? a->reason : "");
+	static vpp_log_limit refusals; /* a device may refuse every tick */
+	uint32_t more;
+	if (!a->accepted && vpp_log_limit_take(&refusals, vpp_wall_ms(), 5, 10000, &more))
+		vpp_log(VPP_LOG_INFO, "device",
+			"device=%s refused setpoint %llu: %.100s (%u more not logged before it)", s->id,
+			(unsigned long long)a->setpoint_seq, a->reason ? a->reason : "", more);
 	if (!s->registered)
 		return;
 	vpp_plant_msg m = {.type = VPP_PM_ACK, .session = s->handle, .slot = s->slot};

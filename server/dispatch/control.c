@@ -215,7 +215,8 @@ int vpp_fleet_tick(vpp_fleet *f, int64_t now, vpp_tick_output *out)
 	vpp_alloc_result res;
 	vpp_estimate measured;
 	double p_adj, err, commanded = 0;
-	int64_t until;
+	int64_t until, short_until, u;
+	int in_force;
 	uint32_t s;
 	void *tmp;
 	pass ps;
@@ -251,10 +252,17 @@ int vpp_fleet_tick(vpp_fleet *f, int64_t now, vpp_tick_output *out)
 	f->sat_dir = res.feasible ? 0 : (res.shortfall_kw > 0 ? 1 : -1);
 
 	/* No lease outlives the operator's setpoint: should vppd die, every
-	 * battery stops when the operator asked, not up to lease_ms later. */
+	 * battery stops when the operator asked, not up to lease_ms later.
+	 * With no setpoint in force (it ended, or there never was one), a
+	 * battery still commanded away from 0 (ramping down within its
+	 * limits) holds that for one renewal window and a tick at most. */
+	in_force = f->target_until > now;
 	until = now + prm->lease_ms;
-	if (f->target != 0 && f->target_until > now && f->target_until < until)
+	if (in_force && f->target_until < until)
 		until = f->target_until;
+	short_until = now + prm->renew_before_ms + prm->tick_ms;
+	if (short_until > until)
+		short_until = until;
 	f->n_cmds = 0;
 	for (s = 0; s < f->hwm; s++) {
 		uint32_t fl = f->flags[s];
@@ -263,15 +271,16 @@ int vpp_fleet_tick(vpp_fleet *f, int64_t now, vpp_tick_output *out)
 		if ((fl & (F_USED | F_CONNECTED)) != (F_USED | F_CONNECTED))
 			continue;
 		p = f->x_a[s] > 0 ? f->x_p[s] : 0;
+		u = !in_force && p != 0 ? short_until : until;
 		commanded += p;
 		db = fmax(prm->deadband_kw, prm->deadband_frac * vpp__max_rating(&f->rt[s]));
 		/* Within the deadband: sent again only when the lease outlives
 		 * the operator's (new, earlier) end, or is about to end and a
 		 * renewal would extend it. */
-		if ((fl & F_HAS_CMD) && fabs(p - f->c_p[s]) <= db && f->c_until[s] <= until &&
-		    (f->c_until[s] - now > prm->renew_before_ms || f->c_until[s] == until))
+		if ((fl & F_HAS_CMD) && fabs(p - f->c_p[s]) <= db && f->c_until[s] <= u &&
+		    (f->c_until[s] - now > prm->renew_before_ms || f->c_until[s] == u))
 			continue;
-		if ((rv = push_command(f, s, p, until)) != 0)
+		if ((rv = push_command(f, s, p, u)) != 0)
 			return rv;
 	}
 

@@ -476,6 +476,57 @@ def body(r):
 
     r.case("the first Ping follows the Welcome at once", first_ping_at_once)
 
+    def implausible_readings():
+        # A firmware that reports W as kW: 4,000 "kW" from a 5 kW battery.
+        # Not an error of the stream (the session stays), but no reading to
+        # dispatch on or to count as delivered: a sensor fault, so the
+        # device goes stale, and the fleet's power does not include it.
+        before = vt.read_metrics(env.admin).get("vpp_device_telemetry_implausible_total") or 0
+        d = Device(env, "dev-00003")
+        assert d.wait_for("welcome"), d.kinds()
+        d.telemetry(power=0.0, soc=0.5)
+        for i in range(40):
+            d.telemetry(power=4000.0, soc=0.5, power_sigma_kw=1e200 if i == 39 else 0.05)
+            time.sleep(0.1)
+        assert not d.done.is_set(), "the session ended: %s %s" % (d.status, d.details)
+        m = vt.read_metrics(env.admin)
+        assert (m.get("vpp_device_telemetry_implausible_total") or 0) >= before + 40, m
+        op, g, md = env.operator()
+        info = op.GetDevice(g.GetDeviceRequest(device_id="dev-00003"), metadata=md, timeout=5)
+        assert info.state == g.DEVICE_STATE_STALE, g.DeviceState.Name(info.state)
+        assert abs(info.power_kw.value) <= 5, info.power_kw
+        st = op.GetFleetStatus(g.GetFleetStatusRequest(), metadata=md, timeout=5)
+        assert abs(st.measured_kw.value) < 20 and st.measured_kw.sigma < 20, st.measured_kw
+        assert "taken as a sensor fault" in env.proc.log_tail(200)
+        d.close()
+
+    r.case("telemetry far beyond the device's ratings is taken as a sensor fault, not dispatched on",
+           implausible_readings)
+
+    def clock_years_off():
+        # A device whose clock reset to January 2000: its Pongs cannot place
+        # it (more than ten years off), so its samples count as of their
+        # arrival; they neither look 26 years old (an estimate with a sigma
+        # of thousands of kW) nor leave the device unknown.
+        d = Device(env, "dev-00007", auto=False)
+        assert d.wait_for("welcome"), d.kinds()
+        y2000 = 946684800000
+        for i in range(5):
+            d.q.put(d.d.DeviceMessage(telemetry=d.d.Telemetry(
+                seq=i + 1, measured_at_ms=y2000 + 1000 * i, power_kw=1.0, power_sigma_kw=0.05, soc=0.5,
+                soc_sigma=0.01)))
+            time.sleep(0.1)
+        time.sleep(0.5)
+        op, g, md = env.operator()
+        info = op.GetDevice(g.GetDeviceRequest(device_id="dev-00007"), metadata=md, timeout=5)
+        assert not d.done.is_set(), "the session ended: %s %s" % (d.status, d.details)
+        # Fresh (it may be flagged degraded: it ignores the running setpoint).
+        assert info.state in (g.DEVICE_STATE_ONLINE, g.DEVICE_STATE_DEGRADED), g.DeviceState.Name(info.state)
+        assert info.power_kw.sigma < 1 and 0.1 < info.soc.value < 0.9, (info.power_kw, info.soc)
+        d.close()
+
+    r.case("a device clock years off: samples count as of their arrival", clock_years_off)
+
     r.case("the well-behaved device was never disturbed", good_survived)
 
     def shutdown():

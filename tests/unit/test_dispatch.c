@@ -574,6 +574,49 @@ START_TEST(fleet_leases_end_with_the_operators_setpoint)
 }
 END_TEST
 
+START_TEST(fleet_no_long_lease_after_the_operators_setpoint)
+{
+	const vpp_device_ratings slow = {5, 5, 13.5, 0.1, 0.95, 0.5}; /* 0.5 kW/s */
+	int64_t now = 1000000, end = now + 15000, short_lease = 3000 + 1000;
+	vpp_fleet *f;
+	vpp_tick_output o;
+	size_t nonzero = 0;
+
+	ck_assert_int_eq(vpp_fleet_new(NULL, &f), 0);
+	for (int i = 0; i < 4; i++) {
+		char id[32];
+		uint32_t s;
+		vpp_telemetry t = {.seq = 1, .measured_at_ms = now, .received_at_ms = now, .soc = 0.5};
+
+		snprintf(id, sizeof(id), "slow-%d", i);
+		ck_assert_int_eq(vpp_fleet_add(f, id, &slow, &s), 0);
+		ck_assert_int_eq(vpp_fleet_connect(f, s, now), 0);
+		ck_assert_int_eq(vpp_fleet_telemetry(f, s, &t), 0);
+	}
+	ck_assert_int_eq(vpp_fleet_set_target(f, 16, end, 0, now), 0);
+	for (; now < end; now += 1000) {
+		ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
+		follow(f, &o, now, 1.0, 1);
+	}
+	/* The setpoint is over, but the batteries can only ramp down: they
+	 * are still commanded away from 0 for a few ticks, each time on a
+	 * short lease, not on lease_ms (10 s here, up to an hour in use). */
+	for (int k = 0; k < 12; k++, now += 1000) {
+		ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
+		for (size_t i = 0; i < o.n_commands; i++) {
+			if (o.commands[i].power_kw == 0)
+				continue;
+			nonzero++;
+			ck_assert_int_le(o.commands[i].valid_until_ms, now + short_lease);
+		}
+		follow(f, &o, now, 1.0, 1);
+	}
+	ck_assert_uint_ge(nonzero, 4);
+	ck_assert_double_eq_tol(o.status.commanded_kw, 0, 1e-9);
+	vpp_fleet_free(f);
+}
+END_TEST
+
 START_TEST(fleet_leases_follow_an_earlier_end)
 {
 	int64_t now = 1000000;
@@ -1073,6 +1116,7 @@ Suite *test_dispatch_suite(void)
 	tcase_add_test(tc, fleet_expiry_ends_a_ramp_at_once);
 	tcase_add_test(tc, fleet_leases_end_with_the_operators_setpoint);
 	tcase_add_test(tc, fleet_leases_follow_an_earlier_end);
+	tcase_add_test(tc, fleet_no_long_lease_after_the_operators_setpoint);
 	tcase_add_test(tc, fleet_tracking_error_without_fresh_telemetry);
 	tcase_add_test(tc, fleet_ack_timeout_moves_share);
 	tcase_add_test(tc, fleet_cusum_degraded_recovered);
