@@ -11,7 +11,8 @@
 /* Without these, a database host that vanishes (power loss, a partition)
  * leaves a connection waiting on the kernel's defaults: minutes to hours
  * for TCP, forever for a connect that gets no answer. The conninfo's own
- * values win: they come after these and override them. */
+ * values win: they come after these and override them. libpq does not
+ * apply connect_timeout under PQconnectPoll: on_connect_deadline does. */
 static const char *const default_keys[] = {"connect_timeout",  "keepalives",
                                            "keepalives_idle",  "keepalives_interval",
                                            "keepalives_count", "tcp_user_timeout"};
@@ -100,6 +101,37 @@ static void on_retry(uv_timer_t *t)
 	vpp__pgc_connect(t->data);
 }
 
+/* libpq leaves connect_timeout to the application with PQconnectPoll: a
+ * server that accepts the connection and never finishes its start-up (a
+ * stuck postmaster, a pooler, a stalled TLS handshake) would keep the
+ * store connecting forever, its writes neither sent nor journaled. So the
+ * connection must be READY within connect_timeout (the conninfo's, else
+ * ours; at least 2 s, as libpq has it), set-up queries included. */
+static uint64_t connect_deadline_ms(PGconn *conn)
+{
+	long secs = 10;
+	PQconninfoOption *opts = PQconninfo(conn);
+	for (PQconninfoOption *o = opts; o && o->keyword; o++)
+		if (strcmp(o->keyword, "connect_timeout") == 0 && o->val && atol(o->val) > 0)
+			secs = atol(o->val);
+	PQconninfoFree(opts);
+	if (secs < 2)
+		secs = 2;
+	return (uint64_t)secs * 1000;
+}
+
+static void on_connect_deadline(uv_timer_t *t)
+{
+	vpp__pgc *c = t->data;
+	char why[96];
+	if (c->state != VPP__PGC_CONNECTING && c->state != VPP__PGC_SETUP)
+		return;
+	snprintf(why, sizeof(why), "the database did not complete the connection within %.0f s",
+		 (double)c->deadline_ms / 1000.0);
+	vpp__pgc_fail(c, why);
+	vpp__store_pump(c->s);
+}
+
 static void quiet(void *arg, const char *msg)
 {
 	(void)arg;
@@ -169,6 +201,7 @@ void vpp__pgc_fail(vpp__pgc *c, const char *why)
 
 void vpp__pgc_ready(vpp__pgc *c)
 {
+	uv_timer_stop(&c->retry); /* the connect deadline */
 	c->state = VPP__PGC_READY;
 	c->up_since = uv_now(&c->s->loop);
 	vpp__store_update_ready(c->s);
@@ -252,6 +285,8 @@ void vpp__pgc_connect(vpp__pgc *c)
 		vpp__pgc_fail(c, PQerrorMessage(c->conn));
 		return;
 	}
+	c->deadline_ms = connect_deadline_ms(c->conn);
+	uv_timer_start(&c->retry, on_connect_deadline, c->deadline_ms, 0);
 	if (poll_set(c, UV_WRITABLE) != 0)
 		vpp__pgc_fail(c, "cannot poll the socket");
 }

@@ -192,6 +192,7 @@ struct vpp__pgc {
 	uint64_t up_since;   /* loop time it became READY */
 	uint64_t held_until; /* loop time before which nothing is sent */
 	int64_t hold_ms;     /* next hold-off, doubling like backoff_ms */
+	uint64_t deadline_ms; /* to be READY after a connect starts */
 	char err[256];
 	/* Called on socket events once connected (SETUP and READY). */
 	void (*on_io)(vpp__pgc *c, int events);

@@ -581,6 +581,86 @@ def test_read_only_database_keeps_rows(pg):
     expect_exact(pg, 0, rows, base)
 
 
+class SilentThenRelay:
+    """A TCP endpoint that, for its first |silent_s| seconds, accepts
+    connections and never answers (a stuck postmaster, a pooler), then
+    relays new ones to the cluster's Unix socket."""
+
+    def __init__(self, pg, silent_s):
+        import socket
+        import threading
+        self.socket, self.threading = socket, threading
+        self.path = os.path.join(pg.dir, ".s.PGSQL.5432")
+        self.open_at = time.monotonic() + silent_s
+        self.held, self.silent = [], 0
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(16)
+        self.port = self.ls.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            if time.monotonic() < self.open_at:
+                self.held.append(c)  # read nothing, say nothing
+                self.silent += 1
+                continue
+            u = self.socket.socket(self.socket.AF_UNIX)
+            u.connect(self.path)
+            for a, b in ((c, u), (u, c)):
+                self.threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def close(self):
+        self.ls.close()
+        for c in self.held:
+            c.close()
+
+
+def test_silent_database_times_out(pg):
+    """libpq leaves connect_timeout to the application with PQconnectPoll:
+    a server that accepts and never answers must not hold the store. Its
+    connections give up after connect_timeout, the rows wait in the journal,
+    and every one is written once the database answers."""
+    reset(pg)
+    relay = SilentThenRelay(pg, silent_s=6)
+    rows = 20000
+    base = base_for(rows)
+    j = tempfile.mkdtemp(prefix="vpp-j-")
+    conninfo = f"host=127.0.0.1 port={relay.port} user=postgres dbname=postgres connect_timeout=2"
+    argv = [tool(BUILD, "store_load"), "load", "--db", conninfo, "--journal", j, "--rows", str(rows),
+            "--devices", str(NDEV), "--base-ms", str(base), "--wait-s", "60"]
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    finally:
+        relay.close()
+        shutil.rmtree(j, ignore_errors=True)
+    check(r.returncode == 0, f"store_load failed: {r.stderr[-2000:]} {r.stdout[-500:]}")
+    check(relay.silent >= 2, f"the store did not try again after the silent connection: {relay.silent}")
+    st = parse_stats([ln for ln in r.stdout.splitlines() if ln.startswith("drained")][-1])
+    check(st["journaled"] > 0, f"nothing journaled while the database was silent: {st}")
+    expect_exact(pg, 0, rows, base)
+
+
 def test_api_writes_and_reads(pg):
     reset(pg)
     j = tempfile.mkdtemp(prefix="vpp-j-")
@@ -744,6 +824,7 @@ def main():
                       test_writer_sigkill_with_torn_journal, test_vppd_replays_journal,
                       test_bad_rows_rejected,
                       test_db_error_isolated, test_read_only_database_keeps_rows,
+                      test_silent_database_times_out,
                       test_api_writes_and_reads, test_damaged_segment_costs_only_itself,
                       test_late_upsert_does_not_roll_back,
                       test_failing_maintenance_does_not_stop_writes]:
