@@ -92,6 +92,9 @@ vpp_journal_pos vpp_journal_end(const vpp_journal *j);
 /* Bytes held (committed, not released) plus bytes buffered. */
 uint64_t vpp_journal_bytes(const vpp_journal *j);
 
+/* Bytes appended but not yet written: they grow while commits fail. */
+uint64_t vpp_journal_unwritten(const vpp_journal *j);
+
 /* CRC-32C (Castagnoli) of |len| bytes, continuing from |crc| (0 to start). */
 uint32_t vpp_crc32c(uint32_t crc, const void *data, size_t len);
 

@@ -536,3 +536,8 @@ uint64_t vpp_journal_bytes(const vpp_journal *j)
 {
 	return j->bytes + j->wlen;
 }
+
+uint64_t vpp_journal_unwritten(const vpp_journal *j)
+{
+	return j->wlen;
+}

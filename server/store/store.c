@@ -15,6 +15,7 @@
 #include "vpp/error.h"
 #include "vpp/log.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,12 +165,14 @@ int vpp__store_journal_item(vpp_store *s, const vpp__item *it)
 	return rv;
 }
 
-/* True when the journal may not take more new work: past its limit. At
- * shutdown what was accepted is kept anyway (the queues bound the excess). */
+/* True when the journal may not take more new work: past its limit, or
+ * past what may wait in memory while its writes fail. At shutdown what was
+ * accepted is kept anyway (the queues bound the excess). */
 static bool journal_full(vpp_store *s)
 {
 	return !atomic_load(&s->closed) &&
-	       (int64_t)vpp_journal_bytes(s->journal) >= s->o.journal_max_bytes;
+	       ((int64_t)vpp_journal_bytes(s->journal) >= s->o.journal_max_bytes ||
+		vpp_journal_unwritten(s->journal) >= VPP__JOURNAL_MAX_UNWRITTEN);
 }
 
 void vpp__store_lost(vpp_store *s, uint64_t rows, uint64_t writes)
@@ -617,8 +620,18 @@ void vpp__store_pump(vpp_store *s)
 	copy_kick(s);
 	drain_rows(s);
 	vpp__pipe_kick(s);
-	if (vpp_journal_commit(s->journal) != 0)
+	if (vpp_journal_commit(s->journal) != 0) {
+		static vpp_log_limit lines;
+		uint32_t more;
 		vpp_counter_inc(vpp__sm.db_errors);
+		if (vpp_log_limit_take(&lines, (int64_t)uv_now(&s->loop), 1, 10000, &more))
+			vpp_log(VPP_LOG_ERROR, "store",
+			        "journal %s: cannot write (%s): %llu bytes wait in memory; past %u MiB "
+			        "new telemetry is refused (%u more failures)",
+			        s->journal_dir, strerror(errno),
+			        (unsigned long long)vpp_journal_unwritten(s->journal),
+			        VPP__JOURNAL_MAX_UNWRITTEN >> 20, more);
+	}
 	uint64_t jb = vpp_journal_bytes(s->journal);
 	atomic_store(&s->journal_bytes, jb);
 	vpp_gauge_set(vpp__sm.journal_bytes, (double)jb);

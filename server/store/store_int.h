@@ -42,6 +42,9 @@ void vpp__buf_free(vpp__buf *b);
 
 /* Unix ms to PostgreSQL timestamp (µs since 2000-01-01 UTC). */
 #define VPP__PG_EPOCH_MS 946684800000LL
+/* Journal records that could not be written (its disk full or failing) may
+ * wait in memory up to this; then the journal counts as full. */
+#define VPP__JOURNAL_MAX_UNWRITTEN (16u << 20)
 
 /* Appends the COPY BINARY file header (signature, flags, extension). */
 int vpp__copy_header(vpp__buf *b);

@@ -8,9 +8,11 @@
 #include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -716,6 +718,47 @@ START_TEST(stop_keeps_rows_past_the_journal_limit)
 }
 END_TEST
 
+/* A journal whose disk fails (here: writes past 1 MiB fail with EFBIG)
+ * while the database is down: what cannot be written waits in memory only
+ * up to VPP__JOURNAL_MAX_UNWRITTEN, then new telemetry is refused (the
+ * devices keep it and back off) instead of memory growing to the journal's
+ * disk budget. */
+START_TEST(failing_journal_disk_bounds_memory)
+{
+	struct rlimit was, small;
+	ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &was), 0);
+	small = was;
+	small.rlim_cur = 1 << 20; /* Check's own message file stays far below */
+	signal(SIGXFSZ, SIG_IGN);
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &small), 0);
+	vpp_store_options o;
+	no_db_options(&o);
+	o.queue_rows = 65536;
+	vpp_store *s;
+	ck_assert_int_eq(vpp_store_start(&o, &s), 0);
+	vpp_telemetry_row r = good_row(vpp__store_now_ms());
+	int refused = 0, other = 0; /* no ck_assert per row: each writes to Check's file */
+	for (int i = 0; i < 600000; i++) {
+		r.seq = i;
+		int rv = vpp_store_submit_telemetry(s, &r);
+		refused += rv == VPP_EFULL;
+		other += rv != 0 && rv != VPP_EFULL;
+		if (i % 5000 == 0)
+			usleep(5000);
+	}
+	ck_assert_int_eq(other, 0);
+	usleep(200000);
+	vpp_store_stats st;
+	vpp_store_get_stats(s, &st);
+	ck_assert_int_gt(refused, 0);
+	ck_assert_uint_le(st.journal_bytes, (1u << 20) + VPP__JOURNAL_MAX_UNWRITTEN + 65536);
+	vpp_store_stop(s);
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &was), 0);
+	signal(SIGXFSZ, SIG_DFL);
+	rm_jdir();
+}
+END_TEST
+
 /* A listener that never answers: the store's connection hangs while
  * connecting, so rows pile up in the batch and the queue. */
 static int hung_listener(int *port)
@@ -872,6 +915,7 @@ Suite *test_store_suite(void)
 	tcase_add_test(tc, stop_journals_a_full_queue);
 	tcase_add_test(tc, journal_limit_holds_for_states_and_writes);
 	tcase_add_test(tc, connection_defaults);
+	tcase_add_test(tc, failing_journal_disk_bounds_memory);
 	suite_add_tcase(s, tc);
 	return s;
 }
