@@ -33,6 +33,7 @@ import glob
 import os
 import re
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -44,6 +45,8 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from store_pg import (PgCluster, db_checksum, expected_checksum, parse_stats,  # noqa: E402
                       poisoned)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "interop"))
+import vpptest as vt  # noqa: E402
 
 BUILD = os.environ.get("VPP_BUILD")
 HEAVY = os.environ.get("VPP_BUILD_RELEASE") or BUILD
@@ -587,51 +590,26 @@ class SilentThenRelay:
     relays new ones to the cluster's Unix socket."""
 
     def __init__(self, pg, silent_s):
-        import socket
-        import threading
-        self.socket, self.threading = socket, threading
         self.path = os.path.join(pg.dir, ".s.PGSQL.5432")
         self.open_at = time.monotonic() + silent_s
-        self.held, self.silent = [], 0
-        self.ls = socket.socket()
-        self.ls.bind(("127.0.0.1", 0))
-        self.ls.listen(16)
-        self.port = self.ls.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.held = []
+        self.listener = vt.Listener(self._conn)
+        self.port = self.listener.port
 
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.ls.accept()
-            except OSError:
-                return
-            if time.monotonic() < self.open_at:
-                self.held.append(c)  # read nothing, say nothing
-                self.silent += 1
-                continue
-            u = self.socket.socket(self.socket.AF_UNIX)
-            u.connect(self.path)
-            for a, b in ((c, u), (u, c)):
-                self.threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+    @property
+    def silent(self):
+        return len(self.held)
 
-    @staticmethod
-    def _pump(a, b):
-        try:
-            while True:
-                d = a.recv(65536)
-                if not d:
-                    break
-                b.sendall(d)
-        except OSError:
-            pass
-        for s in (a, b):
-            try:
-                s.close()
-            except OSError:
-                pass
+    def _conn(self, c):
+        if time.monotonic() < self.open_at:
+            self.held.append(c)  # read nothing, say nothing
+            return
+        u = socket.socket(socket.AF_UNIX)
+        u.connect(self.path)
+        vt.relay(c, u)
 
     def close(self):
-        self.ls.close()
+        self.listener.close()
         for c in self.held:
             c.close()
 

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -206,37 +207,18 @@ class CutProxy:
     dies mid-call, after its headers and before its grpc-status."""
 
     def __init__(self, upstream):
-        import socket
-        self.socket = socket
         self.upstream = upstream
         self.cuts = 0
-        self.ls = socket.socket()
-        self.ls.bind(("127.0.0.1", 0))
-        self.ls.listen(8)
-        self.port = self.ls.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.listener = vpptest.Listener(self._conn)
+        self.port = self.listener.port
 
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.ls.accept()
-            except OSError:
-                return
-            u = self.socket.create_connection(("127.0.0.1", self.upstream))
-            threading.Thread(target=self._pump, args=(c, u), daemon=True).start()
-            threading.Thread(target=self._cut, args=(u, c), daemon=True).start()
-
-    def _pump(self, src, dst):
-        try:
-            while True:
-                b = src.recv(65536)
-                if not b:
-                    break
-                dst.sendall(b)
-        except OSError:
-            pass
+    def _conn(self, c):
+        u = socket.create_connection(("127.0.0.1", self.upstream))
+        threading.Thread(target=vpptest.pump, args=(c, u), daemon=True).start()
+        threading.Thread(target=self._cut, args=(u, c), daemon=True).start()
 
     def _cut(self, src, dst):
+        """Forwards whole frames from |src| up to the first response HEADERS."""
         buf = b""
         try:
             while True:
@@ -244,7 +226,7 @@ class CutProxy:
                 if not b:
                     return
                 buf += b
-                while len(buf) >= 9:  # whole frames only
+                while len(buf) >= 9:
                     n = int.from_bytes(buf[:3], "big") + 9
                     if len(buf) < n:
                         break
@@ -259,13 +241,13 @@ class CutProxy:
         finally:
             for s in (src, dst):
                 try:
-                    s.shutdown(self.socket.SHUT_RDWR)
+                    s.shutdown(socket.SHUT_RDWR)  # wakes the other direction's pump
                 except OSError:
                     pass
                 s.close()
 
     def close(self):
-        self.ls.close()
+        self.listener.close()
 
 
 class Ctl:

@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import urllib.error
@@ -605,3 +606,51 @@ def json_lines(text):
         except ValueError:
             pass
     return out
+
+
+class Listener:
+    """A loopback TCP listener: each connection is handed to |on_conn(sock)|
+    on the accepting thread (hand long work to threads of its own)."""
+
+    def __init__(self, on_conn):
+        self.on_conn = on_conn
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(16)
+        self.port = self.ls.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            self.on_conn(c)
+
+    def close(self):
+        self.ls.close()
+
+
+def pump(src, dst):
+    """Copies |src| to |dst| until either ends, then closes both."""
+    try:
+        while True:
+            d = src.recv(65536)
+            if not d:
+                break
+            dst.sendall(d)
+    except OSError:
+        pass
+    for s in (src, dst):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        s.close()
+
+
+def relay(a, b):
+    """Relays |a| and |b| both ways, on two threads."""
+    for x, y in ((a, b), (b, a)):
+        threading.Thread(target=pump, args=(x, y), daemon=True).start()

@@ -396,6 +396,17 @@ static vpp_fleet *fleet_with(int n, int64_t now)
 	return f;
 }
 
+/* Sends every command of |o| at |now|; each is acked 10 ms later. */
+static void send_and_ack(vpp_fleet *f, const vpp_tick_output *o, int64_t now)
+{
+	for (size_t i = 0; i < o->n_commands; i++) {
+		const vpp_command *c = &o->commands[i];
+
+		vpp_fleet_command_sent(f, c->slot, c->seq, c->power_kw, c->valid_until_ms, now);
+		vpp_fleet_ack(f, c->slot, c->seq, 1, now + 10);
+	}
+}
+
 /* Sends every command, acks it, and reports the device at its setpoint x
  * |gain| one tick later. */
 static void follow(vpp_fleet *f, const vpp_tick_output *o, int64_t now, double gain,
@@ -724,13 +735,7 @@ START_TEST(fleet_staleness)
 		uint32_t s;
 
 		ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
-		for (size_t i = 0; i < o.n_commands; i++) {
-			const vpp_command *c = &o.commands[i];
-
-			vpp_fleet_command_sent(f, c->slot, c->seq, c->power_kw, c->valid_until_ms,
-					       now);
-			vpp_fleet_ack(f, c->slot, c->seq, 1, now + 10);
-		}
+		send_and_ack(f, &o, now);
 		for (s = 0; s < 3; s++) {
 			vpp_telemetry t = {0};
 
@@ -786,13 +791,7 @@ START_TEST(fleet_sensor_fault_counts_as_silence)
 	ck_assert_int_eq(vpp_fleet_set_target(f, 6, now + 100000, 0, now), 0);
 	for (int k = 0; k < 20; k++, now += 1000) {
 		ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
-		for (size_t i = 0; i < o.n_commands; i++) {
-			const vpp_command *c = &o.commands[i];
-
-			vpp_fleet_command_sent(f, c->slot, c->seq, c->power_kw, c->valid_until_ms,
-					       now);
-			vpp_fleet_ack(f, c->slot, c->seq, 1, now + 10);
-		}
+		send_and_ack(f, &o, now);
 		for (uint32_t s = 0; s < 4; s++) {
 			vpp_telemetry t = {0};
 
@@ -970,13 +969,7 @@ START_TEST(fleet_cusum_degraded_recovered)
 				recovered_at = k;
 			}
 		}
-		for (size_t i = 0; i < o.n_commands; i++) {
-			const vpp_command *c = &o.commands[i];
-
-			vpp_fleet_command_sent(f, c->slot, c->seq, c->power_kw, c->valid_until_ms,
-					       now);
-			vpp_fleet_ack(f, c->slot, c->seq, 1, now + 10);
-		}
+		send_and_ack(f, &o, now);
 		for (uint32_t s = 0; s < 10; s++) {
 			vpp_telemetry t = {0};
 			/* Device 7 delivers half between ticks 10 and 30. */
