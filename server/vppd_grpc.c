@@ -4,6 +4,7 @@
 #include "vppd_int.h"
 #include "vpp/device.h"
 #include "vpp/echo.h"
+#include "vpp/clock.h"
 #include "vpp/error.h"
 #include "vpp/health.h"
 #include "vpp/log.h"
@@ -162,6 +163,10 @@ int vppd_grpc_start(const vppd_config *cfg, vpp_store *store, vppd_grpc **ret)
 	po.params.lease_ms = cfg->lease_ms;
 	po.params.ack_timeout_ms = cfg->ack_timeout_ms;
 	po.params.deadband_kw = cfg->deadband_kw;
+	/* Setpoint seqs above any the previous vppd sent (at most one per
+	 * device per tick, ticks >= 10 ms): a device's late ack of one of
+	 * those, on its new session, is then recognisably old. */
+	po.params.seq_base = (uint64_t)vpp_wall_ms() * 1000;
 	/* Renew leases with a third of them left (3 s by default), and at
 	 * least two ticks ahead of their end. */
 	if (po.params.renew_before_ms >= po.params.lease_ms)

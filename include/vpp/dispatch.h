@@ -79,6 +79,11 @@ typedef struct vpp_dispatch_params {
 				    * samples, x rating per sqrt(s) */
 	double soc_sigma_growth_per_h; /* 0.01: drift of SoC between samples */
 	double energy_eps_kwh;     /* 0.001: floor of e_i */
+	uint64_t seq_base;         /* 0: each device's setpoint seqs start at
+				    * seq_base + 1 (vppd passes its start time
+				    * in us, so seqs keep rising across restarts
+				    * and a late ack of the last process's seq
+				    * is not taken for one never sent) */
 } vpp_dispatch_params;
 
 void vpp_dispatch_params_default(vpp_dispatch_params *p);

@@ -85,7 +85,8 @@ int vpp_dispatch_params_check(const vpp_dispatch_params *p)
 	    !(isfinite(p->default_power_sigma_kw) && p->default_power_sigma_kw > 0) ||
 	    !(isfinite(p->default_soc_sigma) && p->default_soc_sigma > 0) ||
 	    !nonneg(p->power_sigma_growth) || !nonneg(p->soc_sigma_growth_per_h) ||
-	    !(isfinite(p->energy_eps_kwh) && p->energy_eps_kwh > 0))
+	    !(isfinite(p->energy_eps_kwh) && p->energy_eps_kwh > 0) ||
+	    p->seq_base > (uint64_t)INT64_MAX / 2)
 		return VPP_EINVAL;
 	return 0;
 }
@@ -233,7 +234,7 @@ static void reset_slot(vpp_fleet *f, uint32_t s)
 	f->cs_pos[s] = f->cs_neg[s] = 0;
 	f->good_streak[s] = 0;
 	f->c_seq[s] = 0;
-	f->next_seq[s] = 1;
+	f->next_seq[s] = f->prm.seq_base + 1;
 	f->c_p[s] = f->c_prev[s] = 0;
 	f->c_at[s] = f->c_until[s] = f->c_prev_at[s] = 0;
 	f->gone_until[s] = 0;

@@ -290,7 +290,7 @@ def body(r):
         while time.time() < deadline and "setpoint" not in d.kinds():
             time.sleep(0.02)
         assert "setpoint" in d.kinds(), d.kinds()
-        d.q.put(dmod.DeviceMessage(ack=dmod.Ack(setpoint_seq=10 ** 9, accepted=True)))
+        d.q.put(dmod.DeviceMessage(ack=dmod.Ack(setpoint_seq=2 ** 62, accepted=True)))
 
     r.case("an Ack for a setpoint never sent: INVALID_ARGUMENT",
            ended_with, "dev-00003", grpc.StatusCode.INVALID_ARGUMENT, "unknown_ack", ack_unknown_seq, auto=False)
@@ -560,6 +560,28 @@ def body(r):
 
     r.case("a device reporting every 20 s is online 5 s after its report (staleness in intervals)",
            slow_interval_not_stale)
+
+    def seqs_rise_across_restarts():
+        # vppd-2 started after vppd: its setpoint seqs are above any vppd
+        # sent, so a device's late ack of its last one, arriving on the new
+        # session after that session's first setpoint, is recognisably old
+        # (counted stale), not taken for a seq never sent (which would end
+        # the session).
+        old = max(v.seq for k, v in good.got if k == "setpoint")
+        d = Device(env2, "dev-00005", auto=False)
+        assert d.wait_for("setpoint"), d.kinds()
+        new = [v.seq for k, v in d.got if k == "setpoint"]
+        assert min(new) > old, (old, new)
+        before = vt.read_metrics(env2.admin).get("vpp_device_stale_acks_total") or 0
+        d.q.put(d.d.DeviceMessage(ack=d.d.Ack(setpoint_seq=old, accepted=True)))
+        time.sleep(1.0)
+        assert not d.done.is_set(), "the session ended: %s %s" % (d.status, d.details)
+        after = vt.read_metrics(env2.admin).get("vpp_device_stale_acks_total") or 0
+        assert after == before + 1, (before, after)
+        d.close()
+
+    r.case("setpoint seqs rise across vppd restarts: a late ack of the last process's is stale",
+           seqs_rise_across_restarts)
 
     def slow_reader():
         other = Device(env2, "dev-00001")

@@ -628,6 +628,27 @@ START_TEST(fleet_no_long_lease_after_the_operators_setpoint)
 }
 END_TEST
 
+START_TEST(fleet_seqs_start_above_the_base)
+{
+	vpp_dispatch_params prm;
+	vpp_fleet *f;
+	vpp_tick_output o;
+	uint32_t s;
+
+	vpp_dispatch_params_default(&prm);
+	prm.seq_base = 1764547200000000ULL; /* a start time in us */
+	ck_assert_int_eq(vpp_fleet_new(&prm, &f), 0);
+	ck_assert_int_eq(vpp_fleet_add(f, "dev-0", &std_rt, &s), 0);
+	ck_assert_int_eq(vpp_fleet_connect(f, s, 1000000), 0);
+	ck_assert_int_eq(vpp_fleet_tick(f, 1000000, &o), 0);
+	ck_assert_uint_eq(o.n_commands, 1);
+	ck_assert_uint_eq(o.commands[0].seq, prm.seq_base + 1);
+	vpp_fleet_free(f);
+	prm.seq_base = UINT64_MAX - 5; /* no room to count up: refused */
+	ck_assert_int_eq(vpp_fleet_new(&prm, &f), VPP_EINVAL);
+}
+END_TEST
+
 START_TEST(fleet_leases_follow_an_earlier_end)
 {
 	int64_t now = 1000000;
@@ -1109,6 +1130,7 @@ Suite *test_dispatch_suite(void)
 	tcase_add_test(tc, fleet_expiry_ends_a_ramp_at_once);
 	tcase_add_test(tc, fleet_leases_end_with_the_operators_setpoint);
 	tcase_add_test(tc, fleet_leases_follow_an_earlier_end);
+	tcase_add_test(tc, fleet_seqs_start_above_the_base);
 	tcase_add_test(tc, fleet_no_long_lease_after_the_operators_setpoint);
 	tcase_add_test(tc, fleet_tracking_error_without_fresh_telemetry);
 	tcase_add_test(tc, fleet_ack_timeout_moves_share);
