@@ -256,6 +256,21 @@ static void skip_damaged(vpp_store *s, int rv)
 /* Statements of one replay chunk are held in memory until they commit. */
 #define REPLAY_STMT_BYTES (4u << 20)
 
+/* A journal record that checks out but cannot be decoded (written by
+ * another version of vppd?): it cannot be replayed, so it is lost, and
+ * said so. */
+static void undecodable(vpp_store *s, bool row, uint16_t type)
+{
+	static vpp_log_limit lines;
+	uint32_t more;
+	vpp__store_lost(s, row ? 1 : 0, row ? 0 : 1);
+	if (vpp_log_limit_take(&lines, (int64_t)uv_now(&s->loop), 5, 10000, &more))
+		vpp_log(VPP_LOG_ERROR, "store",
+		        "journal %s: a record of type %u cannot be decoded (written by another "
+		        "version?): counted lost (%u more not logged before it)",
+		        s->journal_dir, (unsigned)type, more);
+}
+
 /* Reads the next chunk of the journal: up to a batch of telemetry rows (to
  * the COPY connection) and the statements between them (to the pipeline),
  * at most REPLAY_STMT_BYTES of those. */
@@ -280,7 +295,11 @@ static void replay_next(vpp_store *s)
 		if (type == VPP__JREC_TELEMETRY) {
 			if (vpp__row_decode(p, len, &b->rows[b->n]) == 0)
 				b->n++;
-		} else if (type == VPP__JREC_STMT) {
+			else
+				undecodable(s, true, type);
+		} else if (type != VPP__JREC_STMT) {
+			undecodable(s, false, type);
+		} else {
 			vpp__item *it = calloc(1, sizeof(*it));
 			if (!it || !(it->st.blob = malloc(len))) {
 				free(it);
@@ -309,8 +328,10 @@ static void replay_next(vpp_store *s)
 		}
 		return;
 	}
-	/* This chunk ends the journal: new work stops going into it. */
-	if (rv == VPP_ENOENT)
+	/* This chunk ends the journal: new work stops going into it. Not
+	 * while records wait in the write buffer: they come after this chunk
+	 * (a device registration, say, that new rows would otherwise pass). */
+	if (rv == VPP_ENOENT && vpp_journal_unwritten(s->journal) == 0)
 		s->tail_replay = true;
 	s->replay_active = true;
 	s->replay_end = s->read_pos;

@@ -727,6 +727,28 @@ def test_damaged_segment_costs_only_itself(pg):
     check("unreadable record in segment" in err, f"damage not logged: {err[-2000:]}")
 
 
+def test_undecodable_records_counted_lost(pg):
+    """Journal records whose checksum is right but whose content cannot be
+    decoded (another version wrote them?) cannot be replayed: each is
+    counted lost and logged, and the records around them are replayed."""
+    reset(pg)
+    j = tempfile.mkdtemp(prefix="vpp-j-")
+    base = int(time.time() * 1000) - 600000
+    good = [jrow("udev-1", i, base + i) for i in range(20)]
+    bad_row = jrecord(JREC_TELEMETRY, b"\x05short")
+    unknown = jrecord(99, b"whatever")
+    write_segment(j, 1, good[:10] + [bad_row, unknown] + good[10:])
+    try:
+        r = replay(pg, j)
+    finally:
+        shutil.rmtree(j, ignore_errors=True)
+    st = parse_stats([ln for ln in r.stdout.splitlines() if ln.startswith("drained")][-1])
+    check(st["rows_lost"] == 1 and st["writes_lost"] == 1, f"not counted: {st}")
+    got = int(pg.psql("SELECT count(*) FROM telemetry WHERE device_id = 'udev-1'"))
+    check(got == 20, f"{got} rows replayed, want 20")
+    check("cannot be decoded" in r.stderr, f"not logged: {r.stderr[-2000:]}")
+
+
 def test_late_upsert_does_not_roll_back(pg):
     """Node A journaled a device's registration; the device moved to node B,
     which registered it later; A's journal replayed afterwards changes
@@ -802,7 +824,7 @@ def main():
                       test_writer_sigkill_with_torn_journal, test_vppd_replays_journal,
                       test_bad_rows_rejected,
                       test_db_error_isolated, test_read_only_database_keeps_rows,
-                      test_silent_database_times_out,
+                      test_silent_database_times_out, test_undecodable_records_counted_lost,
                       test_api_writes_and_reads, test_damaged_segment_costs_only_itself,
                       test_late_upsert_does_not_roll_back,
                       test_failing_maintenance_does_not_stop_writes]:
