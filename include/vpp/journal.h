@@ -71,7 +71,9 @@ int vpp_journal_sync(vpp_journal *j);
 /* Reads the record at |*pos| (written and committed records only). On 0,
  * sets |*type|, |*payload| (valid until the next call on |j|), |*len| and
  * advances |*pos| to the next record. Returns VPP_ENOENT at the end,
- * VPP_ECORRUPT if the record changed under us, VPP_EIO. A |*pos| of {0, 0}
+ * VPP_ECORRUPT if the record changed under us, VPP_EIO, VPP_EAGAIN when
+ * the segment cannot be opened for now (out of descriptors: try again
+ * later, nothing is wrong with it). A |*pos| of {0, 0}
  * means the oldest record. */
 int vpp_journal_read(vpp_journal *j, vpp_journal_pos *pos, uint16_t *type, const void **payload,
                      size_t *len);

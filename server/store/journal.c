@@ -113,7 +113,16 @@ static int seg_scan(vpp_journal *j, uint64_t no, uint64_t *valid, uint64_t *disc
 	while (off < size) {
 		size_t want = size - off < cap ? (size_t)(size - off) : cap;
 		ssize_t n = pread(fd, buf, want, (off_t)off);
-		if (n <= 0)
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			/* A read error is not a torn tail: keep the segment
+			 * whole and refuse to open rather than truncate it. */
+			free(buf);
+			close(fd);
+			return VPP_EIO;
+		}
+		if (n == 0)
 			break;
 		size_t pos = 0, rec;
 		while ((rec = record_check(buf + pos, (size_t)n - pos)) != 0)
@@ -400,8 +409,13 @@ static int window_fill(vpp_journal *j, uint64_t no, uint64_t off, size_t need, u
 		j->rfd = openat(j->dirfd, name, O_RDONLY | O_CLOEXEC);
 		j->rno = no;
 		j->rlen = 0;
+		/* Out of descriptors or memory says nothing of the segment:
+		 * the caller tries again later rather than giving it up. */
 		if (j->rfd < 0)
-			return VPP_EIO;
+			return errno == EMFILE || errno == ENFILE || errno == ENOMEM ||
+					       errno == EINTR
+				       ? VPP_EAGAIN
+				       : VPP_EIO;
 	}
 	size_t want = need > READ_WINDOW ? need : READ_WINDOW;
 	if (size - off < want)

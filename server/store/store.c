@@ -842,6 +842,11 @@ int vpp_store_start(const vpp_store_options *o, vpp_store **ret)
 	if ((rv = vpp_journal_open(o->journal_dir, &jo, &s->journal, &discarded)) != 0)
 		goto fail;
 	vpp_counter_add(vpp__sm.journal_discarded, discarded);
+	if (discarded)
+		vpp_log(VPP_LOG_WARN, "store",
+		        "journal %s: %llu bytes after the last whole record were cut at open (a "
+		        "write torn by a crash, or damage): those records are lost",
+		        o->journal_dir, (unsigned long long)discarded);
 	atomic_store(&s->journal_bytes, vpp_journal_bytes(s->journal));
 	if (vpp_journal_bytes(s->journal) > 0)
 		set_spilling(s, true);

@@ -3,10 +3,12 @@
  * released, one process per folder, and CRC-32C matches the standard. */
 #include <check.h>
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -378,6 +380,46 @@ static int read_skipping(vpp_journal *j, uint64_t *skipped)
 /* A record damaged after open (a disk error) costs the rest of its segment,
  * not the segments after it; a damaged write segment is closed, so that new
  * records stay readable. */
+/* Out of descriptors says nothing about a segment: reading it reports
+ * "try again" (the store retries) instead of damage (it would give up the
+ * rest of the segment, and release would delete it). */
+START_TEST(out_of_descriptors_is_not_damage)
+{
+	vpp_journal *j;
+	vpp_journal_options o = opts(0);
+	uint64_t disc;
+	mkdir_tmp();
+	ck_assert_int_eq(vpp_journal_open(dir, &o, &j, &disc), 0);
+	append_n(j, 0, 10);
+	vpp_journal_close(j);
+	ck_assert_int_eq(vpp_journal_open(dir, &o, &j, &disc), 0);
+
+	struct rlimit was, few;
+	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &was), 0);
+	few = was;
+	few.rlim_cur = 64;
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &few), 0);
+	int fds[64], n = 0, fd;
+	while (n < 64 && (fd = open("/dev/null", O_RDONLY)) >= 0)
+		fds[n++] = fd;
+	ck_assert_int_eq(errno, EMFILE);
+	vpp_journal_pos pos = {0, 0};
+	uint16_t type;
+	const void *p;
+	size_t len;
+	int rv = vpp_journal_read(j, &pos, &type, &p, &len);
+	while (n > 0)
+		close(fds[--n]);
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &was), 0);
+	ck_assert_int_eq(rv, VPP_EAGAIN);
+	ck_assert_uint_eq(pos.seg, 0);
+	ck_assert_uint_eq(pos.off, 0);
+	expect_records(j, 0, 10); /* once descriptors are back, all there */
+	vpp_journal_close(j);
+	rm_tmp();
+}
+END_TEST
+
 START_TEST(damage_found_while_reading_skips_one_segment)
 {
 	vpp_journal *j;
@@ -424,6 +466,7 @@ Suite *test_journal_suite(void)
 	tcase_add_test(tc, one_owner_per_folder);
 	tcase_add_test(tc, oversized_record_refused);
 	tcase_add_test(tc, damage_found_while_reading_skips_one_segment);
+	tcase_add_test(tc, out_of_descriptors_is_not_damage);
 	suite_add_tcase(s, tc);
 	return s;
 }
