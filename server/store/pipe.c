@@ -251,7 +251,10 @@ void vpp__pipe_orphan(vpp_store *s, vpp__item *it, int status)
 	if (it->kind == VPP__IT_WRITE && !it->from_journal) {
 		vpp__store_journal_item(s, it);
 	} else if (it->kind == VPP__IT_WRITE) {
-		vpp__store_replay_abandon(s);
+		/* Of an older chunk, already abandoned: the current one is
+		 * not at fault. */
+		if (it->gen == s->replay_gen)
+			vpp__store_replay_abandon(s);
 	} else if (is_read(it)) {
 		read_fail(it, status);
 	}

@@ -226,7 +226,18 @@ void vpp__store_replay_abandon(vpp_store *s)
 	if (!s->replay_active)
 		return;
 	/* What was sent of this chunk is still in the journal: start over from
-	 * the oldest record; deduplication absorbs what did commit. */
+	 * the oldest record; deduplication absorbs what did commit. What was
+	 * not sent yet is dropped here, or the next chunk would queue it a
+	 * second time (and again at every abandon). */
+	vpp__itemq keep = {0};
+	vpp__item *it;
+	while ((it = vpp__itemq_pop(&s->pending)) != NULL) {
+		if (it->from_journal && it->gen == s->replay_gen)
+			vpp__item_free(it);
+		else
+			vpp__itemq_push(&keep, it);
+	}
+	s->pending = keep;
 	s->replay_gen++;
 	s->replay_active = false;
 	s->tail_replay = false;
