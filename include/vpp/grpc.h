@@ -174,7 +174,8 @@ void vpp_grpc_server_free(vpp_grpc_server *s);
 /* Queues one message (copied). Returns 0; VPP_EFULL when the outbound queue
  * is over its limit (nothing queued: wait for on_writable); VPP_ETOOBIG over
  * the message size limit; VPP_ECLOSED after finish/close-send or when the
- * call is over. */
+ * call is over. Never frees |c|: a connection that fails while writing
+ * closes on the next loop turn (on_done follows then). */
 int vpp_grpc_call_send(vpp_grpc_call *c, const uint8_t *data, size_t len);
 
 /* Bytes queued on this call and not yet handed to HTTP/2. */

@@ -390,7 +390,7 @@ restart:
 int vpp_grpc_call_send(vpp_grpc_call *call, const uint8_t *data, size_t len)
 {
 	vpp_grpc_conn *c = call->conn;
-	if (call->done || call->finishing || c->closing)
+	if (call->done || call->finishing || c->closing || c->close_deferred)
 		return VPP_ECLOSED;
 	if (len > c->max_message_bytes || len > UINT32_MAX)
 		return VPP_ETOOBIG;
@@ -422,7 +422,11 @@ int vpp_grpc_call_send(vpp_grpc_call *call, const uint8_t *data, size_t len)
 	} else {
 		resume(call);
 	}
+	/* A write failing now closes the connection on the next loop turn:
+	 * the caller may still use its call and its own state. */
+	c->in_api++;
 	vpp__conn_flush(c);
+	c->in_api--;
 	return 0;
 }
 
@@ -603,7 +607,9 @@ void vpp_grpc_call_pause_recv(vpp_grpc_call *call, bool paused)
 	if (!paused && call->pending_consume && c->h2) {
 		nghttp2_session_consume(c->h2, call->stream_id, call->pending_consume);
 		call->pending_consume = 0;
+		c->in_api++; /* as in vpp_grpc_call_send */
 		vpp__conn_flush(c);
+		c->in_api--;
 	}
 }
 

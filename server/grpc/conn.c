@@ -173,7 +173,7 @@ static void flush_failed(vpp_grpc_conn *c, int rv)
 
 void vpp__conn_flush(vpp_grpc_conn *c)
 {
-	if (c->closing || c->in_h2)
+	if (c->closing || c->in_h2 || c->close_deferred)
 		return;
 	c->in_h2 = true;
 	if (c->h2 && (c->tls_done || c->ssl == NULL)) {
@@ -438,7 +438,7 @@ static bool conn_ready(const vpp_grpc_conn *c)
 
 void vpp__conn_arm_timer(vpp_grpc_conn *c)
 {
-	if (c->closing)
+	if (c->closing || c->close_deferred)
 		return;
 	uint64_t now = uv_now(c->loop), next = UINT64_MAX;
 	bool ready = conn_ready(c);
@@ -467,6 +467,11 @@ static void on_timer(uv_timer_t *t)
 	vpp_grpc_conn *c = t->data;
 	uint64_t now = uv_now(c->loop);
 	bool ready = conn_ready(c);
+	if (c->close_deferred && !c->closing) {
+		c->close_deferred = false;
+		vpp__conn_close(c, c->close_err);
+		return;
+	}
 	if (c->closing || c->want_close)
 		return;
 	if (!ready && c->handshake_timeout_ms && now >= c->opened_ms + c->handshake_timeout_ms) {
@@ -524,6 +529,15 @@ void vpp__conn_close(vpp_grpc_conn *c, int err)
 		/* Inside an nghttp2 callback: the session cannot be freed now. */
 		c->want_close = true;
 		c->close_err = err;
+		return;
+	}
+	if (c->in_api) {
+		if (!c->close_deferred) {
+			c->close_deferred = true;
+			c->want_close = true;
+			c->close_err = err;
+			uv_timer_start(&c->timer, on_timer, 0, 0);
+		}
 		return;
 	}
 	c->closing = true;

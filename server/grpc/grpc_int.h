@@ -205,6 +205,11 @@ struct vpp_grpc_conn {
 	bool ping_outstanding;
 	bool reading;
 	bool in_h2;	    /* inside nghttp2 mem_recv/mem_send: no re-entry */
+	/* Inside a handler's own API call (vpp_grpc_call_send, ..._pause_recv):
+	 * a close it causes waits for the next loop turn (close_deferred), so
+	 * the handler's call and state outlive the API call. */
+	uint8_t in_api;
+	bool close_deferred;
 	bool any_want_writable;
 	/* Server admission (admission.c): waiting for a turn, or handshaking. */
 	struct vpp__admission *adm;

@@ -650,6 +650,44 @@ def body(r):
     r.case("with the store full, every accepted telemetry row is kept or waiting, none dropped",
            store_full_loses_nothing)
 
+    # TLS writes that fail (an OpenSSL error, out of memory) while vppd
+    # sends a setpoint: the connection closes on the next loop turn, not
+    # under the session still using it (under ASan a use after free
+    # aborted vppd). A shim makes SSL_write fail while a flag file exists.
+    shim = os.path.join(vt.build_dir(), "tests", "integration", "fail_ssl_write.so")
+    flag = os.path.join(vt.tempdir("vpp-failwrite-"), "fail")
+    penv = dict(os.environ, VPP_TEST_FAIL_SSL_WRITE=flag)
+    asan = subprocess.run(["sh", "-c", "ldd %s | awk '/libasan/ {print $3}'" %
+                           os.path.join(vt.build_dir(), "server", "vppd")],
+                          capture_output=True, text=True).stdout.strip()
+    penv["LD_PRELOAD"] = " ".join(p for p in (asan, shim) if p)
+    env4 = Env(certs=env.dir, name="vppd-4", proc_env=penv)
+    r.on_fail.append(lambda: env4.proc.log_tail(30))
+
+    def write_failure_mid_setpoint():
+        d = Device(env4, "dev-00006")
+        assert d.wait_for("welcome"), d.kinds()
+        d.telemetry(power=0.0, soc=0.5)
+        assert d.wait_for("setpoint"), d.kinds()
+        open(flag, "w").close()
+        op, g, md = env4.operator()
+        op.SetFleetSetpoint(g.SetFleetSetpointRequest(target_kw=3.0, valid_for_s=60, request_id="fw-1",
+                                                        reason="test"), metadata=md)
+        d.wait_end(10)
+        os.unlink(flag)
+        time.sleep(0.5)
+        assert env4.proc.p.poll() is None, "vppd died:\n" + env4.proc.log_tail(40)
+        assert "TLS write failed" in env4.proc.log_tail(200), env4.proc.log_tail(20)
+        d.close()
+        again = Device(env4, "dev-00006")
+        assert again.wait_for("welcome"), again.kinds()
+        again.close()
+        env4.proc.signal(15)
+        assert env4.proc.wait(30) == 0, "vppd exit status"
+
+    r.case("a TLS write failing while a setpoint goes out closes that session only, vppd carries on",
+           write_failure_mid_setpoint)
+
 
 if __name__ == "__main__":
     vt.main(body, budget_s=240)
