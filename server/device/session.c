@@ -737,7 +737,8 @@ void vpp__dev_sweep(uv_timer_t *t)
 			    "no Hello within %u ms", d->o.hello_timeout_ms);
 			continue;
 		}
-		if (now - s->last_rx > d->o.silence_timeout_ms) {
+		/* Not while vppd itself stopped reading it (store full). */
+		if (!s->blocked && now - s->last_rx > d->o.silence_timeout_ms) {
 			end(s, DR_SILENT, VPP_BYE_TIMEOUT, VPP_GRPC_UNAVAILABLE,
 			    "silent for %llu ms", (unsigned long long)(now - s->last_rx));
 			continue;
@@ -771,6 +772,7 @@ void vpp__dev_retry(uv_timer_t *t)
 			if (!s || !s->blocked)
 				continue;
 			s->blocked = false;
+			s->last_rx = uv_now(dl->loop); /* its silence was ours */
 			vpp_grpc_call_pause_recv(s->call, false);
 		}
 	}
