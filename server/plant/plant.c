@@ -504,16 +504,29 @@ static void on_tick(uv_timer_t *t)
 	}
 }
 
+/* Gives back the memory of messages posted after the last drain. */
+static void drop_posted(vpp_plant *p)
+{
+	vpp_plant_msg m;
+	for (int i = 0; i < p->nloops; i++)
+		while (p->links[i].in && vpp_ring_pop(p->links[i].in, &m))
+			if (m.type == VPP_PM_HELLO)
+				free(m.u.hello);
+}
+
 static void thread_main(void *arg)
 {
 	vpp_plant *p = arg;
 	uv_run(&p->loop, UV_RUN_DEFAULT);
-	/* Anything posted after the last drain still needs its memory back. */
-	vpp_plant_msg m;
+	drop_posted(p);
+}
+
+static size_t backlog_left(const vpp_plant *p)
+{
+	size_t n = 0;
 	for (int i = 0; i < p->nloops; i++)
-		while (vpp_ring_pop(p->links[i].in, &m))
-			if (m.type == VPP_PM_HELLO)
-				free(m.u.hello);
+		n += p->links[i].attached ? p->links[i].nbacklog : 0;
+	return n;
 }
 
 int vpp_plant_start(vpp_plant *p)
@@ -566,7 +579,18 @@ void vpp_plant_stop(vpp_plant *p)
 		vpp_plant_out m = {.type = VPP_PO_SHUTDOWN};
 		send_out(p, i, &m, false);
 	}
+	/* A full ring leaves the rest, the shutdown last, in the backlog: the
+	 * loops still run and empty their rings, so push until it is all in
+	 * (a loop that never ends its sessions would keep vppd from exiting). */
 	flush_links(p);
+	for (int waited = 0; backlog_left(p) && waited < 5000; waited++) {
+		uv_sleep(1);
+		flush_links(p);
+	}
+	if (backlog_left(p))
+		vpp_log(VPP_LOG_ERROR, "dispatch",
+			"%zu messages for the I/O loops not delivered at shutdown: a loop is stuck",
+			backlog_left(p));
 	for (int i = 0; i < p->nloops; i++) {
 		loop_link *l = &p->links[i];
 		if (!l->attached)
@@ -583,6 +607,7 @@ void vpp_plant_free(vpp_plant *p)
 	if (p->thread_started)
 		vpp_plant_stop(p);
 	if (p->links) {
+		drop_posted(p); /* posted after the dispatch thread ended */
 		for (int i = 0; i < p->nloops; i++) {
 			vpp_ring_free(p->links[i].in);
 			vpp_ring_free(p->links[i].out);
