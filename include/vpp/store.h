@@ -160,7 +160,8 @@ bool vpp_store_ready(vpp_store *s, char *why, size_t whylen);
 
 typedef struct {
 	uint64_t submitted;   /* telemetry rows accepted by vpp_store_submit_telemetry */
-	uint64_t durable;     /* of those: committed, journaled or rejected by the store thread */
+	uint64_t durable;     /* of those: committed, written to the journal or rejected by the
+			       * store thread */
 	uint64_t committed;   /* telemetry rows committed (incl. replays and duplicates skipped) */
 	uint64_t journaled;   /* telemetry rows written to the journal */
 	uint64_t replayed;    /* telemetry rows committed from the journal */

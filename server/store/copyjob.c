@@ -148,9 +148,7 @@ static void batch_give_back(vpp_store *s)
 {
 	vpp__batch *b = &s->inflight;
 	if (b->n && !b->from_journal) {
-		if (vpp__store_journal_rows(s, b->rows, b->n) == 0)
-			atomic_fetch_add(&s->n_durable, b->n);
-		else
+		if (vpp__store_journal_rows(s, b->rows, b->n) != 0)
 			vpp__store_lost(s, b->n, 0);
 	} else if (b->n) {
 		vpp__store_replay_abandon(s);

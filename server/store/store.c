@@ -150,6 +150,7 @@ int vpp__store_journal_rows(vpp_store *s, const vpp_telemetry_row *r, size_t n)
 		}
 	}
 	set_spilling(s, true);
+	s->rows_unwritten += n; /* durable once a commit writes them */
 	atomic_fetch_add(&s->n_journaled, n);
 	vpp_counter_add(vpp__sm.rows_journaled, n);
 	return 0;
@@ -493,10 +494,8 @@ static void drain_deferred(vpp_store *s, bool final)
 				s->cur.rows[s->cur.n++] = d->row;
 				continue;
 			}
-			if (!direct && vpp__store_journal_rows(s, &d->row, 1) == 0) {
-				atomic_fetch_add(&s->n_durable, 1);
+			if (!direct && vpp__store_journal_rows(s, &d->row, 1) == 0)
 				continue;
-			}
 		} else if (final || now - d->since >= DEFER_GRACE_MS) {
 			vpp__store_reject(s, VPP_REJECT_UNKNOWN_DEVICE, 1);
 			atomic_fetch_add(&s->n_durable, 1);
@@ -521,7 +520,6 @@ static void drain_rows(vpp_store *s)
 	if (!direct && s->cur.n) {
 		if (vpp__store_journal_rows(s, s->cur.rows, s->cur.n) != 0)
 			return; /* out of memory: the rows stay in the batch and the queue */
-		atomic_fetch_add(&s->n_durable, s->cur.n);
 		s->cur.n = 0;
 	}
 	while (budget--) {
@@ -531,7 +529,6 @@ static void drain_rows(vpp_store *s)
 				break;
 			if (vpp__store_journal_rows(s, s->cur.rows, s->cur.n) != 0)
 				break;
-			atomic_fetch_add(&s->n_durable, s->cur.n);
 			s->cur.n = 0;
 			direct = false;
 		}
@@ -550,9 +547,7 @@ static void drain_rows(vpp_store *s)
 			if (s->cur.n == 0)
 				s->cur.first_ms = uv_now(&s->loop);
 			s->cur.rows[s->cur.n++] = r;
-		} else if (vpp__store_journal_rows(s, &r, 1) == 0) {
-			atomic_fetch_add(&s->n_durable, 1);
-		} else {
+		} else if (vpp__store_journal_rows(s, &r, 1) != 0) {
 			/* Out of memory for the journal buffer: keep the row. */
 			s->cur.rows[0] = r;
 			s->cur.n = 1;
@@ -630,10 +625,20 @@ static void shutdown_now(vpp_store *s)
 		left++;
 	s->cur.n = s->ndeferred = 0;
 	vpp__store_lost(s, left, 0);
-	if (vpp_journal_commit(s->journal) != 0 || vpp_journal_sync(s->journal) != 0)
+	if (vpp_journal_commit(s->journal) == 0) {
+		atomic_fetch_add(&s->n_durable, s->rows_unwritten);
+	} else {
 		vpp_log(VPP_LOG_ERROR, "store",
-		        "journal %s: cannot write its last records at shutdown (%llu bytes held)",
-		        s->journal_dir, (unsigned long long)vpp_journal_bytes(s->journal));
+		        "journal %s: cannot write its last records at shutdown (%llu bytes held): "
+		        "%llu telemetry rows lost",
+		        s->journal_dir, (unsigned long long)vpp_journal_unwritten(s->journal),
+		        (unsigned long long)s->rows_unwritten);
+		vpp__store_lost(s, s->rows_unwritten, 0);
+	}
+	s->rows_unwritten = 0;
+	if (vpp_journal_sync(s->journal) != 0)
+		vpp_log(VPP_LOG_ERROR, "store", "journal %s: cannot sync at shutdown",
+		        s->journal_dir);
 	log_lost(s, true);
 	vpp__pgc_close(&s->copy);
 	vpp__pgc_close(&s->pipe);
@@ -652,7 +657,10 @@ void vpp__store_pump(vpp_store *s)
 	copy_kick(s);
 	drain_rows(s);
 	vpp__pipe_kick(s);
-	if (vpp_journal_commit(s->journal) != 0) {
+	if (vpp_journal_commit(s->journal) == 0) {
+		atomic_fetch_add(&s->n_durable, s->rows_unwritten);
+		s->rows_unwritten = 0;
+	} else {
 		static vpp_log_limit lines;
 		uint32_t more;
 		vpp_counter_inc(vpp__sm.db_errors);
