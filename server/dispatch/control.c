@@ -271,9 +271,11 @@ int vpp_fleet_tick(vpp_fleet *f, int64_t now, vpp_tick_output *out)
 		if ((fl & (F_USED | F_CONNECTED)) != (F_USED | F_CONNECTED))
 			continue;
 		p = f->x_a[s] > 0 ? f->x_p[s] : 0;
-		u = !in_force && p != 0 ? short_until : until;
 		commanded += p;
 		db = fmax(prm->deadband_kw, prm->deadband_frac * vpp__max_rating(&f->rt[s]));
+		/* Within the deadband of 0 a command is as good as 0: a long
+		 * lease, not one re-sent every tick to every device. */
+		u = !in_force && fabs(p) > db ? short_until : until;
 		/* Within the deadband: sent again only when the lease outlives
 		 * the operator's (new, earlier) end, or is about to end and a
 		 * renewal would extend it. */

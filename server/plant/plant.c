@@ -585,6 +585,8 @@ void vpp_plant_stop(vpp_plant *p)
 	flush_links(p);
 	for (int waited = 0; backlog_left(p) && waited < 5000; waited++) {
 		uv_sleep(1);
+		for (int i = 0; i < p->nloops; i++)
+			p->links[i].touched = p->links[i].nbacklog > 0; /* wake it again */
 		flush_links(p);
 	}
 	if (backlog_left(p))

@@ -120,6 +120,32 @@ void vpp__store_update_ready(vpp_store *s)
 
 /* ---- journal ---- */
 
+/* Writes what was appended to the journal; rows count as durable once
+ * written (a failed sync after the write is logged, not held against them).
+ * Returns false when records still wait in memory. */
+static bool commit_journal(vpp_store *s)
+{
+	int rv = vpp_journal_commit(s->journal);
+	int err = errno;
+	if (vpp_journal_unwritten(s->journal) == 0) {
+		atomic_fetch_add(&s->n_durable, s->rows_unwritten);
+		s->rows_unwritten = 0;
+	}
+	if (rv == 0)
+		return true;
+	static vpp_log_limit lines;
+	uint32_t more;
+	vpp_counter_inc(vpp__sm.db_errors);
+	if (vpp_log_limit_take(&lines, (int64_t)uv_now(&s->loop), 1, 10000, &more))
+		vpp_log(VPP_LOG_ERROR, "store",
+		        "journal %s: cannot write or sync (%s): %llu bytes wait in memory; past %u "
+		        "MiB new telemetry is refused (%u more failures)",
+		        s->journal_dir, strerror(err),
+		        (unsigned long long)vpp_journal_unwritten(s->journal),
+		        VPP__JOURNAL_MAX_UNWRITTEN >> 20, more);
+	return vpp_journal_unwritten(s->journal) == 0;
+}
+
 static void set_spilling(vpp_store *s, bool on)
 {
 	s->spilling = on;
@@ -271,10 +297,14 @@ static void skip_damaged(vpp_store *s, int rv)
 /* A journal record that checks out but cannot be decoded (written by
  * another version of vppd?): it cannot be replayed, so it is lost, and
  * said so. */
-static void undecodable(vpp_store *s, bool row, uint16_t type)
+static void undecodable(vpp_store *s, vpp_journal_pos at, bool row, uint16_t type)
 {
 	static vpp_log_limit lines;
 	uint32_t more;
+	/* An abandoned chunk is read again: count each record once. */
+	if (!pos_at_or_after(at, s->undecodable_upto))
+		return;
+	s->undecodable_upto = s->read_pos;
 	vpp__store_lost(s, row ? 1 : 0, row ? 0 : 1);
 	if (vpp_log_limit_take(&lines, (int64_t)uv_now(&s->loop), 5, 10000, &more))
 		vpp_log(VPP_LOG_ERROR, "store",
@@ -295,6 +325,9 @@ static void replay_next(vpp_store *s)
 	size_t len;
 	int rv = 0;
 	b->n = 0;
+	/* What new work appended goes to the file first: the chunk then reads
+	 * it, and only a chunk that reaches the true end is the tail. */
+	commit_journal(s);
 	while (b->n < s->o.batch_rows && stbytes < REPLAY_STMT_BYTES) {
 		vpp_journal_pos at = s->read_pos;
 		rv = vpp_journal_read(s->journal, &s->read_pos, &type, &p, &len);
@@ -308,9 +341,9 @@ static void replay_next(vpp_store *s)
 			if (vpp__row_decode(p, len, &b->rows[b->n]) == 0)
 				b->n++;
 			else
-				undecodable(s, true, type);
+				undecodable(s, at, true, type);
 		} else if (type != VPP__JREC_STMT) {
-			undecodable(s, false, type);
+			undecodable(s, at, false, type);
 		} else {
 			vpp__item *it = calloc(1, sizeof(*it));
 			if (!it || !(it->st.blob = malloc(len))) {
@@ -625,9 +658,7 @@ static void shutdown_now(vpp_store *s)
 		left++;
 	s->cur.n = s->ndeferred = 0;
 	vpp__store_lost(s, left, 0);
-	if (vpp_journal_commit(s->journal) == 0) {
-		atomic_fetch_add(&s->n_durable, s->rows_unwritten);
-	} else {
+	if (!commit_journal(s)) {
 		vpp_log(VPP_LOG_ERROR, "store",
 		        "journal %s: cannot write its last records at shutdown (%llu bytes held): "
 		        "%llu telemetry rows lost",
@@ -657,21 +688,7 @@ void vpp__store_pump(vpp_store *s)
 	copy_kick(s);
 	drain_rows(s);
 	vpp__pipe_kick(s);
-	if (vpp_journal_commit(s->journal) == 0) {
-		atomic_fetch_add(&s->n_durable, s->rows_unwritten);
-		s->rows_unwritten = 0;
-	} else {
-		static vpp_log_limit lines;
-		uint32_t more;
-		vpp_counter_inc(vpp__sm.db_errors);
-		if (vpp_log_limit_take(&lines, (int64_t)uv_now(&s->loop), 1, 10000, &more))
-			vpp_log(VPP_LOG_ERROR, "store",
-			        "journal %s: cannot write (%s): %llu bytes wait in memory; past %u MiB "
-			        "new telemetry is refused (%u more failures)",
-			        s->journal_dir, strerror(errno),
-			        (unsigned long long)vpp_journal_unwritten(s->journal),
-			        VPP__JOURNAL_MAX_UNWRITTEN >> 20, more);
-	}
+	commit_journal(s);
 	uint64_t jb = vpp_journal_bytes(s->journal);
 	atomic_store(&s->journal_bytes, jb);
 	vpp_gauge_set(vpp__sm.journal_bytes, (double)jb);

@@ -368,6 +368,7 @@ struct vpp_store {
 
 	/* Counters (vpp_store_stats). */
 	uint64_t rows_unwritten; /* appended to the journal, not yet written */
+	vpp_journal_pos undecodable_upto; /* counted lost up to here */
 	atomic_uint_fast64_t n_submitted, n_durable, n_committed, n_journaled, n_replayed,
 	    n_rejected, n_writes_done, n_writes_failed, n_rows_lost, n_writes_lost, journal_bytes;
 	atomic_int_fast64_t last_lag_ms, max_lag_ms;

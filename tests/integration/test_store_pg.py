@@ -412,6 +412,38 @@ def test_postgres_sigkill_mid_write(pg):
     expect_exact(pg, 0, rows, base)
 
 
+def test_spilling_ends_under_steady_load(pg):
+    """After an outage, rows go through the journal until its replay
+    reaches the end; then new rows go straight to the database again, while
+    they keep coming (a fleet never stops reporting)."""
+    reset(pg)
+    rows, rate = 60000, 3000  # 20 s of submission
+    base = base_for(rows)
+    j = tempfile.mkdtemp(prefix="vpp-j-")
+    argv = [tool(HEAVY, "store_load"), "load", "--db", pg.conninfo, "--journal", j,
+            "--rows", str(rows), "--devices", str(NDEV), "--rate", str(rate),
+            "--base-ms", str(base), "--wait-s", "60"]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3)
+        pg.kill()
+        time.sleep(2)
+        pg.start()
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        shutil.rmtree(j, ignore_errors=True)
+    check(p.returncode == 0, f"store_load failed: {err[-2000:]} {out[-500:]}")
+    progress = [parse_stats(ln) for ln in out.splitlines() if ln.startswith("progress")]
+    after = [st for st in progress if st["journaled"] > 0 and st["submitted"] < rows - 2 * rate]
+    check(any(st["spilling"] == 0 and st["db_up"] for st in after),
+          f"still going through the journal while rows kept coming: "
+          f"{[(st['submitted'], st['spilling']) for st in after]}")
+    expect_exact(pg, 0, rows, base)
+
+
 def test_writer_sigkill_with_torn_journal(pg):
     reset(pg)
     rows, rate, batch = min(ROWS, 200000), 40000, 2000
@@ -821,6 +853,7 @@ def main():
             for t in [test_migrations, test_upgrade_makes_sigmas_nullable,
                       test_missing_sigma_stored_as_null,
                       test_million_rows_exact, test_postgres_sigkill_mid_write,
+                      test_spilling_ends_under_steady_load,
                       test_writer_sigkill_with_torn_journal, test_vppd_replays_journal,
                       test_bad_rows_rejected,
                       test_db_error_isolated, test_read_only_database_keeps_rows,

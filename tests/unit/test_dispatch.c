@@ -628,6 +628,41 @@ START_TEST(fleet_no_long_lease_after_the_operators_setpoint)
 }
 END_TEST
 
+START_TEST(fleet_no_setpoint_storm_while_one_ramps_down)
+{
+	/* No operator setpoint; one slow battery still discharging 5 kW can
+	 * only ramp down, and the allocator spreads a sliver of its balance
+	 * over the 200 others. Within the deadband that sliver is no command:
+	 * the others are not re-sent a short lease every tick. */
+	const vpp_device_ratings slow = {5, 5, 13.5, 0.1, 0.95, 0.5};
+	int64_t now = 1000000;
+	vpp_fleet *f;
+	vpp_tick_output o;
+	size_t late = 0;
+
+	ck_assert_int_eq(vpp_fleet_new(NULL, &f), 0);
+	for (int i = 0; i <= 200; i++) {
+		char id[32];
+		uint32_t s;
+		vpp_telemetry t = {.seq = 1, .measured_at_ms = now, .received_at_ms = now, .soc = 0.5,
+				   .power_kw = i == 0 ? 5 : 0};
+
+		snprintf(id, sizeof(id), "dev-%03d", i);
+		ck_assert_int_eq(vpp_fleet_add(f, id, i == 0 ? &slow : &std_rt, &s), 0);
+		ck_assert_int_eq(vpp_fleet_connect(f, s, now), 0);
+		ck_assert_int_eq(vpp_fleet_telemetry(f, s, &t), 0);
+	}
+	for (int k = 0; k < 6; k++, now += 1000) {
+		ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
+		if (k >= 2)
+			late += o.n_commands;
+		send_and_ack(f, &o, now);
+	}
+	ck_assert_uint_le(late, 4 * 2); /* the slow one, on its way down */
+	vpp_fleet_free(f);
+}
+END_TEST
+
 START_TEST(fleet_seqs_start_above_the_base)
 {
 	vpp_dispatch_params prm;
@@ -1131,6 +1166,7 @@ Suite *test_dispatch_suite(void)
 	tcase_add_test(tc, fleet_leases_end_with_the_operators_setpoint);
 	tcase_add_test(tc, fleet_leases_follow_an_earlier_end);
 	tcase_add_test(tc, fleet_seqs_start_above_the_base);
+	tcase_add_test(tc, fleet_no_setpoint_storm_while_one_ramps_down);
 	tcase_add_test(tc, fleet_no_long_lease_after_the_operators_setpoint);
 	tcase_add_test(tc, fleet_tracking_error_without_fresh_telemetry);
 	tcase_add_test(tc, fleet_ack_timeout_moves_share);
