@@ -386,27 +386,34 @@ def test_million_rows_exact(pg):
     expect_exact(pg, 0, ROWS, base)
 
 
-def test_postgres_sigkill_mid_write(pg):
-    reset(pg)
-    rows, rate = min(ROWS, 300000), 50000
+def load_through_outage(pg, rows, rate, down_after_s, down_s, wait_s):
+    """Runs store_load at |rate| rows/s while PostgreSQL is killed after
+    |down_after_s| and started again |down_s| later; returns its output."""
     base = base_for(rows)
     j = tempfile.mkdtemp(prefix="vpp-j-")
     argv = [tool(HEAVY, "store_load"), "load", "--db", pg.conninfo, "--journal", j,
             "--rows", str(rows), "--devices", str(NDEV), "--rate", str(rate),
-            "--base-ms", str(base), "--wait-s", "120"]
+            "--base-ms", str(base), "--wait-s", str(wait_s)]
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(rows / rate / 3)
+        time.sleep(down_after_s)
         pg.kill()
-        time.sleep(1.5)
+        time.sleep(down_s)
         pg.start()
-        out, err = p.communicate(timeout=180)
+        out, err = p.communicate(timeout=wait_s + 60)
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
         shutil.rmtree(j, ignore_errors=True)
     check(p.returncode == 0, f"store_load failed: {err[-2000:]} {out[-500:]}")
+    return out, base
+
+
+def test_postgres_sigkill_mid_write(pg):
+    reset(pg)
+    rows, rate = min(ROWS, 300000), 50000
+    out, base = load_through_outage(pg, rows, rate, rows / rate / 3, 1.5, 120)
     st = parse_stats([ln for ln in out.splitlines() if ln.startswith("drained")][-1])
     check(st["journaled"] > 0, f"nothing went through the journal: {st}")
     expect_exact(pg, 0, rows, base)
@@ -418,24 +425,7 @@ def test_spilling_ends_under_steady_load(pg):
     they keep coming (a fleet never stops reporting)."""
     reset(pg)
     rows, rate = 60000, 3000  # 20 s of submission
-    base = base_for(rows)
-    j = tempfile.mkdtemp(prefix="vpp-j-")
-    argv = [tool(HEAVY, "store_load"), "load", "--db", pg.conninfo, "--journal", j,
-            "--rows", str(rows), "--devices", str(NDEV), "--rate", str(rate),
-            "--base-ms", str(base), "--wait-s", "60"]
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(3)
-        pg.kill()
-        time.sleep(2)
-        pg.start()
-        out, err = p.communicate(timeout=120)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-        shutil.rmtree(j, ignore_errors=True)
-    check(p.returncode == 0, f"store_load failed: {err[-2000:]} {out[-500:]}")
+    out, base = load_through_outage(pg, rows, rate, 3, 2, 60)
     progress = [parse_stats(ln) for ln in out.splitlines() if ln.startswith("progress")]
     after = [st for st in progress if st["journaled"] > 0 and st["submitted"] < rows - 2 * rate]
     check(any(st["spilling"] == 0 and st["db_up"] for st in after),
