@@ -1,12 +1,14 @@
 /* vpp-emulator's battery physics and fault assignment (tools/emulator/
  * physics.c, faults.c, rng.c): the ground truth vpp is measured against
  * must itself be right. */
+#include "emul_int.h"
 #include "physics.h"
 #include "vpp/error.h"
 
 #include <check.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 Suite *test_emulator_suite(void);
 
@@ -29,6 +31,39 @@ static vpp__emul_params base(void)
 	};
 	return p;
 }
+
+/* Nearest rank: p90 of ten samples is the ninth, not the largest. */
+START_TEST(percentiles_nearest_rank)
+{
+	vpp__emul_hist h;
+	memset(&h, 0, sizeof(h));
+	for (int i = 0; i < 9; i++)
+		vpp__emul_hist_add(&h, 1000);
+	vpp__emul_hist_add(&h, 100000);
+	ck_assert_uint_lt(vpp__emul_hist_quantile(&h, 0.9), 2000);
+	ck_assert_uint_eq(vpp__emul_hist_quantile(&h, 1.0), 100000);
+	ck_assert_uint_lt(vpp__emul_hist_quantile(&h, 0.5), 2000);
+	memset(&h, 0, sizeof(h));
+	ck_assert_uint_eq(vpp__emul_hist_quantile(&h, 0.99), 0);
+}
+END_TEST
+
+/* Setpoints of one tick share valid_until_ms and server_time_ms; near the
+ * end of an operator's setpoint every tick shares valid_until_ms, so the
+ * groups must tell ticks apart by server_time_ms. */
+START_TEST(fanout_groups_tell_ticks_apart)
+{
+	vpp__emul_groups g = {0};
+	ck_assert_int_eq(vpp__emul_groups_add(&g, 5000, 1000, 100, 1, 100), 0);
+	ck_assert_int_eq(vpp__emul_groups_add(&g, 5000, 1000, 150, 1, 150), 0);
+	ck_assert_int_eq(vpp__emul_groups_add(&g, 5000, 2000, 1100, 1, 1100), 0);
+	ck_assert_uint_eq(g.n, 2);
+	for (size_t i = 0; i < g.cap; i++)
+		if (g.v[i].count)
+			ck_assert_int_le(g.v[i].last_us - g.v[i].first_us, 50);
+	vpp__emul_groups_free(&g);
+}
+END_TEST
 
 START_TEST(soc_integrates_with_efficiency)
 {
@@ -319,6 +354,8 @@ Suite *test_emulator_suite(void)
 	tc = tcase_create("fleet");
 	tcase_add_test(tc, rng_is_deterministic_per_stream);
 	tcase_add_test(tc, faults_exact_disjoint_and_seeded);
+	tcase_add_test(tc, percentiles_nearest_rank);
+	tcase_add_test(tc, fanout_groups_tell_ticks_apart);
 	suite_add_tcase(s, tc);
 	return s;
 }

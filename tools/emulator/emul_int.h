@@ -71,10 +71,13 @@ void vpp__emul_hist_merge(vpp__emul_hist *into, const vpp__emul_hist *h);
 /* The |q| quantile (0..1), in microseconds (the bucket's upper edge). */
 uint64_t vpp__emul_hist_quantile(const vpp__emul_hist *h, double q);
 
-/* Setpoints commanded in the same control tick share valid_until_ms: the
- * fan-out of a tick is the spread of the times devices received them. */
+/* Setpoints commanded in the same control tick share valid_until_ms and
+ * server_time_ms (the tick's time; vppd caps leases at the operator's end,
+ * so near it every tick shares valid_until_ms): the fan-out of a tick is
+ * the spread of the times devices received them. */
 typedef struct {
-	int64_t key; /* valid_until_ms */
+	int64_t key;    /* valid_until_ms */
+	int64_t issued; /* server_time_ms, 0 when the server sends none */
 	uint64_t count;
 	int64_t first_us, last_us; /* true time (Unix µs) of first and last receipt */
 } vpp__emul_group;
@@ -84,8 +87,8 @@ typedef struct {
 	size_t n, cap; /* open addressing, cap a power of two */
 } vpp__emul_groups;
 
-int vpp__emul_groups_add(vpp__emul_groups *g, int64_t key, int64_t at_us, uint64_t count,
-                         int64_t last_us);
+int vpp__emul_groups_add(vpp__emul_groups *g, int64_t key, int64_t issued, int64_t at_us,
+                         uint64_t count, int64_t last_us);
 void vpp__emul_groups_free(vpp__emul_groups *g);
 
 /* ---- counters ------------------------------------------------------------ */
@@ -166,6 +169,7 @@ typedef struct vpp__emul_dev {
 	vpp__emul_rng rng;
 	int64_t clock_offset_ms;
 	int64_t skew_ms; /* server clock − device clock, from welcome and pings */
+	bool skew_known; /* a server time arrived this session (else skew 0) */
 	uint64_t seq;    /* last telemetry seq, kept across sessions */
 	uint32_t attempt, retry_after_ms, interval_ms;
 	uint32_t session_no; /* connect attempts */

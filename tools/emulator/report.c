@@ -135,7 +135,9 @@ static void write_seconds(FILE *o, const vpp__emul_fleet *f)
 static int cmp_group(const void *a, const void *b)
 {
 	const vpp__emul_group *x = a, *y = b;
-	return x->key < y->key ? -1 : x->key > y->key;
+	if (x->key != y->key)
+		return x->key < y->key ? -1 : 1;
+	return x->issued < y->issued ? -1 : x->issued > y->issued;
 }
 
 static void write_fanout(FILE *o, const vpp__emul_fleet *f)
@@ -145,8 +147,8 @@ static void write_fanout(FILE *o, const vpp__emul_fleet *f)
 		const vpp__emul_groups *g = &f->workers[i].groups;
 		for (size_t j = 0; j < g->cap; j++)
 			if (g->v[j].count)
-				vpp__emul_groups_add(&all, g->v[j].key, g->v[j].first_us,
-				                     g->v[j].count, g->v[j].last_us);
+				vpp__emul_groups_add(&all, g->v[j].key, g->v[j].issued,
+				                     g->v[j].first_us, g->v[j].count, g->v[j].last_us);
 	}
 	vpp__emul_group *v = malloc((all.n ? all.n : 1) * sizeof(*v));
 	size_t n = 0;
@@ -178,9 +180,10 @@ static void write_fanout(FILE *o, const vpp__emul_fleet *f)
 	fputs(",\n\"fanout\":[", o);
 	for (size_t j = 0; j < n; j++)
 		fprintf(o,
-		        "%s\n{\"valid_until_ms\":%lld,\"count\":%llu,\"first_ms\":%.3f,"
-		        "\"last_ms\":%.3f,\"fanout_ms\":%.3f}",
-		        j ? "," : "", (long long)v[j].key, (unsigned long long)v[j].count,
+		        "%s\n{\"valid_until_ms\":%lld,\"server_time_ms\":%lld,\"count\":%llu,"
+		        "\"first_ms\":%.3f,\"last_ms\":%.3f,\"fanout_ms\":%.3f}",
+		        j ? "," : "", (long long)v[j].key, (long long)v[j].issued,
+		        (unsigned long long)v[j].count,
 		        v[j].first_us / 1000.0, v[j].last_us / 1000.0,
 		        (v[j].last_us - v[j].first_us) / 1000.0);
 	fputs("]", o);

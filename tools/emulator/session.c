@@ -153,14 +153,19 @@ static void on_setpoint(vpp__emul_dev *d, const Vpp__V1__Setpoint *sp, int64_t n
 	vpp__emul_worker *w = d->w;
 	vpp__emul_count(w, C_SETPOINTS_RECV, 1);
 	vpp__emul_worker_sync(w, now_us);
-	vpp__emul_groups_add(&w->groups, sp->valid_until_ms, now_us, 1, now_us);
+	vpp__emul_groups_add(&w->groups, sp->valid_until_ms, sp->server_time_ms, now_us, 1, now_us);
 	/* The lease lasts valid_until - server_time from now, whatever either
 	 * clock says. From a server that does not send its time, the end is
 	 * mapped to the device clock with the skew learned from Welcome/Ping,
 	 * then to true time. */
-	int64_t until_us = sp->server_time_ms > 0
-	                       ? now_us + (sp->valid_until_ms - sp->server_time_ms) * 1000
-	                       : (sp->valid_until_ms - d->skew_ms - d->clock_offset_ms) * 1000;
+	/* In double and bounded to a day: hostile times neither overflow nor
+	 * give a lease without an end. */
+	double lease_ms = sp->server_time_ms > 0
+	                      ? (double)sp->valid_until_ms - (double)sp->server_time_ms
+	                      : (double)sp->valid_until_ms - (double)d->skew_ms -
+	                            (double)d->clock_offset_ms - (double)now_us / 1000.0;
+	lease_ms = lease_ms > 0 ? (lease_ms < 86400000.0 ? lease_ms : 86400000.0) : 0;
+	int64_t until_us = now_us + (int64_t)(lease_ms * 1000.0);
 	vpp__emul_battery_command(&d->bat, isfinite(sp->power_kw) ? sp->power_kw : 0.0,
 	                          vpp__emul_true_s(w, until_us), vpp__emul_true_s(w, now_us));
 	if (d->fault == VPP__EMUL_F_LATE_ACK && w->cfg->late_ack_ms > 0)
@@ -174,9 +179,16 @@ static void on_setpoint(vpp__emul_dev *d, const Vpp__V1__Setpoint *sp, int64_t n
  * a delayed Ping does not move the lease ends later. */
 static void learn_skew(vpp__emul_dev *d, int64_t server_ms, int64_t now_us, bool first)
 {
+	if (first) {
+		d->skew_ms = 0; /* unknown until a server time arrives */
+		d->skew_known = false;
+	}
+	if (server_ms <= 0 || server_ms > INT64_MAX / 2)
+		return; /* no time given, or none a clock can show */
 	int64_t skew = server_ms - device_ms(d, now_us);
-	if (first || skew > d->skew_ms)
+	if (!d->skew_known || skew > d->skew_ms)
 		d->skew_ms = skew;
+	d->skew_known = true;
 }
 
 static void on_ping(vpp__emul_dev *d, const Vpp__V1__Ping *p, int64_t now_us)

@@ -3,6 +3,7 @@
 #include "emul_int.h"
 #include "vpp/error.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,7 +50,10 @@ uint64_t vpp__emul_hist_quantile(const vpp__emul_hist *h, double q)
 {
 	if (h->count == 0)
 		return 0;
-	uint64_t rank = (uint64_t)(q * (double)h->count);
+	/* Nearest rank: the smallest sample with at least q of them at or
+	 * below it (the 9th of 10 for p90, not the 10th). */
+	double want = ceil(q * (double)h->count);
+	uint64_t rank = want > 1 ? (uint64_t)want - 1 : 0;
 	if (rank >= h->count)
 		rank = h->count - 1;
 	uint64_t seen = 0;
@@ -69,16 +73,16 @@ static uint64_t hash64(int64_t k)
 	return x ^ (x >> 29);
 }
 
-static vpp__emul_group *slot(vpp__emul_group *v, size_t cap, int64_t key)
+static vpp__emul_group *slot(vpp__emul_group *v, size_t cap, int64_t key, int64_t issued)
 {
-	size_t i = (size_t)hash64(key) & (cap - 1);
-	while (v[i].count && v[i].key != key)
+	size_t i = (size_t)(hash64(key) ^ hash64(issued)) & (cap - 1);
+	while (v[i].count && (v[i].key != key || v[i].issued != issued))
 		i = (i + 1) & (cap - 1);
 	return &v[i];
 }
 
-int vpp__emul_groups_add(vpp__emul_groups *g, int64_t key, int64_t at_us, uint64_t count,
-                         int64_t last_us)
+int vpp__emul_groups_add(vpp__emul_groups *g, int64_t key, int64_t issued, int64_t at_us,
+                         uint64_t count, int64_t last_us)
 {
 	if ((g->n + 1) * 2 > g->cap) {
 		size_t cap = g->cap ? g->cap * 2 : 64;
@@ -87,14 +91,15 @@ int vpp__emul_groups_add(vpp__emul_groups *g, int64_t key, int64_t at_us, uint64
 			return VPP_ENOMEM;
 		for (size_t i = 0; i < g->cap; i++)
 			if (g->v[i].count)
-				*slot(v, cap, g->v[i].key) = g->v[i];
+				*slot(v, cap, g->v[i].key, g->v[i].issued) = g->v[i];
 		free(g->v);
 		g->v = v;
 		g->cap = cap;
 	}
-	vpp__emul_group *s = slot(g->v, g->cap, key);
+	vpp__emul_group *s = slot(g->v, g->cap, key, issued);
 	if (!s->count) {
 		s->key = key;
+		s->issued = issued;
 		s->first_us = at_us;
 		s->last_us = last_us;
 		g->n++;
