@@ -374,8 +374,8 @@ static void replay_next(vpp_store *s)
 		return;
 	}
 	/* This chunk ends the journal: new work stops going into it. Not
-	 * while records wait in the write buffer: they come after this chunk
-	 * (a device registration, say, that new rows would otherwise pass). */
+	 * while records still wait in the write buffer (the commit above
+	 * failed): they come after this chunk, and new rows would pass them. */
 	if (rv == VPP_ENOENT && vpp_journal_unwritten(s->journal) == 0)
 		s->tail_replay = true;
 	s->replay_active = true;
