@@ -63,6 +63,7 @@ class FakeServer:
         self.unavailable_first = unavailable_first
         self.lock = threading.Lock()
         self.events = []
+        self.next_seq = 1000
         self.sessions = {}  # device id -> number of hellos seen
         self.queues = {}  # session id -> asyncio.Queue of ServerMessage
         self.active = {}  # session id -> device id
@@ -122,19 +123,21 @@ class FakeServer:
         also carries server_time_ms, on a server clock that has moved that
         far since the Welcome and Pings: a device that times the lease from
         server_time_ms is not fooled. Returns (true send time, lease end in
-        the server clock of the Welcome)."""
+        the server clock of the Welcome, the setpoint's seq)."""
         valid_until = self.server_ms() + lease_ms
+        self.next_seq += 1
+        seq = self.next_seq
 
         def go():
             for sid, q in list(self.queues.items()):
-                sp = self.pb.Setpoint(seq=1000 + len(self.events), power_kw=kw,
+                sp = self.pb.Setpoint(seq=seq, power_kw=kw,
                                       valid_until_ms=valid_until + clock_step_ms)
                 if clock_step_ms:
                     sp.server_time_ms = valid_until + clock_step_ms - lease_ms
                 q.put_nowait(self.pb.ServerMessage(setpoint=sp))
         t = now_ms()
         self.loop.call_soon_threadsafe(go)
-        return t, valid_until
+        return t, valid_until, seq
 
     async def _connect(self, request_iterator, context):
         pb = self.pb
@@ -328,8 +331,12 @@ def body(r):
         time.sleep(0.3)
         # The server's clock has stepped an hour since it said hello: the
         # lease still lasts LEASE_MS from the setpoint's arrival.
-        t_sp, valid_until = srv.broadcast_setpoint(SETPOINT_KW, LEASE_MS, clock_step_ms=3600000)
+        t_sp, valid_until, sp_seq = srv.broadcast_setpoint(SETPOINT_KW, LEASE_MS, clock_step_ms=3600000)
         lease_end = valid_until - SERVER_CLOCK_AHEAD_MS  # in true time
+        # A setpoint that is not a number, inside that lease: refused, and
+        # the lease in force runs on (the physics case checks the power).
+        time.sleep(0.6)
+        _, _, nan_seq = srv.broadcast_setpoint(float("nan"), LEASE_MS, clock_step_ms=3600000)
         rc = emu.wait(20)
         assert rc is not None, "emulator did not stop after --duration"
     finally:
@@ -421,7 +428,7 @@ def body(r):
     r.case("Ping answered by Pong with the ping_id and the device's time", pongs)
 
     def acks():
-        sps = srv.of("setpoint")
+        sps = [e for e in srv.of("setpoint") if e[4] == sp_seq]
         assert len(sps) >= 6, "setpoint reached %d sessions" % len(sps)
         for e in sps:
             dev, n, seq = e[2], e[3], e[4]
@@ -439,6 +446,23 @@ def body(r):
         assert lat["count"] >= len(normal) + 1, lat
         assert lat["max"] >= 780 and lat["p50"] < 50, lat
     r.case("setpoints acked (accepted), late-ack device acks after --late-ack-ms; latency in report", acks)
+
+    def nan_refused():
+        sps = [e for e in srv.of("setpoint") if e[4] == nan_seq]
+        assert len(sps) >= 6, "NaN setpoint reached %d sessions" % len(sps)
+        refused = 0
+        for e in sps:
+            dev, n = e[2], e[3]
+            a = [x for x in srv.of("ack", dev) if x[3] == n and x[4] == nan_seq]
+            if fault_of.get(dev) in ("flaky", "malformed") and not a:
+                continue
+            assert a, "%s did not answer the NaN setpoint" % dev
+            assert a[0][5] is False and "power_kw" in a[0][6], a[0]
+            assert a[0][0] - e[0] < 300, "%s refused after %d ms" % (dev, a[0][0] - e[0])  # late-ack too
+            refused += 1
+        assert rep["counters"]["setpoints_refused"] == refused, (rep["counters"], refused)
+    r.case("a setpoint that is not a number is refused at once, with a reason; the lease in force runs on",
+           nan_refused)
 
     def physics():
         # Telemetry well inside the lease and well after it. The lease
@@ -475,7 +499,8 @@ def body(r):
         assert max(s["connected"] for s in secs) >= 7, secs
         fo = [g for g in rep["fanout"] if g["valid_until_ms"] == valid_until + 3600000]  # as sent
         assert len(fo) == 1, rep["fanout"]
-        assert fo[0]["count"] == len(srv.of("setpoint")), (fo, len(srv.of("setpoint")))
+        sent = [e for e in srv.of("setpoint") if e[4] == sp_seq]
+        assert fo[0]["count"] == len(sent), (fo, len(sent))
         assert 0 <= fo[0]["fanout_ms"] < 500, fo
         c = rep["counters"]
         assert c["setpoints_received"] == len(srv.of("setpoint")), c

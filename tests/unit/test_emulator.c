@@ -169,18 +169,51 @@ START_TEST(first_order_lag_and_delay)
 }
 END_TEST
 
-START_TEST(newer_setpoint_replaces_a_pending_one)
+/* Setpoints every 0.5 s into a 1.2 s delay: each takes effect 1.2 s after
+ * it was heard, in order. A newer one replacing the one still waiting would
+ * leave the battery at 0 for ever. */
+START_TEST(delay_line_keeps_every_setpoint)
 {
 	vpp__emul_params p = base();
-	p.delay_s = 1.0;
+	p.delay_s = 1.2;
 	vpp__emul_battery b;
 	vpp__emul_battery_init(&b, &p, 0.5, 0);
-	vpp__emul_battery_command(&b, 4, 100, 0);
-	vpp__emul_battery_command(&b, -3, 100, 0.5);
-	vpp__emul_battery_advance(&b, 1.2);
-	ck_assert_double_eq_tol(b.power_kw, 0, 1e-12); /* 4 never took effect */
-	vpp__emul_battery_advance(&b, 2.0);
-	ck_assert_double_eq_tol(b.power_kw, -3, 1e-9);
+	const double kw[] = {1, 2, 3, 4, -1, -2};
+	/* Every 0.25 s: a setpoint on the half seconds, and the power is that
+	 * of the last setpoint heard at least 1.2 s before. */
+	for (int k = 0; k <= 20; k++) {
+		double t = 0.25 * k;
+		vpp__emul_battery_advance(&b, t);
+		int heard = (int)floor((t - 1.2) / 0.5 + 1e-9); /* its index */
+		double want = heard < 0 ? 0 : kw[heard < 5 ? heard : 5];
+		ck_assert_double_eq_tol(b.power_kw, want, 1e-9);
+		if (k % 2 == 0 && k / 2 < 6)
+			vpp__emul_battery_command(&b, kw[k / 2], 100, t);
+	}
+	ck_assert_uint_eq(b.npending, 0);
+}
+END_TEST
+
+/* More setpoints within one delay than the line holds: the oldest waiting
+ * ones are dropped, the newest all take effect, the last one last. */
+START_TEST(delay_line_overflow_drops_the_oldest)
+{
+	vpp__emul_params p = base();
+	p.delay_s = 10;
+	vpp__emul_battery b;
+	vpp__emul_battery_init(&b, &p, 0.5, 0);
+	int n = VPP__EMUL_MAX_PENDING + 3;
+	for (int i = 0; i < n; i++)
+		vpp__emul_battery_command(&b, 0.1 * (i + 1), 100, 0.1 * i);
+	ck_assert_uint_eq(b.npending, VPP__EMUL_MAX_PENDING);
+	/* The first one in effect is the fourth heard (the first three were
+	 * dropped), at 10 s after it was heard. */
+	vpp__emul_battery_advance(&b, 10.3 - 1e-9);
+	ck_assert_double_eq_tol(b.power_kw, 0, 1e-12);
+	vpp__emul_battery_advance(&b, 10.32);
+	ck_assert_double_eq_tol(b.power_kw, 0.4, 1e-9);
+	vpp__emul_battery_advance(&b, 11.5);
+	ck_assert_double_eq_tol(b.power_kw, 0.1 * n, 1e-9);
 }
 END_TEST
 
@@ -346,7 +379,8 @@ Suite *test_emulator_suite(void)
 	tcase_add_test(tc, soc_limits_stop_discharge_and_charge);
 	tcase_add_test(tc, ramp_limits_the_rate_of_change);
 	tcase_add_test(tc, first_order_lag_and_delay);
-	tcase_add_test(tc, newer_setpoint_replaces_a_pending_one);
+	tcase_add_test(tc, delay_line_keeps_every_setpoint);
+	tcase_add_test(tc, delay_line_overflow_drops_the_oldest);
 	tcase_add_test(tc, lease_expiry_returns_to_zero);
 	tcase_add_test(tc, partial_and_ignore_faults);
 	tcase_add_test(tc, measurement_noise_is_honest);

@@ -91,7 +91,7 @@ const vpp_config_opt vpp__emul_opts[] = {
     O("discharge-efficiency", D, discharge_efficiency, 0.01, 1, "0.95",
       "fraction of cell energy delivered when discharging"),
     O("lag-tau-s", D, lag_tau_s, 0, 600, "0.3", "first-order response time constant"),
-    O("delay-ms", I, delay_ms, 0, 600000, "100", "dead time before a setpoint takes effect"),
+    O("delay-ms", I, delay_ms, 0, 600000, "100", "dead time before each setpoint takes effect (in order)"),
     O("noise-kw", D, noise_kw, 0, 1e6, "0.05", "power measurement noise sigma (reported honestly)"),
     O("soc-sigma", D, soc_sigma, 0, 1, "0.005", "SoC measurement noise sigma (reported honestly)"),
     O("clock-offset-ms", I, clock_offset_ms, 0, 86400000, "500",

@@ -104,6 +104,7 @@ typedef enum {
 	C_TELEMETRY_SENT,
 	C_SETPOINTS_RECV,
 	C_ACKS_SENT,
+	C_SETPOINTS_REFUSED, /* acked as not accepted: power_kw not a number */
 	C_LATE_ACKS,
 	C_PINGS_RECV,
 	C_BACKOFFS_RECV,

@@ -79,12 +79,20 @@ static void step(vpp__emul_battery *b, double dt)
 	b->now_s += dt;
 }
 
+/* Drops the oldest setpoint of the delay line. */
+static void pop_pending(vpp__emul_battery *b)
+{
+	b->npending--;
+	memmove(&b->pending[0], &b->pending[1], b->npending * sizeof(b->pending[0]));
+}
+
+/* Puts into effect every waiting setpoint whose delay has passed. */
 static void apply_pending(vpp__emul_battery *b)
 {
-	if (b->has_pending && b->pending_at_s <= b->now_s) {
-		b->cmd_kw = b->pending_kw;
-		b->cmd_until_s = b->pending_until_s;
-		b->has_pending = false;
+	while (b->npending > 0 && b->pending[0].at_s <= b->now_s) {
+		b->cmd_kw = b->pending[0].kw;
+		b->cmd_until_s = b->pending[0].until_s;
+		pop_pending(b);
 	}
 }
 
@@ -95,8 +103,8 @@ void vpp__emul_battery_advance(vpp__emul_battery *b, double now_s)
 		/* Steps end at the events inside the interval: a delayed
 		 * setpoint taking effect, a lease running out. */
 		double end = now_s;
-		if (b->has_pending && b->pending_at_s < end)
-			end = b->pending_at_s;
+		if (b->npending > 0 && b->pending[0].at_s < end)
+			end = b->pending[0].at_s;
 		if (b->cmd_until_s > b->now_s && b->cmd_until_s < end)
 			end = b->cmd_until_s;
 		if (end - b->now_s > VPP__EMUL_MAX_STEP_S)
@@ -115,10 +123,10 @@ void vpp__emul_battery_advance(vpp__emul_battery *b, double now_s)
 void vpp__emul_battery_command(vpp__emul_battery *b, double kw, double until_s, double now_s)
 {
 	vpp__emul_battery_advance(b, now_s);
-	b->has_pending = true;
-	b->pending_kw = kw;
-	b->pending_until_s = until_s;
-	b->pending_at_s = b->now_s + b->p.delay_s;
+	if (b->npending == VPP__EMUL_MAX_PENDING)
+		pop_pending(b);
+	b->pending[b->npending++] =
+	    (vpp__emul_pending){.kw = kw, .until_s = until_s, .at_s = b->now_s + b->p.delay_s};
 	apply_pending(b);
 }
 

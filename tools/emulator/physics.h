@@ -43,6 +43,16 @@ typedef struct {
 	bool ignore;               /* the ignore fault: acks setpoints, holds 0 */
 } vpp__emul_params;
 
+/* A setpoint heard but still inside the delay. */
+typedef struct {
+	double kw, until_s, at_s; /* command, its lease end, when it takes effect */
+} vpp__emul_pending;
+
+/* Setpoints the delay line holds at once. A battery with a delay longer
+ * than the server's tick hears several before the first takes effect; past
+ * this many within one delay, the oldest still waiting is dropped. */
+#define VPP__EMUL_MAX_PENDING 8
+
 /* The true state. Times are seconds on one monotonic "true" time line
  * chosen by the caller (the emulator uses seconds since its start). */
 typedef struct {
@@ -52,8 +62,10 @@ typedef struct {
 	double power_kw;    /* true delivered power; + = discharge */
 	double cmd_kw;      /* setpoint in effect (after the delay) */
 	double cmd_until_s; /* its lease end; the command is 0 after it */
-	bool has_pending;   /* a setpoint waiting out the delay */
-	double pending_kw, pending_until_s, pending_at_s;
+	/* The delay line, oldest first: each setpoint takes effect delay_s
+	 * after it was heard, in the order heard. */
+	vpp__emul_pending pending[VPP__EMUL_MAX_PENDING];
+	unsigned npending;
 	double delivered_kwh; /* energy delivered to the grid (discharge +) */
 } vpp__emul_battery;
 
@@ -64,8 +76,9 @@ void vpp__emul_battery_init(vpp__emul_battery *b, const vpp__emul_params *p, dou
                             double now_s);
 
 /* A setpoint of |kw| heard at |now_s| whose lease ends at |until_s|. It takes
- * effect p.delay_s later; a newer setpoint replaces one still waiting. The
- * battery is first advanced to |now_s|. */
+ * effect p.delay_s later, after the setpoints heard before it (a delay line:
+ * a battery whose delay is longer than the server's tick still follows every
+ * setpoint, each one delay late). The battery is first advanced to |now_s|. */
 void vpp__emul_battery_command(vpp__emul_battery *b, double kw, double until_s, double now_s);
 
 /* Integrates the state up to |now_s| (no-op when |now_s| is not later). */

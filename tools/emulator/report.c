@@ -20,6 +20,7 @@ const char *const vpp__emul_counter_names[C__COUNT] = {
     [C_TELEMETRY_SENT] = "telemetry_sent",
     [C_SETPOINTS_RECV] = "setpoints_received",
     [C_ACKS_SENT] = "acks_sent",
+    [C_SETPOINTS_REFUSED] = "setpoints_refused",
     [C_LATE_ACKS] = "late_acks_sent",
     [C_PINGS_RECV] = "pings_received",
     [C_BACKOFFS_RECV] = "backoffs_received",

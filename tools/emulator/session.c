@@ -148,6 +148,18 @@ bool vpp__emul_dev_send_ack(vpp__emul_dev *d, uint32_t session_no, uint64_t seq,
 	return true;
 }
 
+static void send_refusal(vpp__emul_dev *d, uint64_t seq, const char *why)
+{
+	Vpp__V1__DeviceMessage m = VPP__V1__DEVICE_MESSAGE__INIT;
+	Vpp__V1__Ack a = VPP__V1__ACK__INIT;
+	m.msg_case = VPP__V1__DEVICE_MESSAGE__MSG_ACK;
+	m.ack = &a;
+	a.setpoint_seq = seq;
+	a.accepted = false;
+	a.reason = (char *)why;
+	send_msg(d, &m);
+}
+
 static void on_setpoint(vpp__emul_dev *d, const Vpp__V1__Setpoint *sp, int64_t now_us)
 {
 	vpp__emul_worker *w = d->w;
@@ -166,8 +178,15 @@ static void on_setpoint(vpp__emul_dev *d, const Vpp__V1__Setpoint *sp, int64_t n
 	                            (double)d->clock_offset_ms - (double)now_us / 1000.0;
 	lease_ms = lease_ms > 0 ? (lease_ms < 86400000.0 ? lease_ms : 86400000.0) : 0;
 	int64_t until_us = now_us + (int64_t)(lease_ms * 1000.0);
-	vpp__emul_battery_command(&d->bat, isfinite(sp->power_kw) ? sp->power_kw : 0.0,
-	                          vpp__emul_true_s(w, until_us), vpp__emul_true_s(w, now_us));
+	if (!isfinite(sp->power_kw)) {
+		/* Refused, as a battery's controller would: the lease in force
+		 * runs on, and the server hears why at once. */
+		vpp__emul_count(w, C_SETPOINTS_REFUSED, 1);
+		send_refusal(d, sp->seq, "power_kw is not a finite number");
+		return;
+	}
+	vpp__emul_battery_command(&d->bat, sp->power_kw, vpp__emul_true_s(w, until_us),
+	                          vpp__emul_true_s(w, now_us));
 	if (d->fault == VPP__EMUL_F_LATE_ACK && w->cfg->late_ack_ms > 0)
 		vpp__emul_worker_late_ack(w, d, sp->seq);
 	else
