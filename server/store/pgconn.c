@@ -36,8 +36,143 @@ static void conn_params(const char *conninfo, const char **keys, const char **va
 	keys[n] = values[n] = NULL;
 }
 
-PGconn *vpp__pg_connect_start(const char *conninfo)
+/* Items in a libpq comma-separated list (host, hostaddr, port). */
+static size_t list_len(const char *s)
 {
+	size_t n = 1;
+	for (; *s; s++)
+		n += *s == ',';
+	return n;
+}
+
+/* |s|, a list of |n| items, rotated left by |k| items; malloc'd. */
+static char *list_rotate(const char *s, size_t n, size_t k)
+{
+	size_t len = strlen(s);
+	char *out = malloc(len + 2);
+	if (!out)
+		return NULL;
+	const char *at = s;
+	for (size_t i = 0; i < k % n; i++)
+		at = strchr(at, ',') + 1;
+	/* The tail from item k, a comma, then the head up to item k. */
+	size_t tail = len - (size_t)(at - s);
+	memcpy(out, at, tail);
+	size_t m = tail;
+	if (at != s) {
+		out[m++] = ',';
+		memcpy(out + m, s, (size_t)(at - s) - 1);
+		m += (size_t)(at - s) - 1;
+	}
+	out[m] = 0;
+	return out;
+}
+
+/* |conninfo| with its host list (and hostaddr and port lists, item by item)
+ * rotated to start at the |first|-th host. libpq moves on to the next host
+ * only when one fails; one that never answers holds every attempt until
+ * the store's deadline, so each attempt after such a deadline starts at
+ * the next host. Returns NULL (use |conninfo| as it is) when there is one
+ * host, nothing to rotate, or the conninfo does not parse (libpq will say
+ * why). */
+static PGconn *start_rotated(const char *conninfo, unsigned first)
+{
+	if (first == 0)
+		return NULL;
+	PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+	if (!opts)
+		return NULL;
+	size_t nopts = 0, hosts = 1;
+	for (PQconninfoOption *o = opts; o->keyword; o++, nopts++)
+		if (o->val && (strcmp(o->keyword, "host") == 0 || strcmp(o->keyword, "hostaddr") == 0) &&
+		    list_len(o->val) > hosts)
+			hosts = list_len(o->val);
+	PGconn *conn = NULL;
+	const char **keys = calloc(NDEFAULTS + nopts + 1, sizeof(*keys));
+	const char **values = calloc(NDEFAULTS + nopts + 1, sizeof(*values));
+	char *rotated[3] = {NULL, NULL, NULL};
+	size_t nrot = 0, n = 0;
+	if (hosts < 2 || !keys || !values)
+		goto out;
+	for (size_t i = 0; i < NDEFAULTS; i++) {
+		if (i == 0 && getenv("PGCONNECT_TIMEOUT"))
+			continue;
+		keys[n] = default_keys[i];
+		values[n++] = default_values[i];
+	}
+	for (PQconninfoOption *o = opts; o->keyword; o++) {
+		if (!o->val)
+			continue;
+		const char *v = o->val;
+		if ((strcmp(o->keyword, "host") == 0 || strcmp(o->keyword, "hostaddr") == 0 ||
+		     strcmp(o->keyword, "port") == 0) &&
+		    list_len(v) == hosts) {
+			if (!(rotated[nrot] = list_rotate(v, hosts, first)))
+				goto out;
+			v = rotated[nrot++];
+		}
+		keys[n] = o->keyword;
+		values[n++] = v;
+	}
+	keys[n] = values[n] = NULL;
+	conn = PQconnectStartParams(keys, values, 0);
+out:
+	for (size_t i = 0; i < nrot; i++)
+		free(rotated[i]);
+	free(keys);
+	free(values);
+	PQconninfoFree(opts);
+	return conn;
+}
+
+/* Whether item |i| of the comma-separated list |list| is |want|. */
+static bool list_item_is(const char *list, size_t i, const char *want)
+{
+	for (; i > 0 && list; i--)
+		if ((list = strchr(list, ',')))
+			list++;
+	if (!list)
+		return false;
+	size_t len = strcspn(list, ",");
+	return strlen(want) == len && strncmp(list, want, len) == 0;
+}
+
+/* Which of |conninfo|'s hosts |conn| is at (its host, or hostaddr, and its
+ * port); 0 when it cannot tell. */
+static unsigned host_index(const char *conninfo, PGconn *conn)
+{
+	const char *host = PQhost(conn), *port = PQport(conn);
+	PQconninfoOption *opts = host ? PQconninfoParse(conninfo, NULL) : NULL;
+	if (!opts)
+		return 0;
+	const char *hosts = NULL, *addrs = NULL, *ports = NULL;
+	for (PQconninfoOption *o = opts; o->keyword; o++) {
+		if (strcmp(o->keyword, "host") == 0)
+			hosts = o->val;
+		else if (strcmp(o->keyword, "hostaddr") == 0)
+			addrs = o->val;
+		else if (strcmp(o->keyword, "port") == 0)
+			ports = o->val;
+	}
+	const char *names = hosts && *hosts ? hosts : addrs;
+	unsigned found = 0;
+	size_t n = names ? list_len(names) : 0;
+	bool per_host_ports = ports && n > 1 && list_len(ports) == n;
+	for (size_t i = 0; i < n; i++)
+		if (list_item_is(names, i, host) &&
+		    (!per_host_ports || !port || list_item_is(ports, i, port))) {
+			found = (unsigned)i;
+			break;
+		}
+	PQconninfoFree(opts);
+	return found;
+}
+
+PGconn *vpp__pg_connect_start(const char *conninfo, unsigned first_host)
+{
+	PGconn *conn = start_rotated(conninfo, first_host);
+	if (conn)
+		return conn;
 	const char *keys[NDEFAULTS + 2], *values[NDEFAULTS + 2];
 	conn_params(conninfo, keys, values);
 	return PQconnectStartParams(keys, values, 1);
@@ -123,11 +258,15 @@ static uint64_t connect_deadline_ms(PGconn *conn)
 static void on_connect_deadline(uv_timer_t *t)
 {
 	vpp__pgc *c = t->data;
-	char why[96];
+	char why[320];
 	if (c->state != VPP__PGC_CONNECTING && c->state != VPP__PGC_SETUP)
 		return;
-	snprintf(why, sizeof(why), "the database did not complete the connection within %.0f s",
-		 (double)c->deadline_ms / 1000.0);
+	const char *host = PQhost(c->conn);
+	snprintf(why, sizeof(why), "the database%s%s did not complete the connection within %.0f s",
+		 host && *host ? " at " : "", host && *host ? host : "", (double)c->deadline_ms / 1000.0);
+	/* libpq did not get to the hosts after this one: the next attempt
+	 * starts at the next. */
+	c->first_host = host_index(c->s->conninfo, c->conn) + 1;
 	vpp__pgc_fail(c, why);
 	vpp__store_pump(c->s);
 }
@@ -274,7 +413,7 @@ void vpp__pgc_connect(vpp__pgc *c)
 {
 	if (c->state != VPP__PGC_DOWN)
 		return;
-	c->conn = vpp__pg_connect_start(c->s->conninfo);
+	c->conn = vpp__pg_connect_start(c->s->conninfo, c->first_host);
 	if (!c->conn) {
 		c->state = VPP__PGC_CONNECTING;
 		vpp__pgc_fail(c, "out of memory");

@@ -104,9 +104,40 @@ void vpp__store_reject(vpp_store *s, vpp_reject_reason r, uint64_t n)
 	atomic_fetch_add(&s->n_rejected, n);
 }
 
+/* Says in the log when the database goes away, why, and when it is back:
+ * once per change of reason (at most 5 lines a minute), not per attempt. */
+static void log_db_change(vpp_store *s, bool up)
+{
+	uint64_t now = uv_now(&s->loop);
+	const char *why = s->copy.state != VPP__PGC_READY ? s->copy.err : s->pipe.err;
+	if (up) {
+		if (!s->said_up && s->said_why[0])
+			vpp_log(VPP_LOG_INFO, "store", "database reachable again after %.1f s",
+				(double)(now - s->down_since) / 1000.0);
+		else if (!s->said_up)
+			vpp_log(VPP_LOG_INFO, "store", "database connected");
+		s->said_up = true;
+		s->said_why[0] = 0;
+		return;
+	}
+	/* Before the first attempt ends there is nothing to say. */
+	if (strstr(why, "not connected yet") || strcmp(why, s->said_why) == 0)
+		return;
+	if (s->said_up || !s->said_why[0])
+		s->down_since = now;
+	s->said_up = false;
+	snprintf(s->said_why, sizeof(s->said_why), "%s", why);
+	uint32_t more;
+	if (vpp_log_limit_take(&s->down_lines, vpp__store_now_ms(), 5, 60000, &more))
+		vpp_log(VPP_LOG_WARN, "store",
+			"database unavailable: %s; rows go to the journal until it is back%s",
+			why, more ? " (more reasons since the last line, not logged)" : "");
+}
+
 void vpp__store_update_ready(vpp_store *s)
 {
 	bool up = s->copy.state == VPP__PGC_READY && s->pipe.state == VPP__PGC_READY;
+	log_db_change(s, up);
 	pthread_mutex_lock(&s->ready_lock);
 	if (up)
 		s->why[0] = 0;

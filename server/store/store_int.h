@@ -155,9 +155,10 @@ bool vpp__pg_conn_broken(PGconn *conn, const PGresult *res);
 /* Starts a non-blocking connection to |conninfo| (key=value or URI) with
  * the store's defaults for what it does not set: connect_timeout=10,
  * keepalives=1, keepalives_idle=30, keepalives_interval=10,
- * keepalives_count=3, tcp_user_timeout=30000. Returns NULL when out of
- * memory; check PQstatus otherwise. */
-PGconn *vpp__pg_connect_start(const char *conninfo);
+ * keepalives_count=3, tcp_user_timeout=30000. With several hosts, libpq
+ * tries them in order starting at the |first_host|-th (modulo their
+ * number). Returns NULL when out of memory; check PQstatus otherwise. */
+PGconn *vpp__pg_connect_start(const char *conninfo, unsigned first_host);
 /* The same, blocking (migrations). */
 PGconn *vpp__pg_connect(const char *conninfo);
 
@@ -166,6 +167,7 @@ int64_t vpp__store_now_ms(void);
 
 /* ---- the store thread (store.c, pgconn.c, copyjob.c, pipe.c) ---- */
 
+#include "vpp/log.h"
 #include "vpp/metrics.h"
 
 #include <pthread.h>
@@ -196,6 +198,7 @@ struct vpp__pgc {
 	uint64_t held_until; /* loop time before which nothing is sent */
 	int64_t hold_ms;     /* next hold-off, doubling like backoff_ms */
 	uint64_t deadline_ms; /* to be READY after a connect starts */
+	unsigned first_host;  /* of the conninfo's hosts, the one tried first */
 	char err[256];
 	/* Called on socket events once connected (SETUP and READY). */
 	void (*on_io)(vpp__pgc *c, int events);
@@ -365,6 +368,11 @@ struct vpp_store {
 	/* Readiness, for other threads. */
 	pthread_mutex_t ready_lock;
 	char why[256];
+	/* What the log last said of the database (store thread). */
+	bool said_up;
+	char said_why[256];
+	uint64_t down_since; /* loop time of the first failure since up */
+	vpp_log_limit down_lines;
 
 	/* Counters (vpp_store_stats). */
 	uint64_t rows_unwritten; /* appended to the journal, not yet written */

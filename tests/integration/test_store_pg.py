@@ -407,16 +407,22 @@ def load_through_outage(pg, rows, rate, down_after_s, down_s, wait_s):
             p.wait()
         shutil.rmtree(j, ignore_errors=True)
     check(p.returncode == 0, f"store_load failed: {err[-2000:]} {out[-500:]}")
-    return out, base
+    return out, base, err
 
 
 def test_postgres_sigkill_mid_write(pg):
     reset(pg)
     rows, rate = min(ROWS, 300000), 50000
-    out, base = load_through_outage(pg, rows, rate, rows / rate / 3, 1.5, 120)
+    out, base, err = load_through_outage(pg, rows, rate, rows / rate / 3, 1.5, 120)
     st = parse_stats([ln for ln in out.splitlines() if ln.startswith("drained")][-1])
     check(st["journaled"] > 0, f"nothing went through the journal: {st}")
     expect_exact(pg, 0, rows, base)
+    # The log says when the database went away, why, and when it was back,
+    # once for the outage, not once per reconnect attempt.
+    down = [ln for ln in err.splitlines() if "database unavailable" in ln]
+    back = [ln for ln in err.splitlines() if "database reachable again after" in ln]
+    check(down and back, f"the outage is not in the log: {err[-2000:]}")
+    check(len(down) <= 5, f"{len(down)} lines for one outage: {down}")
 
 
 def test_spilling_ends_under_steady_load(pg):
@@ -425,7 +431,7 @@ def test_spilling_ends_under_steady_load(pg):
     they keep coming (a fleet never stops reporting)."""
     reset(pg)
     rows, rate = 60000, 3000  # 20 s of submission
-    out, base = load_through_outage(pg, rows, rate, 3, 2, 60)
+    out, base, _ = load_through_outage(pg, rows, rate, 3, 2, 60)
     progress = [parse_stats(ln) for ln in out.splitlines() if ln.startswith("progress")]
     after = [st for st in progress if st["journaled"] > 0 and st["submitted"] < rows - 2 * rate]
     check(any(st["spilling"] == 0 and st["db_up"] for st in after),
@@ -661,6 +667,31 @@ def test_silent_database_times_out(pg):
     expect_exact(pg, 0, rows, base)
 
 
+def test_silent_first_host_moves_on(pg):
+    """With several hosts in the conninfo, libpq moves on to the next only
+    when one fails; a first host that never answers held every attempt. The
+    attempt after the deadline starts at the next host, and the rows land."""
+    reset(pg)
+    relay = SilentThenRelay(pg, silent_s=3600)
+    rows = 5000
+    base = base_for(rows)
+    j = tempfile.mkdtemp(prefix="vpp-j-")
+    conninfo = (f"host=127.0.0.1,{pg.dir} port={relay.port},5432 user=postgres dbname=postgres "
+                "connect_timeout=2")
+    argv = [tool(BUILD, "store_load"), "load", "--db", conninfo, "--journal", j, "--rows", str(rows),
+            "--devices", str(NDEV), "--base-ms", str(base), "--wait-s", "25"]
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    finally:
+        relay.close()
+        shutil.rmtree(j, ignore_errors=True)
+    check(r.returncode == 0, f"store_load failed: {r.stderr[-2000:]} {r.stdout[-500:]}")
+    check(relay.silent >= 1, f"the silent host was not tried first: {relay.silent}")
+    check("at 127.0.0.1 did not complete the connection within 2 s" in r.stderr,
+          f"the silent host is not named: {r.stderr[-2000:]}")
+    expect_exact(pg, 0, rows, base)
+
+
 def test_api_writes_and_reads(pg):
     reset(pg)
     j = tempfile.mkdtemp(prefix="vpp-j-")
@@ -847,7 +878,8 @@ def main():
                       test_writer_sigkill_with_torn_journal, test_vppd_replays_journal,
                       test_bad_rows_rejected,
                       test_db_error_isolated, test_read_only_database_keeps_rows,
-                      test_silent_database_times_out, test_undecodable_records_counted_lost,
+                      test_silent_database_times_out, test_silent_first_host_moves_on,
+                      test_undecodable_records_counted_lost,
                       test_api_writes_and_reads, test_damaged_segment_costs_only_itself,
                       test_late_upsert_does_not_roll_back,
                       test_failing_maintenance_does_not_stop_writes]:

@@ -878,7 +878,7 @@ static const char *conn_opt(PGconn *c, const char *key)
 START_TEST(connection_defaults)
 {
 	unsetenv("PGCONNECT_TIMEOUT");
-	PGconn *c = vpp__pg_connect_start("host=127.0.0.1 port=1 dbname=x sslmode=disable");
+	PGconn *c = vpp__pg_connect_start("host=127.0.0.1 port=1 dbname=x sslmode=disable", 0);
 	ck_assert_ptr_nonnull(c);
 	ck_assert_str_eq(conn_opt(c, "connect_timeout"), "10");
 	ck_assert_str_eq(conn_opt(c, "keepalives"), "1");
@@ -889,12 +889,47 @@ START_TEST(connection_defaults)
 	ck_assert_str_eq(conn_opt(c, "dbname"), "x");
 	PQfinish(c);
 	c = vpp__pg_connect_start(
-	    "postgresql://127.0.0.1:1/y?connect_timeout=3&keepalives_idle=5&sslmode=disable");
+	    "postgresql://127.0.0.1:1/y?connect_timeout=3&keepalives_idle=5&sslmode=disable", 0);
 	ck_assert_ptr_nonnull(c);
 	ck_assert_str_eq(conn_opt(c, "connect_timeout"), "3");
 	ck_assert_str_eq(conn_opt(c, "keepalives_idle"), "5");
 	ck_assert_str_eq(conn_opt(c, "keepalives_count"), "3");
 	ck_assert_str_eq(conn_opt(c, "dbname"), "y");
+	PQfinish(c);
+}
+END_TEST
+
+/* After a host that never answered, an attempt starts at the next one:
+ * the host list, and the hostaddr and port lists with it, are rotated. */
+START_TEST(connection_hosts_rotate)
+{
+	unsetenv("PGCONNECT_TIMEOUT");
+	const char *kv = "host=a,b,c hostaddr=127.0.0.1,127.0.0.2,127.0.0.3 port=1,2,3 "
+			 "dbname=x sslmode=disable connect_timeout=4";
+	PGconn *c = vpp__pg_connect_start(kv, 0);
+	ck_assert_str_eq(conn_opt(c, "host"), "a,b,c");
+	PQfinish(c);
+	c = vpp__pg_connect_start(kv, 1);
+	ck_assert_str_eq(conn_opt(c, "host"), "b,c,a");
+	ck_assert_str_eq(conn_opt(c, "hostaddr"), "127.0.0.2,127.0.0.3,127.0.0.1");
+	ck_assert_str_eq(conn_opt(c, "port"), "2,3,1");
+	ck_assert_str_eq(conn_opt(c, "dbname"), "x");
+	ck_assert_str_eq(conn_opt(c, "connect_timeout"), "4"); /* the conninfo's wins */
+	ck_assert_str_eq(conn_opt(c, "keepalives_idle"), "30"); /* our default */
+	PQfinish(c);
+	/* Modulo the number of hosts; in a URI each host has its port (here
+	 * the default, the default, 7). */
+	c = vpp__pg_connect_start("postgresql://h1,h2,h3:7/y?sslmode=disable", 5);
+	ck_assert_str_eq(conn_opt(c, "host"), "h3,h1,h2");
+	ck_assert_str_eq(conn_opt(c, "port"), "7,,");
+	PQfinish(c);
+	c = vpp__pg_connect_start("host=h1,h2 port=5433 dbname=y sslmode=disable", 1);
+	ck_assert_str_eq(conn_opt(c, "host"), "h2,h1");
+	ck_assert_str_eq(conn_opt(c, "port"), "5433"); /* one for all */
+	PQfinish(c);
+	c = vpp__pg_connect_start("host=only port=9 dbname=z sslmode=disable", 3);
+	ck_assert_str_eq(conn_opt(c, "host"), "only");
+	ck_assert_str_eq(conn_opt(c, "dbname"), "z");
 	PQfinish(c);
 }
 END_TEST
@@ -907,6 +942,7 @@ Suite *test_store_suite(void)
 	TCase *tc = tcase_create("store");
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, validate_reasons);
+	tcase_add_test(tc, connection_hosts_rotate);
 	tcase_add_test(tc, validate_nan_sigma_is_not_given);
 	tcase_add_test(tc, reason_names_are_labels);
 	tcase_add_test(tc, copy_binary_layout);
