@@ -165,6 +165,7 @@ typedef struct {
 	uint64_t committed;   /* telemetry rows committed (incl. replays and duplicates skipped) */
 	uint64_t journaled;   /* telemetry rows written to the journal */
 	uint64_t replayed;    /* telemetry rows committed from the journal */
+	uint64_t already_stored; /* of the committed: skipped, the database held them already */
 	uint64_t rejected;    /* rows rejected by the store thread (unknown device, db error) */
 	uint64_t writes_done; /* other writes committed */
 	uint64_t writes_failed; /* other writes refused by the database (constraint...) */

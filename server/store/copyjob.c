@@ -66,6 +66,7 @@ static void start_range(vpp_store *s)
 		return;
 	}
 	s->range_failed = s->range_transient = s->range_broken = false;
+	s->range_dupes = 0;
 	send_query(s, r->staged ? COPY_STAGED : COPY_DIRECT, VPP__CS_COPY_START);
 }
 
@@ -79,10 +80,15 @@ static void batch_done(vpp_store *s)
 		if (wall - b->rows[i].received_at_ms > lag)
 			lag = wall - b->rows[i].received_at_ms;
 	vpp_histogram_observe(vpp__sm.batch_seconds, (double)(now - s->batch_start_ms) / 1000.0);
-	vpp_counter_add(vpp__sm.rows_written, ok);
+	/* The metrics count rows inserted; the stats count the rows now in the
+	 * database, those it held already included. */
+	size_t dupes = s->batch_dupes < ok ? s->batch_dupes : ok;
+	vpp_counter_add(vpp__sm.rows_written, ok - dupes);
+	vpp_counter_add(vpp__sm.rows_already, dupes);
 	atomic_fetch_add(&s->n_committed, ok);
+	atomic_fetch_add(&s->n_already, dupes);
 	if (b->from_journal) {
-		vpp_counter_add(vpp__sm.rows_replayed, ok);
+		vpp_counter_add(vpp__sm.rows_replayed, ok - dupes);
 		atomic_fetch_add(&s->n_replayed, ok);
 		vpp__store_replay_done(s, b->gen);
 	} else {
@@ -93,7 +99,7 @@ static void batch_done(vpp_store *s)
 		vpp_gauge_set(vpp__sm.lag, (double)lag / 1000.0);
 	}
 	b->n = 0;
-	s->batch_rejected = 0;
+	s->batch_rejected = s->batch_dupes = 0;
 	s->nranges = 0;
 	s->cstep = VPP__CS_IDLE;
 	vpp__pgc_ok(&s->copy);
@@ -112,7 +118,7 @@ static void next_range(vpp_store *s)
 void vpp__copy_start_batch(vpp_store *s)
 {
 	s->batch_start_ms = uv_now(&s->loop);
-	s->batch_rejected = 0;
+	s->batch_rejected = s->batch_dupes = 0;
 	s->nranges = 0;
 	s->range = (vpp__range){0, s->inflight.n, false};
 	start_range(s);
@@ -155,7 +161,7 @@ static void batch_give_back(vpp_store *s)
 	}
 	b->n = 0;
 	s->nranges = 0;
-	s->batch_rejected = 0;
+	s->batch_rejected = s->batch_dupes = 0;
 	s->cstep = VPP__CS_IDLE;
 }
 
@@ -169,6 +175,7 @@ static void batch_held(vpp_store *s)
 static void range_end(vpp_store *s)
 {
 	if (!s->range_failed) {
+		s->batch_dupes += s->range_dupes;
 		next_range(s);
 		return;
 	}
@@ -198,6 +205,14 @@ static void on_result(vpp_store *s, PGresult *res)
 			snprintf(s->range_err, sizeof(s->range_err), "%s",
 			         PQresultErrorMessage(res));
 		}
+		return;
+	}
+	if (st == PGRES_COMMAND_OK && s->cstep == VPP__CS_MERGE &&
+	    strncmp(PQcmdStatus(res), "INSERT", 6) == 0) {
+		/* "INSERT 0 n": n of the range's rows were new. */
+		size_t n = s->range.hi - s->range.lo;
+		long long inserted = atoll(PQcmdTuples(res));
+		s->range_dupes = inserted >= 0 && (size_t)inserted < n ? n - (size_t)inserted : 0;
 		return;
 	}
 	if (st == PGRES_COPY_IN && s->cstep == VPP__CS_COPY_START) {

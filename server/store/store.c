@@ -35,11 +35,15 @@ static void metrics_init(void)
 	vpp__sm.lag = vpp_gauge_get("vpp_store_lag_seconds", NULL,
 	                            "age of the oldest row of the last committed batch");
 	vpp__sm.rows_written = vpp_counter_get("vpp_store_rows_written_total", NULL,
-	                                       "telemetry rows committed to the database");
+	                                       "telemetry rows inserted into the database");
+	vpp__sm.rows_already = vpp_counter_get(
+	    "vpp_store_rows_already_stored_total", NULL,
+	    "telemetry rows written again and skipped: the database held them already (the "
+	    "replay of a batch whose commit was in doubt)");
 	vpp__sm.rows_journaled = vpp_counter_get("vpp_store_rows_journaled_total", NULL,
 	                                         "telemetry rows written to the local journal");
 	vpp__sm.rows_replayed = vpp_counter_get("vpp_store_rows_replayed_total", NULL,
-	                                        "telemetry rows committed from the journal");
+	                                        "telemetry rows inserted from the journal");
 	vpp__sm.db_errors = vpp_counter_get("vpp_store_db_errors_total", NULL,
 	                                    "database errors (lost connections, refused batches)");
 	vpp__sm.writes = vpp_counter_get("vpp_store_writes_total", NULL,
@@ -1317,6 +1321,7 @@ void vpp_store_get_stats(vpp_store *s, vpp_store_stats *st)
 	st->committed = atomic_load(&s->n_committed);
 	st->journaled = atomic_load(&s->n_journaled);
 	st->replayed = atomic_load(&s->n_replayed);
+	st->already_stored = atomic_load(&s->n_already);
 	st->rejected = atomic_load(&s->n_rejected);
 	st->writes_done = atomic_load(&s->n_writes_done);
 	st->writes_failed = atomic_load(&s->n_writes_failed);

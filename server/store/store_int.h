@@ -347,6 +347,9 @@ struct vpp_store {
 	bool range_failed, range_transient, range_broken;
 	char range_err[200];
 	size_t batch_rejected;
+	/* Rows the database already held: skipped by the staged merge of the
+	 * range in progress, and of the batch's finished ranges. */
+	size_t range_dupes, batch_dupes;
 	uint64_t batch_start_ms;
 	vpp__buf copybuf;
 
@@ -378,7 +381,7 @@ struct vpp_store {
 	uint64_t rows_unwritten; /* appended to the journal, not yet written */
 	vpp_journal_pos undecodable_upto; /* counted lost up to here */
 	atomic_uint_fast64_t n_submitted, n_durable, n_committed, n_journaled, n_replayed,
-	    n_rejected, n_writes_done, n_writes_failed, n_rows_lost, n_writes_lost, journal_bytes;
+	    n_rejected, n_already, n_writes_done, n_writes_failed, n_rows_lost, n_writes_lost, journal_bytes;
 	atomic_int_fast64_t last_lag_ms, max_lag_ms;
 	atomic_bool db_up, spilling_pub;
 };
@@ -386,7 +389,7 @@ struct vpp_store {
 /* Metrics, looked up once (store.c). */
 typedef struct {
 	vpp_gauge *db_up, *queue_depth, *journal_bytes, *lag;
-	vpp_counter *rows_written, *rows_journaled, *rows_replayed, *db_errors, *writes,
+	vpp_counter *rows_written, *rows_journaled, *rows_replayed, *rows_already, *db_errors, *writes,
 	    *write_errors, *journal_discarded, *rows_lost, *writes_lost, *maint_errors;
 	vpp_counter *rejected[VPP_REJECT__COUNT];
 	vpp_histogram *batch_seconds;

@@ -117,11 +117,11 @@ static void print_stats(const char *tag, vpp_store *s, long long first)
 	vpp_store_stats st;
 	vpp_store_get_stats(s, &st);
 	printf("%s submitted=%" PRIu64 " durable_upto=%llu committed=%" PRIu64 " journaled=%" PRIu64
-	       " replayed=%" PRIu64 " rejected=%" PRIu64 " queue=%" PRIu64 " journal_bytes=%" PRIu64
+	       " replayed=%" PRIu64 " already=%" PRIu64 " rejected=%" PRIu64 " queue=%" PRIu64 " journal_bytes=%" PRIu64
 	       " db_up=%d spilling=%d lag_ms=%" PRId64 " max_lag_ms=%" PRId64 " rows_lost=%" PRIu64
 	       " writes_lost=%" PRIu64 "\n",
 	       tag, st.submitted, (unsigned long long)(first + (long long)st.durable), st.committed,
-	       st.journaled, st.replayed, st.rejected, st.queue_depth, st.journal_bytes, st.db_up,
+	       st.journaled, st.replayed, st.already_stored, st.rejected, st.queue_depth, st.journal_bytes, st.db_up,
 	       st.spilling, st.last_lag_ms, st.max_lag_ms, st.rows_lost, st.writes_lost);
 	fflush(stdout);
 }

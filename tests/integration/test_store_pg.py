@@ -802,6 +802,29 @@ def test_undecodable_records_counted_lost(pg):
     check("cannot be decoded" in r.stderr, f"not logged: {r.stderr[-2000:]}")
 
 
+def test_replayed_rows_already_stored(pg):
+    """A journal replay writes rows the database may hold already (a batch
+    whose commit was in doubt): they are skipped, and counted as already
+    stored, not as written a second time."""
+    reset(pg)
+    base = int(time.time() * 1000) - 600000
+    rows = [jrow("adev-1", i, base + i) for i in range(25)]
+    stats = []
+    for recs in (rows[:20], rows):
+        j = tempfile.mkdtemp(prefix="vpp-j-")
+        write_segment(j, 1, recs)
+        try:
+            r = replay(pg, j)
+        finally:
+            shutil.rmtree(j, ignore_errors=True)
+        stats.append(parse_stats([ln for ln in r.stdout.splitlines() if ln.startswith("drained")][-1]))
+    first, second = stats
+    check(first["replayed"] == 20 and first["already"] == 0, f"first replay: {first}")
+    check(second["replayed"] == 25 and second["already"] == 20, f"second replay: {second}")
+    got = int(pg.psql("SELECT count(*) FROM telemetry WHERE device_id = 'adev-1'"))
+    check(got == 25, f"{got} rows stored, want 25")
+
+
 def test_late_upsert_does_not_roll_back(pg):
     """Node A journaled a device's registration; the device moved to node B,
     which registered it later; A's journal replayed afterwards changes
@@ -879,7 +902,7 @@ def main():
                       test_bad_rows_rejected,
                       test_db_error_isolated, test_read_only_database_keeps_rows,
                       test_silent_database_times_out, test_silent_first_host_moves_on,
-                      test_undecodable_records_counted_lost,
+                      test_undecodable_records_counted_lost, test_replayed_rows_already_stored,
                       test_api_writes_and_reads, test_damaged_segment_costs_only_itself,
                       test_late_upsert_does_not_roll_back,
                       test_failing_maintenance_does_not_stop_writes]:
