@@ -17,6 +17,23 @@
 
 static char dir[64];
 
+/* pread fails with this errno while it is not 0 (linked with
+ * -Wl,--wrap=pread64, the symbol glibc gives pread with 64-bit offsets:
+ * the journal's reads come here). */
+static int pread_fails;
+
+ssize_t __real_pread64(int fd, void *buf, size_t n, off_t off);
+ssize_t __wrap_pread64(int fd, void *buf, size_t n, off_t off);
+
+ssize_t __wrap_pread64(int fd, void *buf, size_t n, off_t off)
+{
+	if (pread_fails) {
+		errno = pread_fails;
+		return -1;
+	}
+	return __real_pread64(fd, buf, n, off);
+}
+
 static void mkdir_tmp(void)
 {
 	snprintf(dir, sizeof(dir), "/tmp/vpp-journal-XXXXXX");
@@ -420,6 +437,33 @@ START_TEST(out_of_descriptors_is_not_damage)
 }
 END_TEST
 
+/* A segment that cannot be read at open (a disk error) is not a torn
+ * tail: the open is refused and the segment left whole, not cut to what
+ * was read (nothing) and deleted. */
+START_TEST(read_error_at_open_keeps_the_segment)
+{
+	vpp_journal *j;
+	vpp_journal_options o = opts(0);
+	uint64_t disc = 0;
+	mkdir_tmp();
+	ck_assert_int_eq(vpp_journal_open(dir, &o, &j, &disc), 0);
+	append_n(j, 0, 10);
+	uint64_t bytes = vpp_journal_bytes(j);
+	vpp_journal_close(j);
+
+	pread_fails = EIO;
+	int rv = vpp_journal_open(dir, &o, &j, &disc);
+	pread_fails = 0;
+	ck_assert_int_eq(rv, VPP_EIO);
+	ck_assert_int_eq(vpp_journal_open(dir, &o, &j, &disc), 0);
+	ck_assert_uint_eq(disc, 0);
+	ck_assert_uint_eq(vpp_journal_bytes(j), bytes);
+	expect_records(j, 0, 10);
+	vpp_journal_close(j);
+	rm_tmp();
+}
+END_TEST
+
 START_TEST(damage_found_while_reading_skips_one_segment)
 {
 	vpp_journal *j;
@@ -467,6 +511,7 @@ Suite *test_journal_suite(void)
 	tcase_add_test(tc, oversized_record_refused);
 	tcase_add_test(tc, damage_found_while_reading_skips_one_segment);
 	tcase_add_test(tc, out_of_descriptors_is_not_damage);
+	tcase_add_test(tc, read_error_at_open_keeps_the_segment);
 	suite_add_tcase(s, tc);
 	return s;
 }
