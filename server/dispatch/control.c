@@ -166,9 +166,10 @@ static double control(vpp_fleet *f, int64_t now, double measured_kw, int fresh, 
 
 	if (dt < 0)
 		dt = 0;
-	if (f->target != 0 && now >= f->target_until) {
+	if ((f->target != 0 || f->target_eff != 0) && now >= f->target_until) {
 		/* The operator's setpoint is over: the fleet returns to 0 now,
-		 * not at its ramp rate (nothing was asked for beyond it). */
+		 * not at its ramp rate (nothing was asked for beyond it), be
+		 * it a setpoint of 0 whose ramp had not got there yet. */
 		f->target = 0;
 		f->target_eff = 0;
 		f->target_changed_at = now;

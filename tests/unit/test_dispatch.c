@@ -552,6 +552,41 @@ START_TEST(fleet_expiry_ends_a_ramp_at_once)
 }
 END_TEST
 
+/* "Ramp down to 0 over the next minutes": when that setpoint ends before
+ * the ramp does, the fleet goes to 0 at its end too, not on down the ramp
+ * with no setpoint in force. */
+START_TEST(fleet_expiry_ends_a_ramp_to_zero_at_once)
+{
+	int64_t now = 1000000;
+	vpp_fleet *f = fleet_with(10, now);
+	vpp_tick_output o;
+
+	ck_assert_int_eq(vpp_fleet_set_target(f, 30, now + 3600000, 0, now), 0);
+	for (int k = 1; k <= 2; k++) {
+		now += 1000;
+		ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
+		follow(f, &o, now, 1.0, 1);
+	}
+	ck_assert_double_eq_tol(o.status.target_eff_kw, 30, 1e-9);
+	/* 0 at 1 kW/s, valid for 3 s: the ramp would take 30 s. */
+	ck_assert_int_eq(vpp_fleet_set_target(f, 0, now + 3000, 1, now), 0);
+	for (int k = 1; k <= 2; k++) {
+		now += 1000;
+		ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
+		follow(f, &o, now, 1.0, 1);
+	}
+	ck_assert_double_eq_tol(o.status.target_eff_kw, 28, 1e-9);
+	now += 1000;
+	ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
+	ck_assert(o.status.target_kw == 0 && o.status.target_eff_kw == 0);
+	ck_assert_double_eq_tol(o.status.expected_kw.value, 0, 1e-9);
+	for (size_t i = 0; i < o.n_commands; i++)
+		ck_assert(o.commands[i].power_kw == 0);
+	ck_assert_uint_eq(o.n_commands, 10);
+	vpp_fleet_free(f);
+}
+END_TEST
+
 START_TEST(fleet_leases_end_with_the_operators_setpoint)
 {
 	int64_t now = 1000000, end = now + 4000;
@@ -1163,6 +1198,7 @@ Suite *test_dispatch_suite(void)
 	tcase_add_test(tc, fleet_deadband_lease_expiry);
 	tcase_add_test(tc, fleet_target_ramp);
 	tcase_add_test(tc, fleet_expiry_ends_a_ramp_at_once);
+	tcase_add_test(tc, fleet_expiry_ends_a_ramp_to_zero_at_once);
 	tcase_add_test(tc, fleet_leases_end_with_the_operators_setpoint);
 	tcase_add_test(tc, fleet_leases_follow_an_earlier_end);
 	tcase_add_test(tc, fleet_seqs_start_above_the_base);
