@@ -232,7 +232,9 @@ typedef struct vpp_fleet_status {
 	double correction_kw;  /* the PI correction */
 	double commanded_kw;   /* sum of the allocated setpoints */
 	double tracking_error_kw; /* previous effective target - measured power */
-	double shortfall_kw;   /* P_adj - expected delivery (see vpp_alloc_result) */
+	double shortfall_kw;   /* effective target - what the fleet can give (its
+				* limits less the learnt bias): > 0 short of a
+				* discharge, < 0 of a charge */
 	vpp_estimate measured_kw;   /* fleet power now, from telemetry */
 	vpp_estimate discharge_headroom_kw; /* most it could deliver this tick */
 	vpp_estimate charge_headroom_kw;    /* most it could absorb (<= 0) */

@@ -295,7 +295,12 @@ int vpp_fleet_tick(vpp_fleet *f, int64_t now, vpp_tick_output *out)
 	st->correction_kw = f->correction;
 	st->commanded_kw = commanded;
 	st->tracking_error_kw = err;
-	st->shortfall_kw = res.shortfall_kw;
+	/* What the fleet cannot give of the effective target: its limits,
+	 * moved by the bias the integral has learnt (it delivers that much
+	 * less than the model expects). Not P_adj's shortfall: at a limit the
+	 * proportional term adds the shortfall to P_adj once more. */
+	st->shortfall_kw = f->target_eff - clampd(f->target_eff, res.min_kw - f->integ,
+						   res.max_kw - f->integ);
 	st->measured_kw = measured;
 	vpp__acc_estimate(&ps.dis, &st->discharge_headroom_kw);
 	vpp__acc_estimate(&ps.chg, &st->charge_headroom_kw);

@@ -587,6 +587,29 @@ START_TEST(fleet_expiry_ends_a_ramp_to_zero_at_once)
 }
 END_TEST
 
+/* Asked for more than it has, the fleet's shortfall is what it cannot give
+ * of the target, not that plus the proportional kick the shortfall itself
+ * gives the PI correction (30% more at the default gain). */
+START_TEST(fleet_shortfall_is_against_the_target)
+{
+	int64_t now = 1000000;
+	vpp_fleet *f = fleet_with(10, now);
+	vpp_tick_output o;
+
+	ck_assert_int_eq(vpp_fleet_set_target(f, 90, now + 3600000, 0, now), 0);
+	for (int k = 1; k <= 12; k++) {
+		now += 1000;
+		ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
+		follow(f, &o, now, 1.0, 1);
+	}
+	/* 10 x 5 kW: 50 kW at most, 40 short. */
+	ck_assert_double_eq_tol(o.status.commanded_kw, 50, 1e-6);
+	ck_assert_double_eq_tol(o.status.shortfall_kw, 40, 0.5);
+	ck_assert(o.status.adjusted_kw > 90); /* the correction still pushes */
+	vpp_fleet_free(f);
+}
+END_TEST
+
 START_TEST(fleet_leases_end_with_the_operators_setpoint)
 {
 	int64_t now = 1000000, end = now + 4000;
@@ -1199,6 +1222,7 @@ Suite *test_dispatch_suite(void)
 	tcase_add_test(tc, fleet_target_ramp);
 	tcase_add_test(tc, fleet_expiry_ends_a_ramp_at_once);
 	tcase_add_test(tc, fleet_expiry_ends_a_ramp_to_zero_at_once);
+	tcase_add_test(tc, fleet_shortfall_is_against_the_target);
 	tcase_add_test(tc, fleet_leases_end_with_the_operators_setpoint);
 	tcase_add_test(tc, fleet_leases_follow_an_earlier_end);
 	tcase_add_test(tc, fleet_seqs_start_above_the_base);
