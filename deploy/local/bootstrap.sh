@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs every Debian package vpp needs (idempotent: a fast no-op when all
 # are present), then builds the project (release build in build/, sanitizer
-# build in build-asan/ unless VPP_NO_ASAN=1).
+# build in build-asan/ unless VPP_NO_ASAN=1, fuzz targets in build-fuzz/
+# unless VPP_NO_FUZZ=1; VPP_BOOTSTRAP_NO_BUILD=1 only installs).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -32,21 +33,34 @@ fi
 
 [ "${VPP_BOOTSTRAP_NO_BUILD:-0}" = 1 ] && exit 0
 
+# meson and ninja print their errors on stdout: keep it in a log, and show
+# its end when a step fails.
+log=$(mktemp /tmp/vpp-bootstrap-XXXXXX.log)
+quiet() {
+  if ! "$@" >>"$log" 2>&1; then
+    echo "bootstrap: failed: $*" >&2
+    tail -n 40 "$log" >&2
+    echo "bootstrap: the whole output is in $log" >&2
+    exit 1
+  fi
+}
+
 if [ ! -f build/build.ninja ]; then
-  meson setup build --buildtype=release >/dev/null
+  quiet meson setup build --buildtype=release
 fi
-ninja -C build >/dev/null
+quiet ninja -C build
 if [ "${VPP_NO_ASAN:-0}" != 1 ]; then
   if [ ! -f build-asan/build.ninja ]; then
-    meson setup build-asan --buildtype=debug -Db_sanitize=address,undefined \
-      -Db_lundef=false >/dev/null
+    quiet meson setup build-asan --buildtype=debug -Db_sanitize=address,undefined \
+      -Db_lundef=false
   fi
-  ninja -C build-asan >/dev/null
+  quiet ninja -C build-asan
 fi
 # libFuzzer targets (clang), run briefly by tests/run.sh.
 if [ "${VPP_NO_FUZZ:-0}" != 1 ] && command -v clang >/dev/null; then
   if [ ! -f build-fuzz/build.ninja ]; then
-    CC=clang meson setup build-fuzz --buildtype=debug -Dfuzz=true >/dev/null
+    CC=clang quiet meson setup build-fuzz --buildtype=debug -Dfuzz=true
   fi
-  ninja -C build-fuzz tests/fuzz/fuzz_codec >/dev/null
+  quiet ninja -C build-fuzz tests/fuzz/fuzz_codec
 fi
+rm -f "$log"

@@ -69,7 +69,14 @@ cleanup() {
 	fi
 	echo "State (certificates, database, logs, journal) is kept in $state"
 }
-trap cleanup INT TERM EXIT
+trap cleanup INT TERM HUP EXIT
+# Stops with the log of a process that is no longer running.
+check_alive() { # pid name log
+	kill -0 "$1" 2>/dev/null && return 0
+	echo "run.sh: $2 exited; the end of $3:" >&2
+	tail -20 "$3" >&2
+	exit 1
+}
 
 db_url="${VPP_DATABASE_URL:-}"
 if [ -z "$db_url" ]; then
@@ -104,11 +111,19 @@ c="$state/certs"
 	--admin-port "$admin_port" --database-url "$db_url" --journal-dir "$state/journal" \
 	2>"$state/vppd.log" &
 pids+=($!)
-for _ in $(seq 100); do
-	curl -sf "http://127.0.0.1:$admin_port/healthz" >/dev/null 2>&1 && break
-	kill -0 "${pids[0]}" 2>/dev/null || { tail -20 "$state/vppd.log"; exit 1; }
+# /readyz answers once the API and device ports are open and the control
+# loop ticks (/healthz answers before: a port in use would go unnoticed).
+ready=""
+for _ in $(seq 150); do
+	curl -sf "http://127.0.0.1:$admin_port/readyz" >/dev/null 2>&1 && { ready=1; break; }
+	check_alive "${pids[0]}" vppd "$state/vppd.log"
 	sleep 0.2
 done
+if [ -z "$ready" ]; then
+	echo "run.sh: vppd is not ready after 30 s; the end of $state/vppd.log:" >&2
+	tail -20 "$state/vppd.log" >&2
+	exit 1
+fi
 
 say "Starting vpp-emulator: $devices batteries, a few of them faulty"
 "$bin/tools/vpp-emulator" --server "127.0.0.1:$device_port" --devices "$devices" --certs "$c" \
@@ -121,6 +136,8 @@ ctl() { "$bin/tools/vppctl" "$@"; }
 
 say "Waiting for the fleet to connect"
 for _ in $(seq 60); do
+	check_alive "${pids[0]}" vppd "$state/vppd.log"
+	check_alive "${pids[1]}" vpp-emulator "$state/emulator.log"
 	online=$( (ctl status --json 2>/dev/null || true) | /usr/bin/python3 -c \
 		'import json,sys; print(json.load(sys.stdin).get("devices_online",0))' 2>/dev/null || true)
 	[ "${online:-0}" -ge $((devices * 9 / 10)) ] && break
