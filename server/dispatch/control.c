@@ -94,15 +94,18 @@ static void prepare(vpp_fleet *f, int64_t now, pass *ps)
 		f->x_a[s] = d.a;
 		f->x_lo[s] = lim.lo_kw;
 		f->x_hi[s] = lim.hi_kw;
-		f->x_edis[s] = lim.e_dis_kwh;
-		f->x_echg[s] = lim.e_chg_kwh;
+		/* The allocator weighs a share by a^2 e: late acks scale e, so
+		 * they move shares to others without changing what the fleet
+		 * is expected to deliver. */
+		f->x_edis[s] = lim.e_dis_kwh * d.w_ack * d.w_ack;
+		f->x_echg[s] = lim.e_chg_kwh * d.w_ack * d.w_ack;
 		ps->n_dispatched++;
 		vpp__acc_add(&ps->dis, d.a * lim.hi_kw, d.a * (1 - d.a) * lim.hi_kw * lim.hi_kw,
 			     f->t_at[s]);
 		vpp__acc_add(&ps->chg, d.a * lim.lo_kw, d.a * (1 - d.a) * lim.lo_kw * lim.lo_kw,
 			     f->t_at[s]);
-		ps->agg_edis += d.a * d.a * lim.e_dis_kwh;
-		ps->agg_echg += d.a * d.a * lim.e_chg_kwh;
+		ps->agg_edis += d.a * d.a * f->x_edis[s];
+		ps->agg_echg += d.a * d.a * f->x_echg[s];
 	}
 }
 

@@ -23,7 +23,8 @@ enum {
 /* The per-device estimate derived at a given time. */
 typedef struct vpp__derived {
 	double avail;   /* 0..1 */
-	double a;       /* avail x reliability, 0 when not dispatchable */
+	double a;       /* avail x delivery fraction, 0 when not dispatchable */
+	double w_ack;   /* the ack score as a share weight (> 0) */
 	double soc, soc_sigma;
 	double p, p_sigma;
 	double shift; /* part of p predicted from a setpoint newer than the sample */
@@ -96,6 +97,7 @@ static inline int vpp__slot_ok(const vpp_fleet *f, uint32_t slot)
 /* estimate.c */
 void vpp__derive(const vpp_fleet *f, uint32_t s, int64_t now, vpp__derived *d);
 double vpp__reliability(const vpp_fleet *f, uint32_t s);
+double vpp__delivery_fraction(const vpp_fleet *f, uint32_t s);
 int vpp__event(vpp_fleet *f, vpp_event_type type, uint32_t slot, int64_t at, double value);
 double vpp__max_rating(const vpp_device_ratings *r);
 

@@ -19,6 +19,22 @@ double vpp__max_rating(const vpp_device_ratings *r)
 	return fmax(r->rated_charge_kw, r->rated_discharge_kw);
 }
 
+/* The expected fraction of a command the device delivers, from how its
+ * measured power tracked its commands (and the setpoints it refused).
+ * Late acks do not enter it: a late ack says little about delivery, and
+ * when a stall delays every ack at once, counting them would have every
+ * device expected to give half and be commanded twice as much; they move
+ * shares between devices instead (w_ack). */
+double vpp__delivery_fraction(const vpp_fleet *f, uint32_t s)
+{
+	double tr = f->track_ratio[s];
+
+	tr = tr > 1 ? 1 : tr;
+	return tr < f->prm.min_reliability ? f->prm.min_reliability : tr;
+}
+
+/* The score reported as the device's reliability: acks on time and
+ * tracking together. */
 double vpp__reliability(const vpp_fleet *f, uint32_t s)
 {
 	double tr = f->track_ratio[s], r;
@@ -129,7 +145,8 @@ void vpp__derive(const vpp_fleet *f, uint32_t s, int64_t now, vpp__derived *d)
 				   : exp(-(double)(age - prm->stale_after_ms) /
 					 (double)prm->stale_decay_ms);
 	}
-	d->a = d->avail > 0 ? d->avail * vpp__reliability(f, s) : 0;
+	d->a = d->avail > 0 ? d->avail * vpp__delivery_fraction(f, s) : 0;
+	d->w_ack = fmax(f->ack_score[s], prm->min_reliability);
 }
 
 /* Updates the tracking ratio and the CUSUM of slot |s| from a sample of
@@ -299,8 +316,10 @@ int vpp_fleet_ack(vpp_fleet *f, uint32_t slot, uint64_t seq, int accepted, int64
 	f->ack_score[slot] *= prm->ack_miss_factor;
 	if (!accepted) {
 		/* The device will not follow it: nothing is in effect, and the
-		 * next tick proposes a setpoint again. */
+		 * next tick proposes a setpoint again. A refusal is certain
+		 * non-delivery: it counts against the delivery fraction too. */
 		f->flags[slot] &= ~(uint32_t)F_HAS_CMD;
+		f->track_ratio[slot] *= prm->ack_miss_factor;
 	}
 	return vpp__event(f, VPP_EVENT_ACK_MISSED, slot, now_ms, (double)seq);
 }

@@ -610,6 +610,82 @@ START_TEST(fleet_shortfall_is_against_the_target)
 }
 END_TEST
 
+/* Every ack of a tick late (the network or vppd stalled for longer than the
+ * ack timeout) while the batteries do follow: the fleet must not be
+ * expected to deliver half and be commanded twice the target. */
+START_TEST(fleet_late_acks_do_not_inflate_commands)
+{
+	int64_t now = 1000000;
+	vpp_fleet *f = fleet_with(10, now);
+	vpp_tick_output o;
+	int missed = 0;
+
+	ck_assert_int_eq(vpp_fleet_set_target(f, 30, now + 3600000, 0, now), 0);
+	for (int k = 1; k <= 4; k++) {
+		now += 1000;
+		ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
+		follow(f, &o, now, 1.0, 1);
+	}
+	ck_assert_int_eq(vpp_fleet_set_target(f, 40, now + 3600000, 0, now), 0);
+	for (int k = 1; k <= 6; k++) {
+		now += 1000;
+		ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
+		for (size_t i = 0; i < o.n_events; i++)
+			missed += o.events[i].type == VPP_EVENT_ACK_MISSED;
+		ck_assert(o.status.commanded_kw <= 40 * 1.1);
+		follow(f, &o, now, 1.0, k > 1); /* the first tick's acks never come */
+	}
+	ck_assert_int_eq(missed, 10);
+	ck_assert_double_eq_tol(o.status.commanded_kw, 40, 1);
+	vpp_fleet_free(f);
+}
+END_TEST
+
+/* A device that refuses its setpoints will not deliver them: it stops
+ * counting for delivery, and the others take its share. */
+START_TEST(fleet_refusals_move_the_share)
+{
+	int64_t now = 1000000;
+	vpp_fleet *f = fleet_with(10, now);
+	vpp_tick_output o;
+	uint32_t refuser;
+
+	ck_assert_int_eq(vpp_fleet_lookup(f, "dev-0000", &refuser), 0);
+	ck_assert_int_eq(vpp_fleet_set_target(f, 30, now + 3600000, 0, now), 0);
+	for (int k = 1; k <= 8; k++) {
+		now += 1000;
+		ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
+		for (size_t i = 0; i < o.n_commands; i++) {
+			const vpp_command *c = &o.commands[i];
+			ck_assert_int_eq(vpp_fleet_command_sent(f, c->slot, c->seq, c->power_kw,
+								c->valid_until_ms, now),
+					 0);
+			ck_assert_int_eq(vpp_fleet_ack(f, c->slot, c->seq, c->slot != refuser, now + 20),
+					 0);
+		}
+		/* Every device reports: the others deliver, the refuser holds 0. */
+		for (uint32_t s = 0; s < 10; s++) {
+			vpp_device_info di;
+			vpp_telemetry t = {0};
+			ck_assert_int_eq(vpp_fleet_device_info(f, s, now, &di), 0);
+			t.seq = (uint64_t)(now / 100) + 2;
+			t.measured_at_ms = now + 900;
+			t.received_at_ms = now + 950;
+			t.power_kw = s == refuser ? 0 : di.setpoint_kw;
+			t.power_sigma_kw = 0.05;
+			t.soc = di.soc.value;
+			t.soc_sigma = 0.01;
+			ck_assert_int_eq(vpp_fleet_telemetry(f, s, &t), 0);
+		}
+	}
+	vpp_device_info di;
+	ck_assert_int_eq(vpp_fleet_device_info(f, refuser, now, &di), 0);
+	ck_assert(di.setpoint_kw < 0.5);
+	ck_assert_double_eq_tol(o.status.expected_kw.value, 30, 0.5);
+	vpp_fleet_free(f);
+}
+END_TEST
+
 START_TEST(fleet_leases_end_with_the_operators_setpoint)
 {
 	int64_t now = 1000000, end = now + 4000;
@@ -1223,6 +1299,8 @@ Suite *test_dispatch_suite(void)
 	tcase_add_test(tc, fleet_expiry_ends_a_ramp_at_once);
 	tcase_add_test(tc, fleet_expiry_ends_a_ramp_to_zero_at_once);
 	tcase_add_test(tc, fleet_shortfall_is_against_the_target);
+	tcase_add_test(tc, fleet_late_acks_do_not_inflate_commands);
+	tcase_add_test(tc, fleet_refusals_move_the_share);
 	tcase_add_test(tc, fleet_leases_end_with_the_operators_setpoint);
 	tcase_add_test(tc, fleet_leases_follow_an_earlier_end);
 	tcase_add_test(tc, fleet_seqs_start_above_the_base);
