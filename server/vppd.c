@@ -59,6 +59,13 @@ static void on_health_timer(uv_timer_t *t)
 				       : VPP_HEALTH_NOT_SERVING);
 }
 
+static void on_hup(uv_signal_t *h, int signum)
+{
+	(void)signum;
+	vppd_grpc *g = atomic_load((_Atomic(vppd_grpc *) *)h->data);
+	vppd_grpc_reload_tokens(g, h->loop->data);
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
 	vpp_log(VPP_LOG_INFO, "vppd", "signal %d: shutting down", signum);
@@ -236,11 +243,16 @@ int main(int argc, char **argv)
 		fprintf(stderr, "vppd: cannot create event loop: %s\n", uv_strerror(rv));
 		goto out;
 	}
-	uv_signal_t sigint, sigterm;
+	uv_signal_t sigint, sigterm, sighup;
 	uv_signal_init(&loop, &sigint);
 	uv_signal_init(&loop, &sigterm);
+	uv_signal_init(&loop, &sighup);
 	uv_signal_start(&sigint, on_signal, SIGINT);
 	uv_signal_start(&sigterm, on_signal, SIGTERM);
+	/* SIGHUP reloads the operator tokens (and no longer ends vppd). */
+	loop.data = &cfg;
+	sighup.data = &grpc;
+	uv_signal_start(&sighup, on_hup, SIGHUP);
 
 	/* store: start */
 	if ((rv = vppd_store_start(&cfg, &store)) != 0)
@@ -277,6 +289,7 @@ out_loop:
 	vppd_store_stop(store); /* store: after a failed start */
 	uv_close((uv_handle_t *)&sigint, NULL);
 	uv_close((uv_handle_t *)&sigterm, NULL);
+	uv_close((uv_handle_t *)&sighup, NULL);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	uv_loop_close(&loop);
 	vpp_log(exit_code == EXIT_SUCCESS ? VPP_LOG_INFO : VPP_LOG_ERROR, "vppd",

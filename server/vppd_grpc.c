@@ -22,6 +22,10 @@ struct vppd_grpc {
 	vpp_devices *devices;
 	vpp_operator *op;
 	vpp_tokens *tokens;
+	/* Sets replaced by a reload: calls may still read them until the
+	 * server stops. */
+	vpp_tokens **retired;
+	size_t nretired;
 	bool plant_started;
 };
 
@@ -199,6 +203,8 @@ int vppd_grpc_start(const vppd_config *cfg, vpp_store *store, vppd_grpc **ret)
 		if ((rv = vpp_plant_attach_loop(g->plant, i, vpp_grpc_server_loop(g->srv, i), NULL,
 						NULL)) != 0)
 			goto fail;
+	if (store)
+		vppd_store_restore_setpoint(cfg, g->plant, g->op);
 	if ((rv = vpp_plant_start(g->plant)) != 0)
 		goto fail;
 	g->plant_started = true;
@@ -209,6 +215,29 @@ int vppd_grpc_start(const vppd_config *cfg, vpp_store *store, vppd_grpc **ret)
 fail:
 	vppd_grpc_stop(g, 0);
 	return rv;
+}
+
+void vppd_grpc_reload_tokens(vppd_grpc *g, const vppd_config *cfg)
+{
+	char err[300];
+	if (!g || !g->op || !cfg->tokens_file) {
+		vpp_log(VPP_LOG_INFO, "vppd", "SIGHUP: no tokens-file to read again");
+		return;
+	}
+	vpp_tokens *t = NULL;
+	vpp_tokens **r = realloc(g->retired, (g->nretired + 1) * sizeof(*r));
+	if (r)
+		g->retired = r;
+	if (!r || vpp_tokens_load(cfg->tokens_file, &t, err, sizeof(err)) != 0) {
+		vpp_log(VPP_LOG_ERROR, "vppd", "tokens-file not reloaded, the %zu tokens in force stay: %s",
+			vpp_tokens_count(g->tokens), r ? err : "out of memory");
+		return;
+	}
+	vpp_operator_swap_tokens(g->op, t);
+	g->retired[g->nretired++] = g->tokens;
+	g->tokens = t;
+	vpp_log(VPP_LOG_INFO, "vppd", "tokens-file: reloaded, %zu tokens in force",
+		vpp_tokens_count(t));
 }
 
 vpp_health *vppd_grpc_health(vppd_grpc *g)
@@ -244,6 +273,9 @@ void vppd_grpc_stop(vppd_grpc *g, uint32_t grace_ms)
 	vpp_devices_free(g->devices);
 	vpp_operator_free(g->op);
 	vpp_tokens_free(g->tokens);
+	for (size_t i = 0; i < g->nretired; i++)
+		vpp_tokens_free(g->retired[i]);
+	free(g->retired);
 	vpp_plant_free(g->plant);
 	vpp_health_free(g->health);
 	vpp_grpc_tls_unref(g->api_tls);

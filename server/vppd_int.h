@@ -91,6 +91,9 @@ bool vppd_grpc_ready(vppd_grpc *g, char *why, size_t whylen);
 /* Graceful stop: GOAWAY, in-flight calls get |grace_ms|. Accepts NULL. */
 void vppd_grpc_stop(vppd_grpc *g, uint32_t grace_ms);
 struct vpp_health *vppd_grpc_health(vppd_grpc *g);
+/* SIGHUP: reads tokens-file again and swaps the new set in whole; on an
+ * error the tokens in force stay, and the log says why. */
+void vppd_grpc_reload_tokens(vppd_grpc *g, const vppd_config *cfg);
 
 /* store glue (server/vppd_store.c) */
 #include "vpp/store.h"
@@ -99,6 +102,14 @@ struct vpp_health *vppd_grpc_health(vppd_grpc *g);
 int vppd_store_start(const vppd_config *cfg, vpp_store **ret);
 /* Flushes what it can; the rest stays in the journal. Accepts NULL. */
 void vppd_store_stop(vpp_store *s);
+struct vpp_plant;
+struct vpp_operator;
+/* Before the plant starts: carries on with the operator setpoint that was
+ * in force when the previous vppd stopped (read from the database), and
+ * says so in the log; says too when it could not be read. |op| may be
+ * NULL (no operator API). */
+void vppd_store_restore_setpoint(const vppd_config *cfg, struct vpp_plant *p,
+				 struct vpp_operator *op);
 /* `vppd migrate`: returns the process exit code. */
 /* Strict: 1 only when the database is reachable (or none is configured).
  * The gRPC health service uses it: operator commands need the database. */

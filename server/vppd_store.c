@@ -1,17 +1,26 @@
 /* vppd's glue to the store: settings from the configuration table,
  * migrations at start-up, `vppd migrate`, and readiness for /readyz. */
 #include "vppd_int.h"
+#include "vpp/clock.h"
 #include "vpp/error.h"
 #include "vpp/log.h"
+#include "vpp/operator.h"
+#include "vpp/plant.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* The running store, for the admin thread's /readyz. */
 static _Atomic(vpp_store *) running;
 static int64_t journal_limit;
+/* The migrations could not reach the database at start-up: reading the
+ * setpoint in force would only wait for the same timeout again. */
+static bool unreachable_at_start;
 
 static void on_applied(int version, const char *name, void *ud)
 {
@@ -24,6 +33,64 @@ static void on_applied_print(int version, const char *name, void *ud)
 	(void)ud;
 	printf("applied %04d_%s\n", version, name);
 	fflush(stdout);
+}
+
+/* Migrations that failed at start-up are tried again in the background
+ * until they apply: a database that comes up after vppd (at boot, or a
+ * fresh one) gets its tables, and the journal then drains into them. */
+static struct {
+	pthread_t thread;
+	bool started;
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	bool stop;
+	const char *url;
+} retry = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
+
+static void *migrate_retry_main(void *arg)
+{
+	(void)arg;
+	char err[512];
+	int64_t wait_ms = 1000;
+	for (;;) {
+		pthread_mutex_lock(&retry.lock);
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += wait_ms / 1000;
+		while (!retry.stop &&
+		       pthread_cond_timedwait(&retry.wake, &retry.lock, &until) != ETIMEDOUT)
+			;
+		bool stop = retry.stop;
+		pthread_mutex_unlock(&retry.lock);
+		if (stop)
+			return NULL;
+		int version = 0;
+		int rv = vpp_store_migrate(retry.url, on_applied, NULL, &version, err, sizeof(err));
+		if (rv == 0) {
+			vpp_log(VPP_LOG_INFO, "store",
+				"schema at version %d: the migrations applied once the database "
+				"answered",
+				version);
+			return NULL;
+		}
+		if (rv == VPP_ESCHEMA) {
+			vpp_log(VPP_LOG_ERROR, "store", "%s; rows stay in the journal", err);
+			return NULL;
+		}
+		wait_ms = wait_ms * 2 > 30000 ? 30000 : wait_ms * 2;
+	}
+}
+
+static void retry_stop(void)
+{
+	if (!retry.started)
+		return;
+	pthread_mutex_lock(&retry.lock);
+	retry.stop = true;
+	pthread_cond_signal(&retry.wake);
+	pthread_mutex_unlock(&retry.lock);
+	pthread_join(retry.thread, NULL); /* at most one connect_timeout */
+	retry.started = false;
 }
 
 static int fsync_policy(const char *s, vpp_journal_fsync *ret)
@@ -86,10 +153,15 @@ int vppd_store_start(const vppd_config *cfg, vpp_store **ret)
 		}
 		if (rv != 0) {
 			/* Keep running on the journal: the database may come back. */
+			unreachable_at_start = true;
 			vpp_log(VPP_LOG_WARN, "store",
-			        "migrations not applied (%s); rows are journaled until the "
-			        "database is reachable",
+			        "migrations not applied (%s); rows are journaled, and the "
+			        "migrations tried again, until the database answers",
 			        err);
+			retry.url = cfg->database_url;
+			retry.stop = false;
+			retry.started =
+			    pthread_create(&retry.thread, NULL, migrate_retry_main, NULL) == 0;
 		} else {
 			vpp_log(VPP_LOG_INFO, "store", "schema at version %d", version);
 		}
@@ -98,6 +170,7 @@ int vppd_store_start(const vppd_config *cfg, vpp_store **ret)
 	if ((rv = vpp_store_start(&o, &s)) != 0) {
 		vpp_log(VPP_LOG_ERROR, "store", "cannot start the store (journal %s): %s",
 		        cfg->journal_dir, vpp_strerror(rv));
+		retry_stop();
 		return rv;
 	}
 	journal_limit = o.journal_max_bytes;
@@ -116,8 +189,52 @@ void vppd_store_stop(vpp_store *s)
 	if (!s)
 		return;
 	atomic_store(&running, NULL);
+	retry_stop();
 	vpp_store_stop(s);
 	vpp_log(VPP_LOG_INFO, "store", "stopped");
+}
+
+void vppd_store_restore_setpoint(const vppd_config *cfg, vpp_plant *p, vpp_operator *op)
+{
+	if (!cfg->database_url || !cfg->database_url[0])
+		return;
+	char err[512] = "the database was unreachable at start-up";
+	vpp_setpoint sp;
+	bool found = false;
+	if (unreachable_at_start ||
+	    vpp_store_newest_setpoint(cfg->database_url, &sp, &found, err, sizeof(err)) != 0) {
+		vpp_log(VPP_LOG_WARN, "dispatch",
+			"cannot read the operator setpoint that was in force (%s): the fleet holds 0 kW "
+			"until an operator sets one",
+			err);
+		return;
+	}
+	if (!found)
+		return;
+	int64_t now = vpp_wall_ms();
+	int64_t until = sp.created_at_ms + (int64_t)(sp.valid_for_s * 1000.0);
+	char id[32];
+	snprintf(id, sizeof(id), "%lld", (long long)sp.setpoint_id);
+	if (until <= now) {
+		vpp_log(VPP_LOG_INFO, "dispatch",
+			"the newest operator setpoint (%s, request_id %s) ended %.0f s ago: the "
+			"fleet holds 0 kW",
+			id, sp.request_id, (double)(now - until) / 1000.0);
+		return;
+	}
+	if (vpp_plant_restore_setpoint(p, id, sp.target_kw, until, sp.ramp_kw_per_s) != 0) {
+		vpp_log(VPP_LOG_ERROR, "dispatch",
+			"the operator setpoint in force (%s, request_id %s, %g kW) was refused by the "
+			"dispatcher: the fleet holds 0 kW",
+			id, sp.request_id, sp.target_kw);
+		return;
+	}
+	vpp_operator_restored(op, sp.setpoint_id);
+	vpp_log(VPP_LOG_WARN, "dispatch",
+		"carrying on with the operator setpoint in force before the restart: %s "
+		"(request_id %s, %g kW, ramp %g kW/s, by %s), for %.0f s more",
+		id, sp.request_id, sp.target_kw, sp.ramp_kw_per_s, sp.principal,
+		(double)(until - now) / 1000.0);
 }
 
 int vppd_store_ready(char *why, size_t whylen)

@@ -31,4 +31,14 @@ int vpp_operator_new(const vpp_operator_opts *o, vpp_grpc_server *srv, vpp_grpc_
 /* After the server stopped. Accepts NULL. */
 void vpp_operator_free(vpp_operator *op);
 
+/* Any thread: the bearer tokens accepted from now on (NULL: none). Returns
+ * the set in force before, which calls may still be reading: free it only
+ * once the server has stopped. */
+const vpp_tokens *vpp_operator_swap_tokens(vpp_operator *op, const vpp_tokens *t);
+
+/* Before the server starts: the setpoint with this setpoint_id is in force
+ * (carried on across a restart), so a retry of its request_id changes
+ * nothing and an older one is not applied again. */
+void vpp_operator_restored(vpp_operator *op, int64_t setpoint_id);
+
 #endif

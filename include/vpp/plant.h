@@ -166,6 +166,12 @@ void vpp_plant_snapshot_get(vpp_plant *p, vpp_plant_snapshot *out);
  * |slot| named in its last Hello to this node, "" if none. */
 const char *vpp_plant_device_firmware(const vpp_plant *p, uint32_t slot);
 
+/* Before vpp_plant_start only: the operator setpoint |id| that was in force
+ * when the previous vppd stopped, carried on until |valid_until_ms|.
+ * Returns 0 or VPP_EINVAL (the fleet refused the target). */
+int vpp_plant_restore_setpoint(vpp_plant *p, const char *id, double target_kw,
+			       int64_t valid_until_ms, double ramp_kw_per_s);
+
 /* Dispatch thread only (from a query's run): records the operator setpoint
  * |id| that is now active, for the snapshots. */
 void vpp_plant_set_active_setpoint(vpp_plant *p, const char *id, double target_kw,

@@ -8,6 +8,7 @@
 #include "vpp/v1/grid.pb-c.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 typedef struct op_call op_call;
 
@@ -35,6 +36,9 @@ typedef struct {
 
 struct vpp_operator {
 	vpp_operator_opts o;
+	/* The bearer tokens in force: swapped whole by a reload (any thread);
+	 * o.tokens is the set it started with. */
+	_Atomic(const vpp_tokens *) tokens;
 	op_loop *loops;
 	int nloops;
 	pthread_mutex_t recent_lock; /* idempotency without a database */

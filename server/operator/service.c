@@ -25,7 +25,8 @@ static bool authorize(vpp_grpc_call *call, vpp_role need, char *principal, size_
 {
 	vpp_operator *op = svc(call);
 	const char *name = NULL;
-	vpp_role role = vpp_tokens_check(op->o.tokens, vpp_grpc_call_metadata(call, "authorization"),
+	vpp_role role = vpp_tokens_check(atomic_load(&op->tokens),
+					 vpp_grpc_call_metadata(call, "authorization"),
 					 &name);
 	if (role != VPP_ROLE_NONE) {
 		snprintf(principal, plen, "token:%s", name);
@@ -787,6 +788,7 @@ int vpp_operator_new(const vpp_operator_opts *o, vpp_grpc_server *srv, vpp_grpc_
 	if (!op)
 		return VPP_ENOMEM;
 	op->o = *o;
+	atomic_init(&op->tokens, o->tokens);
 	if (op->o.max_target_kw <= 0)
 		op->o.max_target_kw = 1e6;
 	if (!op->o.max_valid_for_s)
@@ -839,6 +841,17 @@ int vpp_operator_new(const vpp_operator_opts *o, vpp_grpc_server *srv, vpp_grpc_
 fail:
 	vpp_operator_free(op);
 	return rv;
+}
+
+const vpp_tokens *vpp_operator_swap_tokens(vpp_operator *op, const vpp_tokens *t)
+{
+	return atomic_exchange(&op->tokens, t);
+}
+
+void vpp_operator_restored(vpp_operator *op, int64_t setpoint_id)
+{
+	if (op && setpoint_id > 0)
+		op->applied_order = (uint64_t)setpoint_id;
 }
 
 void vpp_operator_free(vpp_operator *op)

@@ -641,6 +641,18 @@ const char *vpp_plant_device_firmware(const vpp_plant *p, uint32_t slot)
 	return slot < p->nowners ? p->owners[slot].firmware : "";
 }
 
+int vpp_plant_restore_setpoint(vpp_plant *p, const char *id, double target_kw,
+			       int64_t valid_until_ms, double ramp_kw_per_s)
+{
+	if (p->thread_started)
+		return VPP_EINVAL;
+	int rv = vpp_fleet_set_target(p->fleet, target_kw, valid_until_ms, ramp_kw_per_s,
+				      vpp_wall_ms());
+	if (rv == 0)
+		vpp_plant_set_active_setpoint(p, id, target_kw, valid_until_ms, ramp_kw_per_s);
+	return rv;
+}
+
 void vpp_plant_set_active_setpoint(vpp_plant *p, const char *id, double target_kw,
 				   int64_t valid_until_ms, double ramp_kw_per_s)
 {

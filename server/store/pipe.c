@@ -96,6 +96,20 @@ static void to_str(const PGresult *r, int row, int col, char *out, size_t cap)
 	snprintf(out, cap, "%s", PQgetisnull(r, row, col) ? "" : PQgetvalue(r, row, col));
 }
 
+void vpp__setpoint_from_result(const PGresult *r, int row, vpp_setpoint *sp)
+{
+	memset(sp, 0, sizeof(*sp));
+	sp->setpoint_id = to_i64(r, row, 0);
+	to_str(r, row, 1, sp->request_id, sizeof(sp->request_id));
+	sp->target_kw = to_f64(r, row, 2);
+	sp->valid_for_s = to_f64(r, row, 3);
+	sp->ramp_kw_per_s = to_f64(r, row, 4);
+	to_str(r, row, 5, sp->reason, sizeof(sp->reason));
+	to_str(r, row, 6, sp->principal, sizeof(sp->principal));
+	to_str(r, row, 7, sp->node_id, sizeof(sp->node_id));
+	sp->created_at_ms = to_i64(r, row, 8);
+}
+
 void vpp__row_from_result(const PGresult *r, int row, vpp_telemetry_row *t)
 {
 	memset(t, 0, sizeof(*t));
@@ -154,16 +168,7 @@ static void deliver(vpp_store *s, vpp__item *it, const PGresult *r)
 			break;
 		}
 		vpp_setpoint sp;
-		memset(&sp, 0, sizeof(sp));
-		sp.setpoint_id = to_i64(r, 0, 0);
-		to_str(r, 0, 1, sp.request_id, sizeof(sp.request_id));
-		sp.target_kw = to_f64(r, 0, 2);
-		sp.valid_for_s = to_f64(r, 0, 3);
-		sp.ramp_kw_per_s = to_f64(r, 0, 4);
-		to_str(r, 0, 5, sp.reason, sizeof(sp.reason));
-		to_str(r, 0, 6, sp.principal, sizeof(sp.principal));
-		to_str(r, 0, 7, sp.node_id, sizeof(sp.node_id));
-		sp.created_at_ms = to_i64(r, 0, 8);
+		vpp__setpoint_from_result(r, 0, &sp);
 		bool created = strcmp(PQgetvalue(r, 0, 9), "t") == 0;
 		sp.newest_setpoint_id = to_i64(r, 0, 10);
 		((vpp_store_setpoint_cb)it->cb)(0, &sp, created, it->user_data);

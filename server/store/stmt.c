@@ -21,9 +21,7 @@
 	"s.setpoint_kw, s.availability, s.reliability " \
 	"FROM devices d LEFT JOIN device_state s ON s.device_id = d.device_id "
 
-#define SETPOINT_COLUMNS \
-	"setpoint_id, request_id, target_kw, valid_for_s, ramp_kw_per_s, reason, " \
-	"principal, node_id, " MS("created_at")
+#define SETPOINT_COLUMNS VPP__SETPOINT_COLUMNS
 /* The newest setpoint_id in the table, this row's included (the statement's
  * own insert is not in its snapshot): a retried request is only applied
  * again while no later setpoint exists. */

@@ -429,6 +429,12 @@ void vpp__pipe_init(vpp_store *s);
  * (device_id, seq, measured_at ms, received_at ms, power_kw, power_sigma_kw,
  * soc, soc_sigma, quality). A NULL sigma reads as NaN ("not given"). */
 void vpp__row_from_result(const PGresult *r, int row, vpp_telemetry_row *t);
+/* The columns of a setpoint row, in the order vpp__setpoint_from_result
+ * reads them. */
+#define VPP__SETPOINT_COLUMNS                                                                      \
+	"setpoint_id, request_id, target_kw, valid_for_s, ramp_kw_per_s, reason, principal, "    \
+	"node_id, (extract(epoch FROM created_at) * 1000)::int8"
+void vpp__setpoint_from_result(const PGresult *r, int row, vpp_setpoint *sp);
 void vpp__pipe_kick(vpp_store *s);
 bool vpp__pipe_idle(const vpp_store *s);
 /* Fails every item not yet done with |status| (reads) or journals them

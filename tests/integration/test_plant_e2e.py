@@ -171,9 +171,9 @@ def run(r, pg):
     # A long setpoint, then vppd dies: the batteries' leases run out.
     setpoint(1200.0, 600, "e2e-before-kill")
     time.sleep(12)
-    t_kill = time.time() * 1000
     ticks_metric = vt.read_metrics(admin).get("vpp_dispatch_tick_seconds_count")
     time.sleep(2)  # the store's flush interval
+    t_kill = time.time() * 1000  # the leases run from here: up to lease-ms
     vppd.signal(signal.SIGKILL)
     vppd.wait(10)
     time.sleep(16)  # lease (10 s) plus margin
@@ -182,6 +182,24 @@ def run(r, pg):
     with open(report) as f:
         rep = json.load(f)
     secs = rep["seconds"]
+    # vppd comes back while "e2e-before-kill" is still valid: it carries on
+    # with it (the database knows it), and a retry of it changes nothing.
+    vppd2 = start_vppd("vppd-2")
+    r.on_fail.append(lambda: "vppd-2:\n" + vppd2.log_tail(20))
+    deadline = time.monotonic() + 20
+    after_restart = None
+    while after_restart is None or (not after_restart.active_setpoint_id and time.monotonic() < deadline):
+        try:
+            after_restart = status()
+        except grpc.RpcError:
+            time.sleep(0.2)
+            continue
+        time.sleep(0.2)
+    retry_after_restart = op.SetFleetSetpoint(
+        g.SetFleetSetpointRequest(target_kw=1200.0, valid_for_s=600, request_id="e2e-before-kill",
+                                  reason="e2e step"), metadata=md, timeout=10)
+    restart_log = vppd2.log_tail(400)
+    vppd2.stop()
 
     def truth(t0_ms, t1_ms):
         return [s["true_kw"] for s in secs if t0_ms <= s["t_ms"] <= t1_ms]
@@ -220,6 +238,18 @@ def run(r, pg):
         assert after and all(abs(v) < 20 for v in after), "after vppd died: %s" % after
 
     r.case("killing vppd: the batteries' leases expire and they return to 0", leases)
+
+    def restored():
+        before = steps[-1][2]
+        st = after_restart
+        assert st.active_setpoint_id == before.setpoint_id and st.target_kw == 1200.0, st
+        assert abs(st.active_valid_until_ms - before.valid_until_ms) <= 1, (st.active_valid_until_ms,
+                                                                            before.valid_until_ms)
+        assert "carrying on with the operator setpoint in force" in restart_log, restart_log[-2000:]
+        assert retry_after_restart.setpoint_id == before.setpoint_id, retry_after_restart
+        assert retry_after_restart.valid_until_ms == before.valid_until_ms, retry_after_restart
+
+    r.case("a restarted vppd carries on with the setpoint in force (from PostgreSQL)", restored)
 
     def persisted():
         n = int(pg.psql("select count(*) from fleet_ticks where node_id = 'e2e'"))

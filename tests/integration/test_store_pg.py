@@ -538,6 +538,47 @@ def test_vppd_replays_journal(pg):
     expect_exact(pg, 0, rows, base)
 
 
+def test_vppd_migrates_a_late_database(pg):
+    """A database that answers only after vppd started (at boot, a fresh
+    one) gets its tables: the migrations are tried again until they apply,
+    and what vppd journaled meanwhile lands."""
+    pg.psql("DROP DATABASE IF EXISTS late")
+    pg.psql("CREATE DATABASE late")
+    late = f"host={pg.dir} port=5432 user=postgres dbname=late"
+    relay = SilentThenRelay(pg, silent_s=4)
+    url = f"host=127.0.0.1 port={relay.port} user=postgres dbname=late connect_timeout=2"
+    j = tempfile.mkdtemp(prefix="vpp-j-")
+    log = tempfile.TemporaryFile(mode="w+")
+    vppd = subprocess.Popen([tool(BUILD, "vppd"), "--database-url", url, "--journal-dir", j,
+                             "--node-id", "late-node", "--api-port", "0", "--device-port", "0",
+                             "--admin-port", "0"], stdout=subprocess.DEVNULL, stderr=log, text=True)
+
+    def count(sql):
+        r = subprocess.run(["psql", late, "-X", "-qAt", "-c", sql], capture_output=True, text=True)
+        return int(r.stdout.strip()) if r.returncode == 0 else -1
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and count("SELECT count(*) FROM fleet_ticks") <= 0:
+            check(vppd.poll() is None, "vppd exited")
+            time.sleep(0.5)
+        vppd.send_signal(signal.SIGTERM)
+        vppd.wait(timeout=30)
+        log.seek(0)
+        err = log.read()
+        check(vppd.returncode == 0, f"vppd exit {vppd.returncode}: {err[-2000:]}")
+        check("the migrations applied once the database answered" in err,
+              f"no late migration in the log: {err[-2000:]}")
+        check(count("SELECT count(*) FROM fleet_ticks WHERE node_id = 'late-node'") > 0,
+              f"no fleet_ticks in the late database: {err[-2000:]}")
+    finally:
+        if vppd.poll() is None:
+            vppd.kill()
+            vppd.wait()
+        relay.close()
+        shutil.rmtree(j, ignore_errors=True)
+        pg.psql("DROP DATABASE IF EXISTS late WITH (FORCE)")
+
+
 def test_bad_rows_rejected(pg):
     reset(pg)
     j = tempfile.mkdtemp(prefix="vpp-j-")
@@ -899,6 +940,7 @@ def main():
                       test_million_rows_exact, test_postgres_sigkill_mid_write,
                       test_spilling_ends_under_steady_load,
                       test_writer_sigkill_with_torn_journal, test_vppd_replays_journal,
+                      test_vppd_migrates_a_late_database,
                       test_bad_rows_rejected,
                       test_db_error_isolated, test_read_only_database_keeps_rows,
                       test_silent_database_times_out, test_silent_first_host_moves_on,

@@ -6,6 +6,7 @@ right status. A few grpcio devices give the fleet something to report."""
 import hashlib
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -204,6 +205,36 @@ def body(r):
         assert len(lines) <= 10, "%d lines for %d refusals" % (len(lines), before + 40)
 
     r.case("no token / wrong token / viewer role / operator certificate", auth)
+
+    def tokens_reload():
+        sha = lambda t: hashlib.sha256(t.encode()).hexdigest()
+        with open(tokens) as f:
+            original = f.read()
+        status = lambda t: code_of(op.GetFleetStatus, g.GetFleetStatusRequest(), metadata=tok(t), timeout=5)[0]
+
+        def hup_until(cond, what):
+            env.proc.signal(signal.SIGHUP)
+            deadline = time.monotonic() + 5
+            while not cond() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert cond(), what
+        # A new viewer token, the old viewer's gone: in force without a restart.
+        with open(tokens, "w") as f:
+            f.write("ops operator sha256:%s\nnewbie viewer sha256:%s\n" % (sha(OP), sha("grid-new-token")))
+        hup_until(lambda: status("grid-new-token") == grpc.StatusCode.OK, "the new token is refused")
+        assert status(VIEW) == grpc.StatusCode.UNAUTHENTICATED, "a removed token still works"
+        # A broken file changes nothing, and says so.
+        with open(tokens, "w") as f:
+            f.write("this is not a token line\n")
+        hup_until(lambda: "tokens-file not reloaded" in open(env.proc.log_path).read(), "no error logged")
+        assert status("grid-new-token") == grpc.StatusCode.OK and status(OP) == grpc.StatusCode.OK
+        with open(tokens, "w") as f:
+            f.write(original)
+        hup_until(lambda: status(VIEW) == grpc.StatusCode.OK, "the original tokens are not back")
+        assert env.proc.alive(), "vppd ended on SIGHUP"
+
+    r.case("SIGHUP reloads tokens-file: new tokens in force, removed ones refused, a broken file ignored",
+           tokens_reload)
 
     def preview_and_devices():
         pv = op.PreviewDispatch(g.PreviewDispatchRequest(target_kw=9), metadata=tok(VIEW), timeout=5)
