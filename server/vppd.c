@@ -26,7 +26,11 @@ static void usage(FILE *out)
 		     "  vppd            run the server\n"
 		     "  vppd migrate    apply database migrations and exit\n\n"
 		     "Every option can also be set with the environment variable shown, or in the\n"
-		     "INI file named by --config (key = option name, e.g. `api-port = 7444`).\n\n"
+		     "INI file named by --config (key = option name, e.g. `api-port = 7444`); a\n"
+		     "flag overrides the environment, which overrides the file. Boolean flags need\n"
+		     "no value (--api-h2c is --api-h2c=true).\n\n"
+		     "signals: SIGTERM/SIGINT stop gracefully (devices told to back off, the store\n"
+		     "flushed); SIGHUP reads tokens-file again.\n\n"
 		     "options:\n");
 	vpp_config_print_help(vppd_config_table, vppd_config_table_len, out);
 }
