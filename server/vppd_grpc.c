@@ -63,7 +63,8 @@ static int api_listener(const vppd_config *cfg, vpp_store *store, vppd_grpc *g)
 			vpp_log(VPP_LOG_ERROR, "vppd",
 				"api: cannot load TLS certificate %s / key %s%s%s: %s", cfg->tls_cert,
 				cfg->tls_key, cfg->operator_ca ? " / operator CA " : "",
-				cfg->operator_ca ? cfg->operator_ca : "", vpp_strerror(rv));
+				cfg->operator_ca ? cfg->operator_ca : "",
+				rv == VPP_ETLS ? vpp_grpc_tls_load_error() : vpp_strerror(rv));
 			return rv;
 		}
 	} else {
@@ -112,7 +113,8 @@ static int device_listener(const vppd_config *cfg, vpp_store *store, vppd_grpc *
 				     &g->dev_tls);
 	if (rv != 0) {
 		vpp_log(VPP_LOG_ERROR, "vppd", "device: cannot load TLS files (%s, %s, CA %s): %s",
-			cfg->tls_cert, cfg->tls_key, cfg->device_ca, vpp_strerror(rv));
+			cfg->tls_cert, cfg->tls_key, cfg->device_ca,
+			rv == VPP_ETLS ? vpp_grpc_tls_load_error() : vpp_strerror(rv));
 		return rv;
 	}
 	vpp_grpc_listener *l;

@@ -66,6 +66,11 @@ typedef struct {
 int vpp_grpc_tls_server_new(const char *cert_file, const char *key_file, const char *client_ca,
 			    bool require_client_cert, vpp_grpc_tls **ret);
 
+/* After vpp_grpc_tls_server_new failed with VPP_ETLS, on the same thread:
+ * which file and why ("key /etc/vpp/tls/server.key: ...:Permission
+ * denied"). */
+const char *vpp_grpc_tls_load_error(void);
+
 /* Client TLS: verifies the server against |ca_file| (NULL: system roots);
  * presents |cert_file|/|key_file| when both are given. */
 int vpp_grpc_tls_client_new(const char *ca_file, const char *cert_file, const char *key_file,

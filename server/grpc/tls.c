@@ -13,6 +13,36 @@
 
 static const unsigned char alpn_h2[] = {2, 'h', '2'};
 
+/* Why the last context of this thread could not be made. */
+static _Thread_local char load_error[320];
+
+/* Records which file failed and OpenSSL's reason for it (a missing file,
+ * no permission, not PEM, a key that is not the certificate's), then
+ * empties this thread's error queue. Returns false, for `goto fail`. */
+static bool failed(const char *what, const char *path)
+{
+	char reason[200] = "unknown error";
+	unsigned long e, sys = 0, last = 0;
+	while ((e = ERR_get_error()) != 0) {
+		last = e;
+		if (ERR_GET_LIB(e) == ERR_LIB_SYS && !sys)
+			sys = e;
+	}
+	/* A file that cannot be opened: the system's reason (errno). */
+	if (sys)
+		snprintf(reason, sizeof(reason), "%s", strerror(ERR_GET_REASON(sys)));
+	else if (last)
+		ERR_error_string_n(last, reason, sizeof(reason));
+	snprintf(load_error, sizeof(load_error), "%s %s: %s", what, path ? path : "", reason);
+	ERR_clear_error();
+	return false;
+}
+
+const char *vpp_grpc_tls_load_error(void)
+{
+	return load_error[0] ? load_error : "no error recorded";
+}
+
 /* The connection's BIO: OpenSSL reads ciphertext straight from the buffer
  * libuv read into (c->tls_in) and writes records straight into the conn's
  * pending output. Memory BIOs would copy every record once more each way
@@ -129,9 +159,12 @@ int vpp_grpc_tls_server_new(const char *cert_file, const char *key_file, const c
 	if (!ctx)
 		return VPP_ENOMEM;
 	ctx_common(ctx);
-	if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1 ||
-	    SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1 ||
-	    SSL_CTX_check_private_key(ctx) != 1)
+	load_error[0] = 0;
+	if ((SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1 &&
+	     !failed("certificate", cert_file)) ||
+	    (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1 &&
+	     !failed("key", key_file)) ||
+	    (SSL_CTX_check_private_key(ctx) != 1 && !failed("key (not the certificate's)", key_file)))
 		goto fail;
 	SSL_CTX_set_alpn_select_cb(ctx, select_alpn, NULL);
 	/* No session tickets and no session cache: the ticket keys live and
@@ -143,7 +176,8 @@ int vpp_grpc_tls_server_new(const char *cert_file, const char *key_file, const c
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"vpp", 3);
 	if (client_ca) {
-		if (SSL_CTX_load_verify_locations(ctx, client_ca, NULL) != 1)
+		if (SSL_CTX_load_verify_locations(ctx, client_ca, NULL) != 1 &&
+		    !failed("client CA", client_ca))
 			goto fail;
 		STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(client_ca);
 		if (names)

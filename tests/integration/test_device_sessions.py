@@ -688,6 +688,21 @@ def body(r):
     r.case("a TLS write failing while a setpoint goes out closes that session only, vppd carries on",
            write_failure_mid_setpoint)
 
+    def tls_files_that_do_not_load():
+        p = lambda n: os.path.join(env.dir, n)
+        exe = os.path.join(vt.build_dir(), "server", "vppd")
+        cases = [(p("no-such.key"), p("device-ca.pem"), "key %s: No such file or directory" % p("no-such.key")),
+                 (p("operator.key"), p("device-ca.pem"), "key values mismatch"),
+                 (p("server.key"), p("server.key"), "client CA %s:" % p("server.key"))]
+        for key, ca, want in cases:
+            rr = subprocess.run([exe, "--api-port", "0", "--admin-port", "0", "--device-addr", "127.0.0.1",
+                                 "--device-port", str(vt.free_port()), "--tls-cert", p("server.pem"),
+                                 "--tls-key", key, "--device-ca", ca], capture_output=True, text=True, timeout=30)
+            assert rr.returncode != 0, "vppd started with %s / %s" % (key, ca)
+            assert want in rr.stderr, "%r not in: %s" % (want, rr.stderr[-1500:])
+
+    r.case("TLS files that cannot be loaded: vppd stops, naming the file and why", tls_files_that_do_not_load)
+
 
 if __name__ == "__main__":
     vt.main(body, budget_s=240)
