@@ -275,6 +275,10 @@ typedef struct vpp_preview {
 	uint32_t n_saturated;
 	uint32_t n_dispatched;
 	double min_kw, max_kw; /* feasible range of expected delivery */
+	/* How long the expected delivery lasts before the batteries reach
+	 * their SoC limit, at most (efficiency losses shorten it), s;
+	 * INFINITY for 0 kW. */
+	double sustain_s;
 } vpp_preview;
 
 /* What the fleet would deliver for |target_kw| at |now_ms| (no PI

@@ -29,6 +29,9 @@ typedef struct pass {
 	double shift; /* sum of the predicted moves towards newer setpoints */
 	uint32_t n_devices, n_online, n_stale, n_offline, n_degraded, n_dispatched, n_fresh;
 	double agg_edis, agg_echg;
+	/* Expected energy the dispatchable devices can give (above min SoC)
+	 * and take (below max SoC), kWh. */
+	double e_give, e_take;
 } pass;
 
 /* Derives every device's estimate at |now| into the scratch arrays x_* and
@@ -104,6 +107,8 @@ static void prepare(vpp_fleet *f, int64_t now, pass *ps)
 			     f->t_at[s]);
 		vpp__acc_add(&ps->chg, d.a * lim.lo_kw, d.a * (1 - d.a) * lim.lo_kw * lim.lo_kw,
 			     f->t_at[s]);
+		ps->e_give += d.a * lim.e_dis_kwh;
+		ps->e_take += d.a * lim.e_chg_kwh;
 		ps->agg_edis += d.a * d.a * f->x_edis[s];
 		ps->agg_echg += d.a * d.a * f->x_echg[s];
 	}
@@ -375,5 +380,9 @@ int vpp_fleet_preview(vpp_fleet *f, double target_kw, int64_t now_ms, vpp_previe
 	out->n_dispatched = ps.n_dispatched;
 	out->min_kw = res.min_kw;
 	out->max_kw = res.max_kw;
+	/* The allocator gives fuller batteries more, so the fleet empties
+	 * (or fills) about together: its energy over the power it gives. */
+	double kw = out->expected_kw.value, kwh = kw > 0 ? ps.e_give : ps.e_take;
+	out->sustain_s = fabs(kw) > 1e-9 ? kwh / fabs(kw) * 3600.0 : INFINITY;
 	return 0;
 }

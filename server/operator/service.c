@@ -234,6 +234,7 @@ static void set_done(vpp_plant_query *q)
 		resp.expected_delivery_kw = &e;
 		resp.shortfall_kw = c->preview.shortfall_kw;
 		resp.valid_until_ms = c->valid_until_ms;
+		resp.sustainable_for_s = isfinite(c->preview.sustain_s) ? c->preview.sustain_s : 0;
 		send_msg(call, &resp.base);
 		vpp_grpc_call_finish(call, VPP_GRPC_OK, NULL);
 		break;
@@ -562,6 +563,8 @@ static void preview_done(vpp_plant_query *q)
 			resp.shortfall_kw = c->preview.shortfall_kw;
 			resp.devices_saturated = c->preview.n_saturated;
 			resp.devices_dispatched = c->preview.n_dispatched;
+			resp.sustainable_for_s =
+				isfinite(c->preview.sustain_s) ? c->preview.sustain_s : 0;
 			send_msg(c->call, &resp.base);
 			vpp_grpc_call_finish(c->call, VPP_GRPC_OK, NULL);
 		}

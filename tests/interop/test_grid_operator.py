@@ -131,8 +131,11 @@ def body(r):
         a = op.SetFleetSetpoint(g.SetFleetSetpointRequest(target_kw=1000, valid_for_s=30, request_id="grid-2"),
                                 metadata=tok(OP), timeout=5)
         assert a.shortfall_kw > 900 and a.expected_delivery_kw.value < 20, a
+        # 3 batteries at SoC 0.6 hold 3 x 0.5 x 10 kWh above min SoC: an
+        # hour at the 15 kW they can give.
+        assert abs(a.sustainable_for_s - 3600) < 200, a
 
-    r.case("a target beyond the fleet reports its shortfall", beyond)
+    r.case("a target beyond the fleet reports its shortfall, and how long its energy lasts", beyond)
 
     def bad_requests():
         cases = [

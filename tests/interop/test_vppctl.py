@@ -134,7 +134,8 @@ def make_servicer(fake, grid_pb2_grpc, health_pb2, health_pb2_grpc):
             return pb.SetFleetSetpointResponse(
                 setpoint_id="sp-%s" % req.request_id[:8],
                 expected_delivery_kw=E(value=deliver, sigma=20.0, lower=deliver - 33, upper=deliver + 33),
-                shortfall_kw=req.target_kw - deliver, valid_until_ms=NOW_MS() + req.valid_for_s * 1000)
+                shortfall_kw=req.target_kw - deliver, valid_until_ms=NOW_MS() + req.valid_for_s * 1000,
+                sustainable_for_s=2500.0 / abs(deliver) * 3600 if deliver else 0)  # 2,500 kWh either way
 
         def GetFleetStatus(self, req, ctx):
             fake.record("GetFleetStatus", req, ctx)
@@ -381,7 +382,8 @@ def run_cases(r, exe, fake, pb, certs, tls_port, h2c_port, mtls_port):
                           r"^  valid until\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(in 90 min\)$",
                           r"^  ramp\s+25\.5 kW/s$",
                           r"^  expected delivery\s+1,500\.0 kW ±20\.0 \(90%: 1,467\.0–1,533\.0\)$",
-                          r"^  shortfall\s+0\.0 kW$"])
+                          r"^  shortfall\s+0\.0 kW$",
+                          r"^  energy lasts\s+about 100 min at most, until the batteries are empty$"])
         assert "WARNING" not in p.stdout
         _, req, md, _ = fake.last("SetFleetSetpoint")
         assert req.target_kw == 1500 and req.valid_for_s == 5400 and req.ramp_kw_per_s == 25.5, req
@@ -413,6 +415,19 @@ def run_cases(r, exe, fake, pb, certs, tls_port, h2c_port, mtls_port):
         p = ctl("set", "8000")
         expect(p, 0, out=[r"^WARNING: the fleet cannot deliver 8,000\.0 kW: it is expected to deliver "
                           r"5,000\.0 kW, short by 3,000\.0 kW$", r"^  shortfall\s+3,000\.0 kW$"])
+
+    def set_energy_runs_out():
+        # 2,500 kWh at 2,000 kW: 75 min, for a setpoint of 2 h.
+        p = ctl("set", "2000", "--for", "2h")
+        expect(p, 0, out=[r"^  energy lasts\s+about 75 min at most, until the batteries are empty$",
+                          r"^WARNING: the fleet's stored energy runs out after about 75 min, before the "
+                          r"setpoint's 2 h are over: expect delivery to fall off from then$"])
+        p = ctl("set", "-2000", "--for", "2h", "--json")
+        j = one_json(p)
+        assert j["sustainable_for_s"] == 4500 and j["can_deliver"] is False, j
+        p = ctl("set", "-2000", "--for", "1h")
+        expect(p, 0, out=[r"^  energy lasts\s+about 75 min at most, until the batteries are full$"])
+        assert "WARNING" not in p.stdout, p.stdout
 
     def set_failure_prints_request_id():
         # A failure a retry may get past: the id to retry with.
@@ -662,6 +677,7 @@ def run_cases(r, exe, fake, pb, certs, tls_port, h2c_port, mtls_port):
     case("set: request carries valid_for, ramp, reason, request_id", set_full)
     case("set: defaults, negative power, random request id", set_defaults_and_negative)
     case("set: shortfall warning and --json", set_shortfall)
+    case("set: a warning when the fleet's energy runs out before the setpoint ends", set_energy_runs_out)
     case("set: a failure prints the request id to retry with", set_failure_prints_request_id)
     case("preview: delivery, shortfall, saturated, nothing commanded", preview)
     case("devices: aligned table, default limit 50", devices_table)

@@ -1098,6 +1098,28 @@ START_TEST(fleet_target_ramp)
 }
 END_TEST
 
+/* How long the fleet's energy lasts at a target: 10 batteries at SoC 0.5
+ * hold 10 x (0.5 - 0.1) x 13.5 = 54 kWh above min SoC, and have room for
+ * 10 x (0.95 - 0.5) x 13.5 = 60.75 kWh. */
+START_TEST(preview_says_how_long_the_energy_lasts)
+{
+	int64_t now = 1000000;
+	vpp_fleet *f = fleet_with(10, now);
+	vpp_preview pv;
+
+	ck_assert_int_eq(vpp_fleet_preview(f, 30, now, &pv), 0);
+	ck_assert_double_eq_tol(pv.sustain_s, 54.0 / 30 * 3600, 1);
+	ck_assert_int_eq(vpp_fleet_preview(f, -20, now, &pv), 0);
+	ck_assert_double_eq_tol(pv.sustain_s, 60.75 / 20 * 3600, 1);
+	ck_assert_int_eq(vpp_fleet_preview(f, 0, now, &pv), 0);
+	ck_assert(isinf(pv.sustain_s));
+	/* Beyond the fleet: what it can give, for as long as it lasts. */
+	ck_assert_int_eq(vpp_fleet_preview(f, 90, now, &pv), 0);
+	ck_assert_double_eq_tol(pv.sustain_s, 54.0 / 50 * 3600, 1);
+	vpp_fleet_free(f);
+}
+END_TEST
+
 START_TEST(fleet_ack_timeout_moves_share)
 {
 	int64_t now = 1000000;
@@ -1300,6 +1322,7 @@ Suite *test_dispatch_suite(void)
 	tcase_add_test(tc, fleet_expiry_ends_a_ramp_to_zero_at_once);
 	tcase_add_test(tc, fleet_shortfall_is_against_the_target);
 	tcase_add_test(tc, fleet_late_acks_do_not_inflate_commands);
+	tcase_add_test(tc, preview_says_how_long_the_energy_lasts);
 	tcase_add_test(tc, fleet_refusals_move_the_share);
 	tcase_add_test(tc, fleet_leases_end_with_the_operators_setpoint);
 	tcase_add_test(tc, fleet_leases_follow_an_earlier_end);

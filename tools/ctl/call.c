@@ -56,6 +56,23 @@ int vpp__ctl_call(vpp__ctl_client *c, const vpp__ctl_opts *o, const char *path,
 	return vpp__ctl_call_outcome(c, o, path, req, desc, resp, &oc);
 }
 
+void vpp__ctl_print_sustain(double sustain_s, double kw, double valid_for_s)
+{
+	if (!(sustain_s > 0) || fabs(kw) < 0.05)
+		return;
+	char a[64], b[64];
+	double ms = sustain_s * 1000.0 < 1e13 ? sustain_s * 1000.0 : 1e13;
+	vpp__ctl_fmt_age(a, sizeof(a), (int64_t)ms);
+	printf("  %-19s about %s at most, %s\n", "energy lasts", a,
+	       kw > 0 ? "until the batteries are empty" : "until the batteries are full");
+	if (valid_for_s > 0 && sustain_s < valid_for_s) {
+		vpp__ctl_fmt_age(b, sizeof(b), (int64_t)(valid_for_s * 1000.0));
+		printf("WARNING: the fleet's %s after about %s, before the setpoint's %s are over: "
+		       "expect delivery to fall off from then\n",
+		       kw > 0 ? "stored energy runs out" : "room to charge fills up", a, b);
+	}
+}
+
 char *vpp__ctl_fmt_pb_estimate(char *buf, size_t len, const Vpp__V1__Estimate *e, const char *unit)
 {
 	if (!e) {

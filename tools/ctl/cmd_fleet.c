@@ -214,6 +214,7 @@ int vpp__ctl_cmd_preview(vpp__ctl_client *c, vpp__ctl_opts *o)
 		vpp__ctl_json_num(&j, "shortfall_kw", r->shortfall_kw);
 		vpp__ctl_json_int(&j, "devices_saturated", r->devices_saturated);
 		vpp__ctl_json_int(&j, "devices_dispatched", r->devices_dispatched);
+		vpp__ctl_json_num(&j, "sustainable_for_s", r->sustainable_for_s);
 		vpp__ctl_json_end(&j);
 		rc = vpp__ctl_json_emit(&j);
 	} else {
@@ -231,6 +232,8 @@ int vpp__ctl_cmd_preview(vpp__ctl_client *c, vpp__ctl_opts *o)
 			printf("WARNING: the fleet cannot deliver %s kW: short by %s kW\n",
 			       vpp__ctl_fmt_num(b, sizeof(b), o->kw, 1),
 			       vpp__ctl_fmt_num(a, sizeof(a), r->shortfall_kw, 1));
+		vpp__ctl_print_sustain(r->sustainable_for_s,
+		                       r->expected_delivery_kw ? r->expected_delivery_kw->value : 0, 0);
 	}
 	protobuf_c_message_free_unpacked(m, NULL);
 	return rc;

@@ -30,6 +30,10 @@ int vpp__ctl_pack(const ProtobufCMessage *req, uint8_t **buf, size_t *len);
 char *vpp__ctl_fmt_pb_estimate(char *buf, size_t len, const Vpp__V1__Estimate *e, const char *unit);
 void vpp__ctl_json_pb_estimate(vpp__ctl_json *j, const char *key, const Vpp__V1__Estimate *e);
 
+/* Prints how long the fleet's energy sustains |kw| ("lasts" row; nothing
+ * for 0 kW), and a WARNING when that is less than |valid_for_s| (> 0). */
+void vpp__ctl_print_sustain(double sustain_s, double kw, double valid_for_s);
+
 /* Prints |j| as one line on stdout and frees it. Returns the exit code
  * (VPP__CTL_EXIT_ERROR when out of memory). */
 int vpp__ctl_json_emit(vpp__ctl_json *j);

@@ -100,7 +100,10 @@ int vpp__ctl_cmd_set(vpp__ctl_client *c, vpp__ctl_opts *o)
 		vpp__ctl_json_int(&j, "valid_until_ms", r->valid_until_ms);
 		vpp__ctl_json_pb_estimate(&j, "expected_delivery_kw", r->expected_delivery_kw);
 		vpp__ctl_json_num(&j, "shortfall_kw", r->shortfall_kw);
-		vpp__ctl_json_bool(&j, "can_deliver", !short_);
+		vpp__ctl_json_num(&j, "sustainable_for_s", r->sustainable_for_s);
+		vpp__ctl_json_bool(&j, "can_deliver",
+		                   !short_ && !(r->sustainable_for_s > 0 &&
+		                                r->sustainable_for_s < (double)o->valid_for_s));
 		vpp__ctl_json_end(&j);
 		rc = vpp__ctl_json_emit(&j);
 	} else {
@@ -134,6 +137,9 @@ int vpp__ctl_cmd_set(vpp__ctl_client *c, vpp__ctl_opts *o)
 			        : "n/a",
 			    vpp__ctl_fmt_num(b, sizeof(b), r->shortfall_kw, 1));
 		}
+		vpp__ctl_print_sustain(r->sustainable_for_s,
+		                       r->expected_delivery_kw ? r->expected_delivery_kw->value : 0,
+		                       (double)o->valid_for_s);
 	}
 	protobuf_c_message_free_unpacked(m, NULL);
 	return rc;
