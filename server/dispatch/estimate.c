@@ -165,10 +165,18 @@ static int track(vpp_fleet *f, uint32_t s, double meas, double psig, int64_t at)
 	r = meas - cmd;
 	if ((prev - cmd) * r > 0)
 		r = r > 0 ? fmax(r - band, 0) : fmin(r + band, 0);
+	informative = fabs(cmd) >= prm->track_min_frac * vpp__max_rating(&f->rt[s]) && cmd != 0;
+	if (!informative) {
+		/* Near 0 a battery's own draw (tens of watts of standby) is not
+		 * a failure to follow: only what lies beyond the informative
+		 * band counts, so an idle fleet is not flagged degraded one by
+		 * one, while one stuck discharging at 0 kW still is. */
+		double dead = prm->track_min_frac * vpp__max_rating(&f->rt[s]);
+		r = r > 0 ? fmax(r - dead, 0) : fmin(r + dead, 0);
+	}
 	sig = sqrt(psig * psig + (prm->track_tol_frac * cmd) * (prm->track_tol_frac * cmd) +
 		   prm->track_tol_kw * prm->track_tol_kw);
 	z = r / sig;
-	informative = fabs(cmd) >= prm->track_min_frac * vpp__max_rating(&f->rt[s]) && cmd != 0;
 	if (informative && band < sig) {
 		ratio = meas / cmd;
 		ratio = ratio < 0 ? 0 : (ratio > 1.5 ? 1.5 : ratio);

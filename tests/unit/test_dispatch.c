@@ -1120,6 +1120,43 @@ START_TEST(preview_says_how_long_the_energy_lasts)
 }
 END_TEST
 
+/* Commanded 0, a battery drawing 80 W of standby is following; one stuck
+ * discharging 3 kW is not. */
+START_TEST(fleet_idle_draw_is_not_degraded)
+{
+	int64_t now = 1000000;
+	vpp_fleet *f = fleet_with(2, now);
+	vpp_tick_output o;
+	int degraded[2] = {0, 0};
+
+	ck_assert_int_eq(vpp_fleet_set_target(f, 0, now + 3600000, 0, now), 0);
+	for (int k = 1; k <= 60; k++) {
+		now += 1000;
+		ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
+		send_and_ack(f, &o, now);
+		for (size_t i = 0; i < o.n_events; i++)
+			if (o.events[i].type == VPP_EVENT_DEGRADED)
+				degraded[o.events[i].slot]++;
+		for (uint32_t s = 0; s < 2; s++) {
+			vpp_device_info di;
+			vpp_telemetry t = {0};
+			ck_assert_int_eq(vpp_fleet_device_info(f, s, now, &di), 0);
+			t.seq = (uint64_t)k + 1;
+			t.measured_at_ms = now + 500;
+			t.received_at_ms = now + 550;
+			t.power_kw = s == 0 ? -0.08 : (k > 30 ? 3.0 : 0.0);
+			t.power_sigma_kw = 0.02;
+			t.soc = di.soc.value;
+			t.soc_sigma = 0.01;
+			ck_assert_int_eq(vpp_fleet_telemetry(f, s, &t), 0);
+		}
+	}
+	ck_assert_int_eq(degraded[0], 0);
+	ck_assert_int_eq(degraded[1], 1);
+	vpp_fleet_free(f);
+}
+END_TEST
+
 START_TEST(fleet_ack_timeout_moves_share)
 {
 	int64_t now = 1000000;
@@ -1323,6 +1360,7 @@ Suite *test_dispatch_suite(void)
 	tcase_add_test(tc, fleet_shortfall_is_against_the_target);
 	tcase_add_test(tc, fleet_late_acks_do_not_inflate_commands);
 	tcase_add_test(tc, preview_says_how_long_the_energy_lasts);
+	tcase_add_test(tc, fleet_idle_draw_is_not_degraded);
 	tcase_add_test(tc, fleet_refusals_move_the_share);
 	tcase_add_test(tc, fleet_leases_end_with_the_operators_setpoint);
 	tcase_add_test(tc, fleet_leases_follow_an_earlier_end);
