@@ -186,6 +186,10 @@ int vpp_fleet_command_sent(vpp_fleet *f, uint32_t slot, uint64_t seq, double pow
  * (returns 0). VPP_ENOENT on a bad slot. */
 int vpp_fleet_ack(vpp_fleet *f, uint32_t slot, uint64_t seq, int accepted, int64_t now_ms);
 
+/* The effective target as of the last tick: where a new target's ramp
+ * starts from. */
+double vpp_fleet_target_eff(const vpp_fleet *f);
+
 /* Sets the fleet target (this node's share) until |valid_until_ms|; after
  * that the target returns to 0. The effective target moves towards it at
  * |ramp_kw_per_s| (0: at once). Returns 0 or VPP_EINVAL (non-finite, negative

@@ -23,6 +23,11 @@ int vpp_fleet_set_target(vpp_fleet *f, double target_kw, int64_t valid_until_ms,
 	return 0;
 }
 
+double vpp_fleet_target_eff(const vpp_fleet *f)
+{
+	return f->target_eff;
+}
+
 /* What one pass over the fleet found, besides the per-slot scratch arrays. */
 typedef struct pass {
 	vpp__acc measured, dis, chg, energy;

@@ -84,6 +84,7 @@ struct op_call {
 	/* PreviewDispatch and the expected delivery of a setpoint */
 	double preview_kw;
 	vpp_preview preview;
+	double ramp_from; /* SetFleetSetpoint: the effective target before it */
 	int rv;
 	/* ListDevices / GetDevice */
 	char after[VPP_ID_CAP * 2];

@@ -115,6 +115,13 @@ static void on_done(vpp_grpc_call *call, vpp_grpc_status st)
 	op_unref(c);
 }
 
+/* Ends |c|'s call, if its caller is still there. */
+static void finish(op_call *c, vpp_grpc_status status, const char *message)
+{
+	if (c->call)
+		vpp_grpc_call_finish(c->call, status, message);
+}
+
 /* Posts |c|'s query to the plant; the call keeps a reference until done. */
 /* False when the dispatch loop did not take it (the call is finished). */
 static bool ask_plant(op_call *c)
@@ -124,8 +131,7 @@ static bool ask_plant(op_call *c)
 	c->refs++;
 	if (vpp_plant_post(op->o.plant, c->ol->index, &m) != 0) {
 		c->refs--;
-		vpp_grpc_call_finish(c->call, VPP_GRPC_UNAVAILABLE,
-				     "the dispatch loop is busy or stopping: retry");
+		finish(c, VPP_GRPC_UNAVAILABLE, "the dispatch loop is busy or stopping: retry");
 		return false;
 	}
 	return true;
@@ -191,6 +197,7 @@ static void set_run(vpp_plant_query *q, vpp_fleet *f, int64_t now, vpp_plant *p)
 		c->outcome = SET_EXPIRED;
 		return;
 	}
+	c->ramp_from = vpp_fleet_target_eff(f); /* where a ramp to it starts */
 	if (c->order == op->applied_order) {
 		c->outcome = SET_CURRENT;
 	} else if (!c->newest || c->order < op->applied_order) {
@@ -235,6 +242,15 @@ static void set_done(vpp_plant_query *q)
 		resp.shortfall_kw = c->preview.shortfall_kw;
 		resp.valid_until_ms = c->valid_until_ms;
 		resp.sustainable_for_s = isfinite(c->preview.sustain_s) ? c->preview.sustain_s : 0;
+		if (r->ramp_kw_per_s > 0 && c->outcome == SET_APPLIED) {
+			/* Where the ramp gets to before the setpoint ends. */
+			double gap = r->target_kw - c->ramp_from;
+			double left_s = (double)(c->valid_until_ms - vpp_wall_ms()) / 1000.0;
+			resp.ramp_duration_s = fabs(gap) / r->ramp_kw_per_s;
+			resp.ramp_end_kw = resp.ramp_duration_s <= left_s
+						   ? r->target_kw
+						   : c->ramp_from + copysign(r->ramp_kw_per_s * left_s, gap);
+		}
 		send_msg(call, &resp.base);
 		vpp_grpc_call_finish(call, VPP_GRPC_OK, NULL);
 		break;
@@ -281,15 +297,14 @@ static void set_apply(op_call *c)
 	if (c->store_status != 0) {
 		audit(op, c->principal, "SetFleetSetpoint", r->request_id, c->detail,
 		      "db_unavailable");
-		vpp_grpc_call_finish(c->call, VPP_GRPC_UNAVAILABLE,
-				     "the setpoint could not be recorded (database unavailable); "
-				     "nothing was applied: retry with the same request_id");
+		finish(c, VPP_GRPC_UNAVAILABLE,
+		       "the setpoint could not be recorded (database unavailable); "
+		       "nothing was applied: retry with the same request_id");
 		return;
 	}
 	if (c->conflict) {
 		audit(op, c->principal, "SetFleetSetpoint", r->request_id, c->detail, "conflict");
-		vpp_grpc_call_finish(c->call, VPP_GRPC_ALREADY_EXISTS,
-				     "request_id already used for a different setpoint");
+		finish(c, VPP_GRPC_ALREADY_EXISTS, "request_id already used for a different setpoint");
 		return;
 	}
 	if (c->created)
@@ -315,8 +330,10 @@ static void on_loop_async(uv_async_t *a)
 	while (list) {
 		op_call *c = list;
 		list = c->next;
-		if (c->call)
-			set_apply(c);
+		/* Recorded is accepted: applied and audited even when its
+		 * caller has gone (a timeout), so that the database and the
+		 * fleet agree (a restart carries on with the newest row). */
+		set_apply(c);
 		op_unref(c);
 	}
 }

@@ -579,6 +579,108 @@ def test_vppd_migrates_a_late_database(pg):
         pg.psql("DROP DATABASE IF EXISTS late WITH (FORCE)")
 
 
+class SlowRelay:
+    """Relays TCP connections to the cluster's Unix socket; while |slow|,
+    what the client sends waits |delay_s| first (a database that has become
+    slow to answer)."""
+
+    def __init__(self, pg, delay_s):
+        self.path = os.path.join(pg.dir, ".s.PGSQL.5432")
+        self.delay_s = delay_s
+        self.slow = False
+        self.listener = vt.Listener(self._conn)
+        self.port = self.listener.port
+
+    def _forward(self, src, dst):
+        try:
+            while True:
+                d = src.recv(65536)
+                if not d:
+                    break
+                if self.slow:
+                    time.sleep(self.delay_s)
+                dst.sendall(d)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def _conn(self, c):
+        import threading
+        u = socket.socket(socket.AF_UNIX)
+        u.connect(self.path)
+        threading.Thread(target=self._forward, args=(c, u), daemon=True).start()
+        threading.Thread(target=vt.pump, args=(u, c), daemon=True).start()
+
+    def close(self):
+        self.listener.close()
+
+
+def test_setpoint_applied_when_the_caller_left(pg):
+    """A setpoint recorded after its caller gave up (its deadline passed
+    while the database was slow) is applied and audited all the same: the
+    database and the fleet agree, and a restart would carry on with it."""
+    import grpc
+    import hashlib
+    import test_device_sessions as tds
+    reset(pg)
+    relay = SlowRelay(pg, delay_s=1.5)
+    url = f"host=127.0.0.1 port={relay.port} user=postgres dbname=postgres"
+    j = tempfile.mkdtemp(prefix="vpp-j-")
+    tokens = j + ".tokens"
+    with open(tokens, "w") as f:
+        f.write("op operator sha256:%s\n" % hashlib.sha256(b"slow-db-token").hexdigest())
+    api = vt.free_port()
+    log = tempfile.TemporaryFile(mode="w+")
+    vppd = subprocess.Popen([tool(BUILD, "vppd"), "--database-url", url, "--journal-dir", j,
+                             "--node-id", "slow-db", "--api-addr", "127.0.0.1", "--api-port", str(api),
+                             "--api-h2c", "--tokens-file", tokens, "--device-port", "0",
+                             "--admin-port", "0"], stdout=subprocess.DEVNULL, stderr=log, text=True)
+    m = tds.mods()
+    ch = grpc.insecure_channel("127.0.0.1:%d" % api)
+    op, g = m["gg"].GridOperatorStub(ch), m["g"]
+    md = [("authorization", "Bearer slow-db-token")]
+    try:
+        vt.wait_port(api, 30, vppd)
+        time.sleep(1)  # the store connected
+        relay.slow = True
+        req = g.SetFleetSetpointRequest(target_kw=42, valid_for_s=600, request_id="caller-gone",
+                                        reason="test")
+        try:
+            op.SetFleetSetpoint(req, metadata=md, timeout=0.5)
+            check(False, "the call did not time out")
+        except grpc.RpcError as e:
+            check(e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, f"{e.code()}: {e.details()}")
+        relay.slow = False
+        deadline = time.time() + 20
+        st = None
+        while time.time() < deadline:
+            st = op.GetFleetStatus(g.GetFleetStatusRequest(), metadata=md, timeout=5)
+            if st.active_setpoint_id and st.target_kw == 42:  # the next tick
+                break
+            time.sleep(0.2)
+        check(st.active_setpoint_id and st.target_kw == 42, f"not applied: {st}")
+        row = pg.psql("SELECT setpoint_id FROM setpoints WHERE request_id = 'caller-gone'")
+        check(row == st.active_setpoint_id, f"row {row}, active {st.active_setpoint_id}")
+        vppd.send_signal(signal.SIGTERM)
+        vppd.wait(timeout=30)
+        log.seek(0)
+        err = log.read()
+        check("action=SetFleetSetpoint request_id=caller-gone result=accepted" in err,
+              f"not audited: {err[-2000:]}")
+    finally:
+        ch.close()
+        if vppd.poll() is None:
+            vppd.kill()
+            vppd.wait()
+        relay.close()
+        shutil.rmtree(j, ignore_errors=True)
+        os.unlink(tokens)
+
+
 def test_bad_rows_rejected(pg):
     reset(pg)
     j = tempfile.mkdtemp(prefix="vpp-j-")
@@ -940,7 +1042,7 @@ def main():
                       test_million_rows_exact, test_postgres_sigkill_mid_write,
                       test_spilling_ends_under_steady_load,
                       test_writer_sigkill_with_torn_journal, test_vppd_replays_journal,
-                      test_vppd_migrates_a_late_database,
+                      test_vppd_migrates_a_late_database, test_setpoint_applied_when_the_caller_left,
                       test_bad_rows_rejected,
                       test_db_error_isolated, test_read_only_database_keeps_rows,
                       test_silent_database_times_out, test_silent_first_host_moves_on,

@@ -17,6 +17,7 @@ Last line: `N passed, N failed`.
 """
 
 import json
+import math
 import os
 import re
 import signal
@@ -135,7 +136,10 @@ def make_servicer(fake, grid_pb2_grpc, health_pb2, health_pb2_grpc):
                 setpoint_id="sp-%s" % req.request_id[:8],
                 expected_delivery_kw=E(value=deliver, sigma=20.0, lower=deliver - 33, upper=deliver + 33),
                 shortfall_kw=req.target_kw - deliver, valid_until_ms=NOW_MS() + req.valid_for_s * 1000,
-                sustainable_for_s=2500.0 / abs(deliver) * 3600 if deliver else 0)  # 2,500 kWh either way
+                sustainable_for_s=2500.0 / abs(deliver) * 3600 if deliver else 0,  # 2,500 kWh either way
+                # A ramp from 0 kW.
+                ramp_duration_s=abs(deliver) / req.ramp_kw_per_s if req.ramp_kw_per_s else 0,
+                ramp_end_kw=math.copysign(min(abs(deliver), req.ramp_kw_per_s * req.valid_for_s), deliver))
 
         def GetFleetStatus(self, req, ctx):
             fake.record("GetFleetStatus", req, ctx)
@@ -380,7 +384,7 @@ def run_cases(r, exe, fake, pb, certs, tls_port, h2c_port, mtls_port):
         expect(p, 0, out=[r"^Setpoint accepted: 1,500\.0 kW$", r"^  setpoint id\s+sp-retry-ab$",
                           r"^  request id\s+retry-abc-123$",
                           r"^  valid until\s+\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(in 90 min\)$",
-                          r"^  ramp\s+25\.5 kW/s$",
+                          r"^  ramp\s+25\.5 kW/s \(reaches the target in 59 s\)$",
                           r"^  expected delivery\s+1,500\.0 kW ±20\.0 \(90%: 1,467\.0–1,533\.0\)$",
                           r"^  shortfall\s+0\.0 kW$",
                           r"^  energy lasts\s+about 100 min at most, until the batteries are empty$"])
@@ -428,6 +432,14 @@ def run_cases(r, exe, fake, pb, certs, tls_port, h2c_port, mtls_port):
         p = ctl("set", "-2000", "--for", "1h")
         expect(p, 0, out=[r"^  energy lasts\s+about 75 min at most, until the batteries are full$"])
         assert "WARNING" not in p.stdout, p.stdout
+
+    def set_ramp_too_slow():
+        p = ctl("set", "1500", "--ramp", "1", "--for", "5m")
+        expect(p, 0, out=[r"^  ramp\s+1\.0 kW/s \(reaches the target in 25 min\)$",
+                          r"^WARNING: the ramp gets only to 300\.0 kW before the setpoint ends \(it needs "
+                          r"25 min\)$"])
+        j = one_json(ctl("set", "1500", "--ramp", "1", "--for", "5m", "--json"))
+        assert j["ramp_duration_s"] == 1500 and j["ramp_end_kw"] == 300 and j["can_deliver"] is False, j
 
     def set_failure_prints_request_id():
         # A failure a retry may get past: the id to retry with.
@@ -678,6 +690,7 @@ def run_cases(r, exe, fake, pb, certs, tls_port, h2c_port, mtls_port):
     case("set: defaults, negative power, random request id", set_defaults_and_negative)
     case("set: shortfall warning and --json", set_shortfall)
     case("set: a warning when the fleet's energy runs out before the setpoint ends", set_energy_runs_out)
+    case("set: a warning when the ramp cannot reach the target before the setpoint ends", set_ramp_too_slow)
     case("set: a failure prints the request id to retry with", set_failure_prints_request_id)
     case("preview: delivery, shortfall, saturated, nothing commanded", preview)
     case("devices: aligned table, default limit 50", devices_table)

@@ -101,9 +101,13 @@ int vpp__ctl_cmd_set(vpp__ctl_client *c, vpp__ctl_opts *o)
 		vpp__ctl_json_pb_estimate(&j, "expected_delivery_kw", r->expected_delivery_kw);
 		vpp__ctl_json_num(&j, "shortfall_kw", r->shortfall_kw);
 		vpp__ctl_json_num(&j, "sustainable_for_s", r->sustainable_for_s);
+		vpp__ctl_json_num(&j, "ramp_duration_s", r->ramp_duration_s);
+		vpp__ctl_json_num(&j, "ramp_end_kw", r->ramp_end_kw);
 		vpp__ctl_json_bool(&j, "can_deliver",
-		                   !short_ && !(r->sustainable_for_s > 0 &&
-		                                r->sustainable_for_s < (double)o->valid_for_s));
+		                   !short_ &&
+		                       !(r->sustainable_for_s > 0 &&
+		                         r->sustainable_for_s < (double)o->valid_for_s) &&
+		                       !(r->ramp_duration_s > (double)o->valid_for_s));
 		vpp__ctl_json_end(&j);
 		rc = vpp__ctl_json_emit(&j);
 	} else {
@@ -116,8 +120,12 @@ int vpp__ctl_cmd_set(vpp__ctl_client *c, vpp__ctl_opts *o)
 		         vpp__ctl_fmt_age(b, sizeof(b), r->valid_until_ms - now));
 		row("valid until", a);
 		if (o->ramp_kw_per_s > 0) {
-			snprintf(a, sizeof(a), "%s kW/s",
-			         vpp__ctl_fmt_num(b, sizeof(b), o->ramp_kw_per_s, 1));
+			int n = snprintf(a, sizeof(a), "%s kW/s",
+			                 vpp__ctl_fmt_num(b, sizeof(b), o->ramp_kw_per_s, 1));
+			if (r->ramp_duration_s > 0 && n > 0 && (size_t)n < sizeof(a))
+				snprintf(a + n, sizeof(a) - (size_t)n, " (reaches the target in %s)",
+				         vpp__ctl_fmt_age(b, sizeof(b),
+				                          (int64_t)(fmin(r->ramp_duration_s, 1e10) * 1000)));
 			row("ramp", a);
 		} else {
 			row("ramp", "step");
@@ -136,6 +144,14 @@ int vpp__ctl_cmd_set(vpp__ctl_client *c, vpp__ctl_opts *o)
 			        ? vpp__ctl_fmt_num(t, sizeof(t), r->expected_delivery_kw->value, 1)
 			        : "n/a",
 			    vpp__ctl_fmt_num(b, sizeof(b), r->shortfall_kw, 1));
+		}
+		if (r->ramp_duration_s > (double)o->valid_for_s) {
+			char e[64];
+			printf("WARNING: the ramp gets only to %s kW before the setpoint ends (it needs "
+			       "%s)\n",
+			       vpp__ctl_fmt_num(e, sizeof(e), r->ramp_end_kw, 1),
+			       vpp__ctl_fmt_age(b, sizeof(b),
+			                        (int64_t)(fmin(r->ramp_duration_s, 1e10) * 1000)));
 		}
 		vpp__ctl_print_sustain(r->sustainable_for_s,
 		                       r->expected_delivery_kw ? r->expected_delivery_kw->value : 0,
