@@ -137,6 +137,15 @@ def body(r):
 
     r.case("a target beyond the fleet reports its shortfall, and how long its energy lasts", beyond)
 
+    def ramp_too_slow():
+        eff = op.GetFleetStatus(g.GetFleetStatusRequest(), metadata=tok(OP), timeout=5).target_kw
+        a = op.SetFleetSetpoint(g.SetFleetSetpointRequest(target_kw=eff + 500, valid_for_s=10, ramp_kw_per_s=2,
+                                                          request_id="grid-ramp"), metadata=tok(OP), timeout=5)
+        assert abs(a.ramp_duration_s - 250) < 1e-6, (eff, a)
+        assert abs(a.ramp_end_kw - (eff + 20)) < 0.5, (eff, a)
+
+    r.case("a ramp too slow for the setpoint's validity: its duration and where it ends", ramp_too_slow)
+
     def bad_requests():
         cases = [
             (dict(target_kw=float("nan"), valid_for_s=10, request_id="b1"), "NaN target"),
