@@ -202,6 +202,11 @@ static double control(vpp_fleet *f, int64_t now, double measured_kw, int fresh, 
 	/* Reported as it is; only the correction needs fresh telemetry. */
 	*err_out = err;
 	bound = prm->max_correction_frac * fabs(f->target_eff);
+	/* A bias learnt while discharging says nothing of charging (and the
+	 * other way round): kept, it would push the new direction the wrong
+	 * way until the fleet settled. */
+	if (prev_eff * f->target_eff < 0)
+		f->integ = 0;
 	if (f->target_eff == 0) {
 		f->integ = 0;
 		f->correction = 0;

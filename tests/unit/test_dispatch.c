@@ -1157,6 +1157,31 @@ START_TEST(fleet_idle_draw_is_not_degraded)
 }
 END_TEST
 
+/* A fleet that delivers 120% (beyond what the delivery fraction models)
+ * learns a bias while discharging; when the target turns to charging,
+ * that bias is not applied the wrong way. */
+START_TEST(fleet_bias_reset_when_the_direction_turns)
+{
+	int64_t now = 1000000;
+	vpp_fleet *f = fleet_with(10, now);
+	vpp_tick_output o;
+
+	ck_assert_int_eq(vpp_fleet_set_target(f, 30, now + 3600000, 0, now), 0);
+	for (int k = 1; k <= 15; k++) {
+		now += 1000;
+		ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
+		follow(f, &o, now, 1.2, 1);
+	}
+	ck_assert(o.status.correction_kw < -1); /* it learnt to ask for less */
+	ck_assert_int_eq(vpp_fleet_set_target(f, -30, now + 3600000, 0, now), 0);
+	now += 1000;
+	ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
+	ck_assert_double_eq_tol(o.status.correction_kw, 0, 1e-9);
+	ck_assert_double_eq_tol(o.status.adjusted_kw, -30, 1e-9);
+	vpp_fleet_free(f);
+}
+END_TEST
+
 START_TEST(fleet_ack_timeout_moves_share)
 {
 	int64_t now = 1000000;
@@ -1361,6 +1386,7 @@ Suite *test_dispatch_suite(void)
 	tcase_add_test(tc, fleet_late_acks_do_not_inflate_commands);
 	tcase_add_test(tc, preview_says_how_long_the_energy_lasts);
 	tcase_add_test(tc, fleet_idle_draw_is_not_degraded);
+	tcase_add_test(tc, fleet_bias_reset_when_the_direction_turns);
 	tcase_add_test(tc, fleet_refusals_move_the_share);
 	tcase_add_test(tc, fleet_leases_end_with_the_operators_setpoint);
 	tcase_add_test(tc, fleet_leases_follow_an_earlier_end);
