@@ -209,6 +209,8 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	vpp_log_set_level(level);
+	if (vppd_store_check_config(&cfg) != 0)
+		goto out;
 	if (!cfg.node_id || !cfg.node_id[0]) {
 		free(cfg.node_id);
 		if (!(cfg.node_id = node_id_from_host()))

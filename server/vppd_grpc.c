@@ -31,6 +31,9 @@ struct vppd_grpc {
 
 static const char *listen_error(int rv)
 {
+	if (rv == VPP_EINVAL)
+		return "not a numeric IPv4 or IPv6 address (names are not looked up: e.g. 0.0.0.0, "
+		       "127.0.0.1 or ::)";
 	return rv == VPP_EEXIST ? "the port is in use (another vppd?)" : vpp_strerror(rv);
 }
 

@@ -100,6 +100,10 @@ void vppd_grpc_reload_tokens(vppd_grpc *g, const vppd_config *cfg);
 /* Applies migrations unless no-migrate, then starts the store. With an
  * empty database-url sets |*ret| to NULL and returns 0 (no persistence). */
 int vppd_store_start(const vppd_config *cfg, vpp_store **ret);
+/* The store's settings that the table cannot check alone (journal-fsync,
+ * the reconnect bounds), checked at start whether or not a database-url is
+ * set: 0 or VPP_EINVAL, logged. */
+int vppd_store_check_config(const vppd_config *cfg);
 /* Flushes what it can; the rest stays in the journal. Accepts NULL. */
 void vppd_store_stop(vpp_store *s);
 struct vpp_plant;

@@ -106,6 +106,22 @@ static int fsync_policy(const char *s, vpp_journal_fsync *ret)
 	return 0;
 }
 
+int vppd_store_check_config(const vppd_config *cfg)
+{
+	vpp_journal_fsync policy;
+	if (fsync_policy(cfg->journal_fsync, &policy) != 0) {
+		vpp_log(VPP_LOG_ERROR, "store",
+		        "invalid value '%s' for journal-fsync: expected always, interval or never",
+		        cfg->journal_fsync);
+		return VPP_EINVAL;
+	}
+	if (cfg->db_reconnect_max_ms < cfg->db_reconnect_min_ms) {
+		vpp_log(VPP_LOG_ERROR, "store", "db-reconnect-max-ms is below db-reconnect-min-ms");
+		return VPP_EINVAL;
+	}
+	return 0;
+}
+
 int vppd_store_start(const vppd_config *cfg, vpp_store **ret)
 {
 	char err[512];
@@ -124,12 +140,8 @@ int vppd_store_start(const vppd_config *cfg, vpp_store **ret)
 	o.batch_rows = (size_t)cfg->store_batch_rows;
 	o.flush_ms = cfg->store_flush_ms;
 	o.stop_timeout_ms = cfg->store_stop_timeout_ms;
-	if (fsync_policy(cfg->journal_fsync, &o.fsync_policy) != 0) {
-		vpp_log(VPP_LOG_ERROR, "store",
-		        "invalid value '%s' for journal-fsync: expected always, interval or never",
-		        cfg->journal_fsync);
+	if (vppd_store_check_config(cfg) != 0 || fsync_policy(cfg->journal_fsync, &o.fsync_policy) != 0)
 		return VPP_EINVAL;
-	}
 	o.fsync_interval_ms = cfg->journal_fsync_interval_ms;
 	o.journal_max_bytes = cfg->journal_max_bytes;
 	o.reconnect_min_ms = cfg->db_reconnect_min_ms;
@@ -139,10 +151,6 @@ int vppd_store_start(const vppd_config *cfg, vpp_store **ret)
 	o.retention_days = cfg->telemetry_retention_days;
 	o.max_past_ms = cfg->telemetry_max_past_s * 1000;
 	o.max_future_ms = cfg->telemetry_max_future_s * 1000;
-	if (o.reconnect_max_ms < o.reconnect_min_ms) {
-		vpp_log(VPP_LOG_ERROR, "store", "db-reconnect-max-ms is below db-reconnect-min-ms");
-		return VPP_EINVAL;
-	}
 
 	if (!cfg->no_migrate) {
 		rv = vpp_store_migrate(cfg->database_url, on_applied, NULL, &version, err,

@@ -370,6 +370,11 @@ def test_invalid_settings(tmp):
         ([VPPD, "--config", ini], {}, "admin-port"),
         ([VPPD, "--no-such-flag", "1"], {}, "no-such-flag"),
         ([VPPD, "--log-level", "loud"], {}, "log-level"),
+        # Checked without a database-url too.
+        ([VPPD, "--journal-fsync", "sometimes"], {}, "journal-fsync"),
+        ([VPPD, "--api-addr", "db.example", "--api-h2c", "--admin-port", "0", "--device-port", "0",
+          "--api-port"], {}, "not a numeric IPv4 or IPv6 address"),
+        ([VPPD, "--db-reconnect-min-ms", "5000", "--db-reconnect-max-ms", "1000"], {}, "db-reconnect-max-ms"),
         # A lease shorter than two ticks could end before its renewal.
         ([VPPD, "--tick-ms", "6000", "--admin-port", "0"], {}, "lease-ms (10000) must be more than twice tick-ms"),
         ([VPPD, "--node-id", "a/b"], {}, "node-id"),
