@@ -785,6 +785,21 @@ class SilentThenRelay:
             c.close()
 
 
+def load_through_relay(relay, conninfo, rows, base, wait_s):
+    """Runs store_load on |conninfo| (through |relay|, closed after) until
+    every row is in or |wait_s| passed; checks it exits 0, returns its run."""
+    j = tempfile.mkdtemp(prefix="vpp-j-")
+    argv = [tool(BUILD, "store_load"), "load", "--db", conninfo, "--journal", j, "--rows", str(rows),
+            "--devices", str(NDEV), "--base-ms", str(base), "--wait-s", str(wait_s)]
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=wait_s + 60)
+    finally:
+        relay.close()
+        shutil.rmtree(j, ignore_errors=True)
+    check(r.returncode == 0, f"store_load failed: {r.stderr[-2000:]} {r.stdout[-500:]}")
+    return r
+
+
 def test_silent_database_times_out(pg):
     """libpq leaves connect_timeout to the application with PQconnectPoll:
     a server that accepts and never answers must not hold the store. Its
@@ -794,16 +809,8 @@ def test_silent_database_times_out(pg):
     relay = SilentThenRelay(pg, silent_s=6)
     rows = 20000
     base = base_for(rows)
-    j = tempfile.mkdtemp(prefix="vpp-j-")
     conninfo = f"host=127.0.0.1 port={relay.port} user=postgres dbname=postgres connect_timeout=2"
-    argv = [tool(BUILD, "store_load"), "load", "--db", conninfo, "--journal", j, "--rows", str(rows),
-            "--devices", str(NDEV), "--base-ms", str(base), "--wait-s", "60"]
-    try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    finally:
-        relay.close()
-        shutil.rmtree(j, ignore_errors=True)
-    check(r.returncode == 0, f"store_load failed: {r.stderr[-2000:]} {r.stdout[-500:]}")
+    r = load_through_relay(relay, conninfo, rows, base, wait_s=60)
     check(relay.silent >= 2, f"the store did not try again after the silent connection: {relay.silent}")
     st = parse_stats([ln for ln in r.stdout.splitlines() if ln.startswith("drained")][-1])
     check(st["journaled"] > 0, f"nothing journaled while the database was silent: {st}")
@@ -818,17 +825,9 @@ def test_silent_first_host_moves_on(pg):
     relay = SilentThenRelay(pg, silent_s=3600)
     rows = 5000
     base = base_for(rows)
-    j = tempfile.mkdtemp(prefix="vpp-j-")
     conninfo = (f"host=127.0.0.1,{pg.dir} port={relay.port},5432 user=postgres dbname=postgres "
                 "connect_timeout=2")
-    argv = [tool(BUILD, "store_load"), "load", "--db", conninfo, "--journal", j, "--rows", str(rows),
-            "--devices", str(NDEV), "--base-ms", str(base), "--wait-s", "25"]
-    try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    finally:
-        relay.close()
-        shutil.rmtree(j, ignore_errors=True)
-    check(r.returncode == 0, f"store_load failed: {r.stderr[-2000:]} {r.stdout[-500:]}")
+    r = load_through_relay(relay, conninfo, rows, base, wait_s=25)
     check(relay.silent >= 1, f"the silent host was not tried first: {relay.silent}")
     check("at 127.0.0.1 did not complete the connection within 2 s" in r.stderr,
           f"the silent host is not named: {r.stderr[-2000:]}")

@@ -130,34 +130,30 @@ static void send_telemetry(vpp__emul_dev *d, int64_t now_us)
 		vpp__emul_count(d->w, C_TELEMETRY_SENT, 1);
 }
 
-bool vpp__emul_dev_send_ack(vpp__emul_dev *d, uint32_t session_no, uint64_t seq, int64_t recv_us)
+/* An Ack of |seq|: accepted, or refused for |why|. */
+static bool send_ack_msg(vpp__emul_dev *d, uint64_t seq, const char *why)
 {
-	if (d->state != S_UP || d->session_no != session_no || !d->call)
-		return false;
 	Vpp__V1__DeviceMessage m = VPP__V1__DEVICE_MESSAGE__INIT;
 	Vpp__V1__Ack a = VPP__V1__ACK__INIT;
 	m.msg_case = VPP__V1__DEVICE_MESSAGE__MSG_ACK;
 	m.ack = &a;
 	a.setpoint_seq = seq;
-	a.accepted = true;
-	if (!send_msg(d, &m))
+	a.accepted = why == NULL;
+	if (why)
+		a.reason = (char *)why;
+	return send_msg(d, &m);
+}
+
+bool vpp__emul_dev_send_ack(vpp__emul_dev *d, uint32_t session_no, uint64_t seq, int64_t recv_us)
+{
+	if (d->state != S_UP || d->session_no != session_no || !d->call)
+		return false;
+	if (!send_ack_msg(d, seq, NULL))
 		return false;
 	vpp__emul_count(d->w, C_ACKS_SENT, 1);
 	int64_t now = vpp__emul_now_us();
 	vpp__emul_hist_add(&d->w->ack_hist, now > recv_us ? (uint64_t)(now - recv_us) : 0);
 	return true;
-}
-
-static void send_refusal(vpp__emul_dev *d, uint64_t seq, const char *why)
-{
-	Vpp__V1__DeviceMessage m = VPP__V1__DEVICE_MESSAGE__INIT;
-	Vpp__V1__Ack a = VPP__V1__ACK__INIT;
-	m.msg_case = VPP__V1__DEVICE_MESSAGE__MSG_ACK;
-	m.ack = &a;
-	a.setpoint_seq = seq;
-	a.accepted = false;
-	a.reason = (char *)why;
-	send_msg(d, &m);
 }
 
 static void on_setpoint(vpp__emul_dev *d, const Vpp__V1__Setpoint *sp, int64_t now_us)
@@ -182,7 +178,7 @@ static void on_setpoint(vpp__emul_dev *d, const Vpp__V1__Setpoint *sp, int64_t n
 		/* Refused, as a battery's controller would: the lease in force
 		 * runs on, and the server hears why at once. */
 		vpp__emul_count(w, C_SETPOINTS_REFUSED, 1);
-		send_refusal(d, sp->seq, "power_kw is not a finite number");
+		send_ack_msg(d, sp->seq, "power_kw is not a finite number");
 		return;
 	}
 	vpp__emul_battery_command(&d->bat, sp->power_kw, vpp__emul_true_s(w, until_us),
