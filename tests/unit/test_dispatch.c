@@ -525,6 +525,18 @@ START_TEST(fleet_params)
 }
 END_TEST
 
+/* |n| ticks, one second apart from |now|, each followed (at |gain|, acked);
+ * |o| is the last tick's output. Returns the time of the last tick. */
+static int64_t follow_ticks(vpp_fleet *f, int64_t now, int n, double gain, vpp_tick_output *o)
+{
+	for (int k = 1; k <= n; k++) {
+		now += 1000;
+		ck_assert_int_eq(vpp_fleet_tick(f, now, o), 0);
+		follow(f, o, now, gain, 1);
+	}
+	return now;
+}
+
 START_TEST(fleet_expiry_ends_a_ramp_at_once)
 {
 	int64_t now = 1000000;
@@ -534,11 +546,7 @@ START_TEST(fleet_expiry_ends_a_ramp_at_once)
 	ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
 	/* 30 kW at 10 kW/s, valid for 3 s: the ramp reaches 30 at 3 s. */
 	ck_assert_int_eq(vpp_fleet_set_target(f, 30, now + 3000, 10, now), 0);
-	for (int k = 1; k <= 2; k++) {
-		now += 1000;
-		ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
-		follow(f, &o, now, 1.0, 1);
-	}
+	now = follow_ticks(f, now, 2, 1.0, &o);
 	ck_assert_double_eq_tol(o.status.target_eff_kw, 20, 1e-9);
 	/* Its validity is over: 0 now, not down the ramp over 2 s. */
 	now += 1000;
@@ -562,19 +570,11 @@ START_TEST(fleet_expiry_ends_a_ramp_to_zero_at_once)
 	vpp_tick_output o;
 
 	ck_assert_int_eq(vpp_fleet_set_target(f, 30, now + 3600000, 0, now), 0);
-	for (int k = 1; k <= 2; k++) {
-		now += 1000;
-		ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
-		follow(f, &o, now, 1.0, 1);
-	}
+	now = follow_ticks(f, now, 2, 1.0, &o);
 	ck_assert_double_eq_tol(o.status.target_eff_kw, 30, 1e-9);
 	/* 0 at 1 kW/s, valid for 3 s: the ramp would take 30 s. */
 	ck_assert_int_eq(vpp_fleet_set_target(f, 0, now + 3000, 1, now), 0);
-	for (int k = 1; k <= 2; k++) {
-		now += 1000;
-		ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
-		follow(f, &o, now, 1.0, 1);
-	}
+	now = follow_ticks(f, now, 2, 1.0, &o);
 	ck_assert_double_eq_tol(o.status.target_eff_kw, 28, 1e-9);
 	now += 1000;
 	ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
@@ -597,11 +597,7 @@ START_TEST(fleet_shortfall_is_against_the_target)
 	vpp_tick_output o;
 
 	ck_assert_int_eq(vpp_fleet_set_target(f, 90, now + 3600000, 0, now), 0);
-	for (int k = 1; k <= 12; k++) {
-		now += 1000;
-		ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
-		follow(f, &o, now, 1.0, 1);
-	}
+	now = follow_ticks(f, now, 12, 1.0, &o);
 	/* 10 x 5 kW: 50 kW at most, 40 short. */
 	ck_assert_double_eq_tol(o.status.commanded_kw, 50, 1e-6);
 	ck_assert_double_eq_tol(o.status.shortfall_kw, 40, 0.5);
@@ -621,11 +617,7 @@ START_TEST(fleet_late_acks_do_not_inflate_commands)
 	int missed = 0;
 
 	ck_assert_int_eq(vpp_fleet_set_target(f, 30, now + 3600000, 0, now), 0);
-	for (int k = 1; k <= 4; k++) {
-		now += 1000;
-		ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
-		follow(f, &o, now, 1.0, 1);
-	}
+	now = follow_ticks(f, now, 4, 1.0, &o);
 	ck_assert_int_eq(vpp_fleet_set_target(f, 40, now + 3600000, 0, now), 0);
 	for (int k = 1; k <= 6; k++) {
 		now += 1000;
@@ -1167,11 +1159,7 @@ START_TEST(fleet_bias_reset_when_the_direction_turns)
 	vpp_tick_output o;
 
 	ck_assert_int_eq(vpp_fleet_set_target(f, 30, now + 3600000, 0, now), 0);
-	for (int k = 1; k <= 15; k++) {
-		now += 1000;
-		ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
-		follow(f, &o, now, 1.2, 1);
-	}
+	now = follow_ticks(f, now, 15, 1.2, &o);
 	ck_assert(o.status.correction_kw < -1); /* it learnt to ask for less */
 	ck_assert_int_eq(vpp_fleet_set_target(f, -30, now + 3600000, 0, now), 0);
 	now += 1000;
