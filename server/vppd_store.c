@@ -50,7 +50,7 @@ static struct {
 static void *migrate_retry_main(void *arg)
 {
 	(void)arg;
-	char err[512];
+	char err[512], said[512] = "";
 	int64_t wait_ms = 1000;
 	for (;;) {
 		pthread_mutex_lock(&retry.lock);
@@ -76,6 +76,10 @@ static void *migrate_retry_main(void *arg)
 		if (rv == VPP_ESCHEMA) {
 			vpp_log(VPP_LOG_ERROR, "store", "%s; rows stay in the journal", err);
 			return NULL;
+		}
+		if (strcmp(err, said) != 0) { /* a new reason: say it once */
+			vpp_log(VPP_LOG_WARN, "store", "migrations still not applied: %s", err);
+			snprintf(said, sizeof(said), "%s", err);
 		}
 		wait_ms = wait_ms * 2 > 30000 ? 30000 : wait_ms * 2;
 	}
