@@ -59,6 +59,7 @@ struct vpp_fleet {
 
 	/* reliability */
 	double *ack_score, *track_ratio;
+	double *accept_score; /* refusals push it down, accepted acks back up */
 	double *cs_pos, *cs_neg;
 	int32_t *good_streak;
 

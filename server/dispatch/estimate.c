@@ -20,7 +20,8 @@ double vpp__max_rating(const vpp_device_ratings *r)
 }
 
 /* The expected fraction of a command the device delivers, from how its
- * measured power tracked its commands (and the setpoints it refused).
+ * measured power tracked its commands and whether it accepts them (the
+ * setpoints it refused; accepted acks bring that back).
  * Late acks do not enter it: a late ack says little about delivery, and
  * when a stall delays every ack at once, counting them would have every
  * device expected to give half and be commanded twice as much; they move
@@ -29,7 +30,7 @@ double vpp__delivery_fraction(const vpp_fleet *f, uint32_t s)
 {
 	double tr = f->track_ratio[s];
 
-	tr = tr > 1 ? 1 : tr;
+	tr = (tr > 1 ? 1 : tr) * f->accept_score[s];
 	return tr < f->prm.min_reliability ? f->prm.min_reliability : tr;
 }
 
@@ -316,6 +317,8 @@ int vpp_fleet_ack(vpp_fleet *f, uint32_t slot, uint64_t seq, int accepted, int64
 	if (!(f->flags[slot] & F_PENDING) || seq != f->c_seq[slot])
 		return 0;
 	f->flags[slot] &= ~(uint32_t)F_PENDING;
+	if (accepted)
+		f->accept_score[slot] += prm->ack_alpha * (1 - f->accept_score[slot]);
 	if (accepted && now_ms - f->c_at[slot] <= prm->ack_timeout_ms) {
 		f->flags[slot] |= F_ACKED;
 		f->ack_score[slot] += prm->ack_alpha * (1 - f->ack_score[slot]);
@@ -325,9 +328,10 @@ int vpp_fleet_ack(vpp_fleet *f, uint32_t slot, uint64_t seq, int accepted, int64
 	if (!accepted) {
 		/* The device will not follow it: nothing is in effect, and the
 		 * next tick proposes a setpoint again. A refusal is certain
-		 * non-delivery: it counts against the delivery fraction too. */
+		 * non-delivery: it counts against the delivery fraction too,
+		 * until accepted acks bring it back. */
 		f->flags[slot] &= ~(uint32_t)F_HAS_CMD;
-		f->track_ratio[slot] *= prm->ack_miss_factor;
+		f->accept_score[slot] *= prm->ack_miss_factor;
 	}
 	return vpp__event(f, VPP_EVENT_ACK_MISSED, slot, now_ms, (double)seq);
 }

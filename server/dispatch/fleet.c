@@ -94,7 +94,8 @@ int vpp_dispatch_params_check(const vpp_dispatch_params *p)
 /* Every per-slot array with its element size, so growing is one loop. */
 #define SLOT_ARRAYS(X)                                                                     \
 	X(id) X(flags) X(free_slots) X(rt) X(t_seq) X(t_at) X(t_recv) X(t_precv) X(t_conn) \
-	X(t_p) X(t_psig) X(t_soc) X(t_socsig) X(ack_score) X(track_ratio) X(cs_pos)        \
+	X(t_p) X(t_psig) X(t_soc) X(t_socsig) X(ack_score) X(accept_score) X(track_ratio)  \
+	X(cs_pos)                                                                          \
 	X(cs_neg) X(good_streak) X(c_seq) X(next_seq) X(c_p) X(c_prev) X(c_at) X(c_until)  \
 	X(c_prev_at) X(gone_until) X(x_a) X(x_edis) X(x_echg) X(x_lo) X(x_hi) X(x_p) X(x_p2)
 
@@ -230,6 +231,7 @@ static void reset_slot(vpp_fleet *f, uint32_t s)
 	f->t_at[s] = f->t_recv[s] = f->t_precv[s] = f->t_conn[s] = 0;
 	f->t_p[s] = f->t_psig[s] = f->t_soc[s] = f->t_socsig[s] = 0;
 	f->ack_score[s] = 1;
+	f->accept_score[s] = 1;
 	f->track_ratio[s] = 1;
 	f->cs_pos[s] = f->cs_neg[s] = 0;
 	f->good_streak[s] = 0;

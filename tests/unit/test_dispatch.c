@@ -634,17 +634,20 @@ START_TEST(fleet_late_acks_do_not_inflate_commands)
 END_TEST
 
 /* A device that refuses its setpoints will not deliver them: it stops
- * counting for delivery, and the others take its share. */
+ * counting for delivery, and the others take its share; once it accepts
+ * again, its share comes back. */
 START_TEST(fleet_refusals_move_the_share)
 {
 	int64_t now = 1000000;
 	vpp_fleet *f = fleet_with(10, now);
 	vpp_tick_output o;
 	uint32_t refuser;
+	vpp_device_info di, other;
 
 	ck_assert_int_eq(vpp_fleet_lookup(f, "dev-0000", &refuser), 0);
 	ck_assert_int_eq(vpp_fleet_set_target(f, 30, now + 3600000, 0, now), 0);
-	for (int k = 1; k <= 8; k++) {
+	for (int k = 1; k <= 60; k++) {
+		int refusing = k <= 8;
 		now += 1000;
 		ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
 		for (size_t i = 0; i < o.n_commands; i++) {
@@ -652,28 +655,32 @@ START_TEST(fleet_refusals_move_the_share)
 			ck_assert_int_eq(vpp_fleet_command_sent(f, c->slot, c->seq, c->power_kw,
 								c->valid_until_ms, now),
 					 0);
-			ck_assert_int_eq(vpp_fleet_ack(f, c->slot, c->seq, c->slot != refuser, now + 20),
-					 0);
+			ck_assert_int_eq(
+			    vpp_fleet_ack(f, c->slot, c->seq, !refusing || c->slot != refuser, now + 20), 0);
 		}
 		/* Every device reports: the others deliver, the refuser holds 0. */
 		for (uint32_t s = 0; s < 10; s++) {
-			vpp_device_info di;
 			vpp_telemetry t = {0};
 			ck_assert_int_eq(vpp_fleet_device_info(f, s, now, &di), 0);
 			t.seq = (uint64_t)(now / 100) + 2;
 			t.measured_at_ms = now + 900;
 			t.received_at_ms = now + 950;
-			t.power_kw = s == refuser ? 0 : di.setpoint_kw;
+			t.power_kw = refusing && s == refuser ? 0 : di.setpoint_kw;
 			t.power_sigma_kw = 0.05;
 			t.soc = di.soc.value;
 			t.soc_sigma = 0.01;
 			ck_assert_int_eq(vpp_fleet_telemetry(f, s, &t), 0);
 		}
+		if (k == 8) {
+			ck_assert_int_eq(vpp_fleet_device_info(f, refuser, now, &di), 0);
+			ck_assert(di.setpoint_kw < 0.5);
+			ck_assert_double_eq_tol(o.status.expected_kw.value, 30, 0.5);
+		}
 	}
-	vpp_device_info di;
 	ck_assert_int_eq(vpp_fleet_device_info(f, refuser, now, &di), 0);
-	ck_assert(di.setpoint_kw < 0.5);
-	ck_assert_double_eq_tol(o.status.expected_kw.value, 30, 0.5);
+	ck_assert_int_eq(vpp_fleet_device_info(f, (refuser + 1) % 10, now, &other), 0);
+	ck_assert_msg(di.setpoint_kw > 0.8 * other.setpoint_kw, "back to %g kW of %g", di.setpoint_kw,
+		      other.setpoint_kw);
 	vpp_fleet_free(f);
 }
 END_TEST
