@@ -186,7 +186,9 @@ static double control(vpp_fleet *f, int64_t now, double measured_kw, int fresh, 
 		f->target = 0;
 		f->target_eff = 0;
 		f->target_changed_at = now;
-	} else if (f->target_ramp > 0 && f->has_ticked) {
+	} else if (f->target_ramp > 0) {
+		/* From the first tick too: a setpoint carried on across a
+		 * restart ramps from 0, where the fleet is, not in one step. */
 		double step = f->target_ramp * dt;
 
 		f->target_eff = clampd(f->target, f->target_eff - step, f->target_eff + step);
@@ -233,7 +235,7 @@ int vpp_fleet_tick(vpp_fleet *f, int64_t now, vpp_tick_output *out)
 	vpp_alloc_input in;
 	vpp_alloc_result res;
 	vpp_estimate measured;
-	double p_adj, err, commanded = 0;
+	double p_adj, err, commanded = 0, bias;
 	int64_t until, short_until, u;
 	int in_force;
 	uint32_t s;
@@ -317,8 +319,9 @@ int vpp_fleet_tick(vpp_fleet *f, int64_t now, vpp_tick_output *out)
 	 * moved by the bias the integral has learnt (it delivers that much
 	 * less than the model expects). Not P_adj's shortfall: at a limit the
 	 * proportional term adds the shortfall to P_adj once more. */
-	st->shortfall_kw = f->target_eff - clampd(f->target_eff, res.min_kw - f->integ,
-						   res.max_kw - f->integ);
+	bias = ps.n_dispatched > 0 ? f->integ : 0; /* none to apply it to */
+	st->shortfall_kw =
+		f->target_eff - clampd(f->target_eff, res.min_kw - bias, res.max_kw - bias);
 	st->measured_kw = measured;
 	vpp__acc_estimate(&ps.dis, &st->discharge_headroom_kw);
 	vpp__acc_estimate(&ps.chg, &st->charge_headroom_kw);

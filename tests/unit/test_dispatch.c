@@ -1177,6 +1177,42 @@ START_TEST(fleet_bias_reset_when_the_direction_turns)
 }
 END_TEST
 
+/* A target set before the first tick (carried on across a restart) with a
+ * ramp ramps from 0, not in one step. */
+START_TEST(fleet_ramp_from_the_first_tick)
+{
+	int64_t now = 1000000;
+	vpp_fleet *f = fleet_with(10, now);
+	vpp_tick_output o;
+
+	ck_assert_int_eq(vpp_fleet_set_target(f, 30, now + 3600000, 5, now), 0);
+	now += 1000;
+	ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
+	ck_assert_double_eq_tol(o.status.target_eff_kw, 5, 1e-9);
+	vpp_fleet_free(f);
+}
+END_TEST
+
+/* With no device left to apply it to, the learnt bias does not move the
+ * shortfall: all of the target is short, no more, no less. */
+START_TEST(fleet_shortfall_without_devices_is_the_target)
+{
+	int64_t now = 1000000;
+	vpp_fleet *f = fleet_with(10, now);
+	vpp_tick_output o;
+
+	ck_assert_int_eq(vpp_fleet_set_target(f, 30, now + 3600000, 0, now), 0);
+	now = follow_ticks(f, now, 15, 1.2, &o);
+	ck_assert(o.status.correction_kw < -1);
+	for (uint32_t s = 0; s < 10; s++)
+		ck_assert_int_eq(vpp_fleet_disconnect(f, s, now), 0);
+	now += 1000;
+	ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
+	ck_assert_double_eq_tol(o.status.shortfall_kw, 30, 1e-9);
+	vpp_fleet_free(f);
+}
+END_TEST
+
 START_TEST(fleet_ack_timeout_moves_share)
 {
 	int64_t now = 1000000;
@@ -1382,6 +1418,8 @@ Suite *test_dispatch_suite(void)
 	tcase_add_test(tc, preview_says_how_long_the_energy_lasts);
 	tcase_add_test(tc, fleet_idle_draw_is_not_degraded);
 	tcase_add_test(tc, fleet_bias_reset_when_the_direction_turns);
+	tcase_add_test(tc, fleet_ramp_from_the_first_tick);
+	tcase_add_test(tc, fleet_shortfall_without_devices_is_the_target);
 	tcase_add_test(tc, fleet_refusals_move_the_share);
 	tcase_add_test(tc, fleet_leases_end_with_the_operators_setpoint);
 	tcase_add_test(tc, fleet_leases_follow_an_earlier_end);
