@@ -18,9 +18,9 @@
 /* The running store, for the admin thread's /readyz. */
 static _Atomic(vpp_store *) running;
 static int64_t journal_limit;
-/* The migrations could not reach the database at start-up: reading the
+/* Why the migrations failed at start-up ("" if they did not): reading the
  * setpoint in force would only wait for the same timeout again. */
-static bool unreachable_at_start;
+static char failed_at_start[600];
 
 static void on_applied(int version, const char *name, void *ud)
 {
@@ -44,12 +44,13 @@ static struct {
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
 	bool stop;
-	const char *url;
+	char *url; /* its own copy: it may outlive the configuration */
 } retry = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
 
 static void *migrate_retry_main(void *arg)
 {
 	(void)arg;
+	const char *url = retry.url;
 	char err[512], said[512] = "";
 	int64_t wait_ms = 1000;
 	for (;;) {
@@ -65,7 +66,7 @@ static void *migrate_retry_main(void *arg)
 		if (stop)
 			return NULL;
 		int version = 0;
-		int rv = vpp_store_migrate(retry.url, on_applied, NULL, &version, err, sizeof(err));
+		int rv = vpp_store_migrate(url, on_applied, NULL, &version, err, sizeof(err));
 		if (rv == 0) {
 			vpp_log(VPP_LOG_INFO, "store",
 				"schema at version %d: the migrations applied once the database "
@@ -93,7 +94,20 @@ static void retry_stop(void)
 	retry.stop = true;
 	pthread_cond_signal(&retry.wake);
 	pthread_mutex_unlock(&retry.lock);
-	pthread_join(retry.thread, NULL); /* at most one connect_timeout */
+	/* A migration can wait on a lock for long: give it a few seconds, then
+	 * leave it behind (the process is ending) rather than hold up the
+	 * store's flush and the shutdown. */
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 3;
+	if (pthread_timedjoin_np(retry.thread, NULL, &until) == 0) {
+		free(retry.url);
+	} else {
+		vpp_log(VPP_LOG_WARN, "store",
+			"the migration retry is still waiting on the database; not waiting for it");
+		pthread_detach(retry.thread);
+	}
+	retry.url = NULL;
 	retry.started = false;
 }
 
@@ -165,15 +179,20 @@ int vppd_store_start(const vppd_config *cfg, vpp_store **ret)
 		}
 		if (rv != 0) {
 			/* Keep running on the journal: the database may come back. */
-			unreachable_at_start = true;
+			snprintf(failed_at_start, sizeof(failed_at_start),
+				 "the migrations failed at start-up: %s", err);
 			vpp_log(VPP_LOG_WARN, "store",
 			        "migrations not applied (%s); rows are journaled, and the "
 			        "migrations tried again, until the database answers",
 			        err);
-			retry.url = cfg->database_url;
+			retry.url = strdup(cfg->database_url);
 			retry.stop = false;
-			retry.started =
-			    pthread_create(&retry.thread, NULL, migrate_retry_main, NULL) == 0;
+			retry.started = retry.url && pthread_create(&retry.thread, NULL,
+								    migrate_retry_main, NULL) == 0;
+			if (!retry.started) {
+				free(retry.url);
+				retry.url = NULL;
+			}
 		} else {
 			vpp_log(VPP_LOG_INFO, "store", "schema at version %d", version);
 		}
@@ -210,15 +229,15 @@ void vppd_store_restore_setpoint(const vppd_config *cfg, vpp_plant *p, vpp_opera
 {
 	if (!cfg->database_url || !cfg->database_url[0])
 		return;
-	char err[512] = "the database was unreachable at start-up";
+	char err[512];
 	vpp_setpoint sp;
 	bool found = false;
-	if (unreachable_at_start ||
-	    vpp_store_newest_setpoint(cfg->database_url, &sp, &found, err, sizeof(err)) != 0) {
+	if (failed_at_start[0] || vpp_store_newest_setpoint(cfg->database_url, cfg->node_id, &sp,
+							     &found, err, sizeof(err)) != 0) {
 		vpp_log(VPP_LOG_WARN, "dispatch",
 			"cannot read the operator setpoint that was in force (%s): the fleet holds 0 kW "
 			"until an operator sets one",
-			err);
+			failed_at_start[0] ? failed_at_start : err);
 		return;
 	}
 	if (!found)
@@ -242,11 +261,13 @@ void vppd_store_restore_setpoint(const vppd_config *cfg, vpp_plant *p, vpp_opera
 		return;
 	}
 	vpp_operator_restored(op, sp.setpoint_id);
+	char ramp[64] = "at once";
+	if (sp.ramp_kw_per_s > 0)
+		snprintf(ramp, sizeof(ramp), "ramping from 0 kW at %g kW/s", sp.ramp_kw_per_s);
 	vpp_log(VPP_LOG_WARN, "dispatch",
 		"carrying on with the operator setpoint in force before the restart: %s "
-		"(request_id %s, %g kW, ramp %g kW/s, by %s), for %.0f s more",
-		id, sp.request_id, sp.target_kw, sp.ramp_kw_per_s, sp.principal,
-		(double)(until - now) / 1000.0);
+		"(request_id %s, %g kW %s, by %s), for %.0f s more",
+		id, sp.request_id, sp.target_kw, ramp, sp.principal, (double)(until - now) / 1000.0);
 }
 
 int vppd_store_ready(char *why, size_t whylen)

@@ -70,13 +70,13 @@ typedef void (*vpp_store_migrate_cb)(int version, const char *name, void *user_d
 int vpp_store_migrate(const char *conninfo, vpp_store_migrate_cb cb, void *user_data, int *version,
                       char *err, size_t errlen);
 
-/* The newest operator setpoint (highest setpoint_id: the one in force
- * until its validity ends, as no later one replaced it), read at start-up
- * so that a restarted vppd carries on with it. Blocking. Returns 0 with
- * |*found| saying whether there is one, or VPP_EDB with a message in
- * |err|. */
-int vpp_store_newest_setpoint(const char *conninfo, vpp_setpoint *out, bool *found, char *err,
-                              size_t errlen);
+/* The newest operator setpoint node |node_id| recorded (highest
+ * setpoint_id: the one in force until its validity ends, as no later one
+ * replaced it), read at start-up so that a restarted vppd carries on with
+ * it. Blocking. Returns 0 with |*found| saying whether there is one, or
+ * VPP_EDB with a message in |err|. */
+int vpp_store_newest_setpoint(const char *conninfo, const char *node_id, vpp_setpoint *out,
+                              bool *found, char *err, size_t errlen);
 
 /* The newest schema version this binary knows. */
 int vpp_store_schema_version(void);

@@ -7,8 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 
-int vpp_store_newest_setpoint(const char *conninfo, vpp_setpoint *out, bool *found, char *err,
-                              size_t errlen)
+int vpp_store_newest_setpoint(const char *conninfo, const char *node_id, vpp_setpoint *out,
+                              bool *found, char *err, size_t errlen)
 {
 	*found = false;
 	PGconn *c = vpp__pg_connect(conninfo);
@@ -21,8 +21,11 @@ int vpp_store_newest_setpoint(const char *conninfo, vpp_setpoint *out, bool *fou
 		snprintf(err, errlen, "cannot connect: %s", PQerrorMessage(c));
 		goto out;
 	}
-	PGresult *r = PQexec(c, "SELECT " VPP__SETPOINT_COLUMNS
-	                        " FROM setpoints ORDER BY setpoint_id DESC LIMIT 1");
+	const char *params[1] = {node_id};
+	PGresult *r = PQexecParams(c,
+	                           "SELECT " VPP__SETPOINT_COLUMNS " FROM setpoints WHERE node_id = $1 "
+	                           "ORDER BY setpoint_id DESC LIMIT 1",
+	                           1, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) != 9) {
 		snprintf(err, errlen, "%s", PQresultErrorMessage(r));
 	} else {

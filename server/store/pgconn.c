@@ -158,9 +158,11 @@ static unsigned host_index(const char *conninfo, PGconn *conn)
 	unsigned found = 0;
 	size_t n = names ? list_len(names) : 0;
 	bool per_host_ports = ports && n > 1 && list_len(ports) == n;
+	/* An empty port item is the default port, which PQport names. */
 	for (size_t i = 0; i < n; i++)
 		if (list_item_is(names, i, host) &&
-		    (!per_host_ports || !port || list_item_is(ports, i, port))) {
+		    (!per_host_ports || !port || list_item_is(ports, i, port) ||
+		     list_item_is(ports, i, ""))) {
 			found = (unsigned)i;
 			break;
 		}

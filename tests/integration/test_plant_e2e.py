@@ -188,7 +188,7 @@ def run(r, pg):
     r.on_fail.append(lambda: "vppd-2:\n" + vppd2.log_tail(20))
     deadline = time.monotonic() + 20
     after_restart = None
-    while after_restart is None or (not after_restart.active_setpoint_id and time.monotonic() < deadline):
+    while time.monotonic() < deadline and (after_restart is None or not after_restart.active_setpoint_id):
         try:
             after_restart = status()
         except grpc.RpcError:

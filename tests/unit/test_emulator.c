@@ -194,26 +194,24 @@ START_TEST(delay_line_keeps_every_setpoint)
 }
 END_TEST
 
-/* More setpoints within one delay than the line holds: the oldest waiting
- * ones are dropped, the newest all take effect, the last one last. */
-START_TEST(delay_line_overflow_drops_the_oldest)
+/* More setpoints within one delay than the line holds, one every tick for
+ * good (a delay of 10 s, a tick of 1 s): the first ones take effect in
+ * turn, each 10 s after it was heard, so the battery moves. */
+START_TEST(delay_line_full_still_moves)
 {
 	vpp__emul_params p = base();
 	p.delay_s = 10;
 	vpp__emul_battery b;
 	vpp__emul_battery_init(&b, &p, 0.5, 0);
-	int n = VPP__EMUL_MAX_PENDING + 3;
-	for (int i = 0; i < n; i++)
-		vpp__emul_battery_command(&b, 0.1 * (i + 1), 100, 0.1 * i);
-	ck_assert_uint_eq(b.npending, VPP__EMUL_MAX_PENDING);
-	/* The first one in effect is the fourth heard (the first three were
-	 * dropped), at 10 s after it was heard. */
-	vpp__emul_battery_advance(&b, 10.3 - 1e-9);
-	ck_assert_double_eq_tol(b.power_kw, 0, 1e-12);
-	vpp__emul_battery_advance(&b, 10.32);
-	ck_assert_double_eq_tol(b.power_kw, 0.4, 1e-9);
-	vpp__emul_battery_advance(&b, 11.5);
-	ck_assert_double_eq_tol(b.power_kw, 0.1 * n, 1e-9);
+	for (int k = 0; k <= 30; k++) {
+		vpp__emul_battery_advance(&b, k + 0.25);
+		if (k >= 11 && k < 11 + VPP__EMUL_MAX_PENDING - 1)
+			/* the setpoint heard at k - 10.5, the (k-10)th */
+			ck_assert_double_eq_tol(b.power_kw, 0.1 * (k - 10), 1e-9);
+		vpp__emul_battery_command(&b, 0.1 * (k + 1), 1000, k + 0.5);
+		ck_assert_uint_le(b.npending, VPP__EMUL_MAX_PENDING);
+	}
+	ck_assert(b.power_kw > 0);
 }
 END_TEST
 
@@ -380,7 +378,7 @@ Suite *test_emulator_suite(void)
 	tcase_add_test(tc, ramp_limits_the_rate_of_change);
 	tcase_add_test(tc, first_order_lag_and_delay);
 	tcase_add_test(tc, delay_line_keeps_every_setpoint);
-	tcase_add_test(tc, delay_line_overflow_drops_the_oldest);
+	tcase_add_test(tc, delay_line_full_still_moves);
 	tcase_add_test(tc, lease_expiry_returns_to_zero);
 	tcase_add_test(tc, partial_and_ignore_faults);
 	tcase_add_test(tc, measurement_noise_is_honest);

@@ -123,8 +123,11 @@ void vpp__emul_battery_advance(vpp__emul_battery *b, double now_s)
 void vpp__emul_battery_command(vpp__emul_battery *b, double kw, double until_s, double now_s)
 {
 	vpp__emul_battery_advance(b, now_s);
+	/* Full: the newest waiting setpoint is replaced (the oldest ones are
+	 * about to take effect; dropping those, a steady stream of setpoints
+	 * would never let any through). */
 	if (b->npending == VPP__EMUL_MAX_PENDING)
-		pop_pending(b);
+		b->npending--;
 	b->pending[b->npending++] =
 	    (vpp__emul_pending){.kw = kw, .until_s = until_s, .at_s = b->now_s + b->p.delay_s};
 	apply_pending(b);

@@ -50,7 +50,7 @@ typedef struct {
 
 /* Setpoints the delay line holds at once. A battery with a delay longer
  * than the server's tick hears several before the first takes effect; past
- * this many within one delay, the oldest still waiting is dropped. */
+ * this many within one delay, a new one replaces the newest waiting. */
 #define VPP__EMUL_MAX_PENDING 8
 
 /* The true state. Times are seconds on one monotonic "true" time line
