@@ -67,7 +67,11 @@ cleanup() {
 	if [ -n "$pg_started" ]; then
 		run_pg /usr/lib/postgresql/15/bin/pg_ctl -D "$pgdata" -m fast -w stop >/dev/null || true
 	fi
-	echo "State (certificates, database, logs, journal) is kept in $state"
+	if [ -n "$pgdata" ] && [ "${pgdata#"$state"}" = "$pgdata" ]; then
+		echo "State (certificates, logs, journal) is kept in $state; the database in $pgdata"
+	else
+		echo "State (certificates, database, logs, journal) is kept in $state"
+	fi
 }
 trap cleanup INT TERM HUP EXIT
 # Stops with the log of a process that is no longer running.
