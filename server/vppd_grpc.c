@@ -271,6 +271,7 @@ void vppd_grpc_stop(vppd_grpc *g, uint32_t grace_ms)
 {
 	if (!g)
 		return;
+	vppd_store_forget_plant(); /* before the plant is freed */
 	vppd_grpc_stop_dispatch(g);
 	if (g->srv)
 		vpp_grpc_server_shutdown(g->srv, grace_ms);

@@ -114,6 +114,8 @@ struct vpp_operator;
  * NULL (no operator API). */
 void vppd_store_restore_setpoint(const vppd_config *cfg, struct vpp_plant *p,
 				 struct vpp_operator *op);
+/* Before the plant is freed: a setpoint read late is no longer offered. */
+void vppd_store_forget_plant(void);
 /* `vppd migrate`: returns the process exit code. */
 /* Strict: 1 only when the database is reachable (or none is configured).
  * The gRPC health service uses it: operator commands need the database. */

@@ -45,7 +45,44 @@ static struct {
 	pthread_cond_t wake;
 	bool stop;
 	char *url; /* its own copy: it may outlive the configuration */
+	/* Under lock: where to offer the setpoint in force once the database
+	 * answers (NULL once the plant is gone), and this node's id. */
+	vpp_plant *plant;
+	char node_id[64];
 } retry = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
+
+/* The setpoint in force could not be read at start-up: read it now and
+ * offer it to the plant, which carries it on unless an operator has set a
+ * target since. */
+static void offer_setpoint(const char *url)
+{
+	pthread_mutex_lock(&retry.lock);
+	bool wanted = retry.plant != NULL;
+	char node[sizeof(retry.node_id)];
+	memcpy(node, retry.node_id, sizeof(node));
+	pthread_mutex_unlock(&retry.lock);
+	if (!wanted)
+		return;
+	char err[512];
+	vpp_setpoint sp;
+	bool found = false;
+	if (vpp_store_newest_setpoint(url, node, &sp, &found, err, sizeof(err)) != 0) {
+		vpp_log(VPP_LOG_WARN, "dispatch",
+			"cannot read the operator setpoint that was in force (%s): the fleet holds "
+			"its present target",
+			err);
+		return;
+	}
+	int64_t until = sp.created_at_ms + (int64_t)(sp.valid_for_s * 1000.0);
+	if (!found || until <= vpp_wall_ms())
+		return;
+	char id[32];
+	snprintf(id, sizeof(id), "%lld", (long long)sp.setpoint_id);
+	pthread_mutex_lock(&retry.lock);
+	if (retry.plant)
+		vpp_plant_restore_setpoint(retry.plant, id, sp.target_kw, until, sp.ramp_kw_per_s);
+	pthread_mutex_unlock(&retry.lock);
+}
 
 static void *migrate_retry_main(void *arg)
 {
@@ -72,6 +109,7 @@ static void *migrate_retry_main(void *arg)
 				"schema at version %d: the migrations applied once the database "
 				"answered",
 				version);
+			offer_setpoint(url);
 			return NULL;
 		}
 		if (rv == VPP_ESCHEMA) {
@@ -232,6 +270,17 @@ void vppd_store_restore_setpoint(const vppd_config *cfg, vpp_plant *p, vpp_opera
 	char err[512];
 	vpp_setpoint sp;
 	bool found = false;
+	if (failed_at_start[0] && retry.started) {
+		vpp_log(VPP_LOG_WARN, "dispatch",
+			"cannot read the operator setpoint that was in force yet (%s): the fleet holds "
+			"0 kW until an operator sets one, or the database answers",
+			failed_at_start);
+		pthread_mutex_lock(&retry.lock);
+		retry.plant = p;
+		snprintf(retry.node_id, sizeof(retry.node_id), "%s", cfg->node_id);
+		pthread_mutex_unlock(&retry.lock);
+		return;
+	}
 	if (failed_at_start[0] || vpp_store_newest_setpoint(cfg->database_url, cfg->node_id, &sp,
 							     &found, err, sizeof(err)) != 0) {
 		vpp_log(VPP_LOG_WARN, "dispatch",
@@ -268,6 +317,13 @@ void vppd_store_restore_setpoint(const vppd_config *cfg, vpp_plant *p, vpp_opera
 		"carrying on with the operator setpoint in force before the restart: %s "
 		"(request_id %s, %g kW %s, by %s), for %.0f s more",
 		id, sp.request_id, sp.target_kw, ramp, sp.principal, (double)(until - now) / 1000.0);
+}
+
+void vppd_store_forget_plant(void)
+{
+	pthread_mutex_lock(&retry.lock);
+	retry.plant = NULL;
+	pthread_mutex_unlock(&retry.lock);
 }
 
 int vppd_store_ready(char *why, size_t whylen)

@@ -166,9 +166,11 @@ void vpp_plant_snapshot_get(vpp_plant *p, vpp_plant_snapshot *out);
  * |slot| named in its last Hello to this node, "" if none. */
 const char *vpp_plant_device_firmware(const vpp_plant *p, uint32_t slot);
 
-/* Before vpp_plant_start only: the operator setpoint |id| that was in force
- * when the previous vppd stopped, carried on until |valid_until_ms|.
- * Returns 0 or VPP_EINVAL (the fleet refused the target). */
+/* The operator setpoint |id| that was in force when the previous vppd
+ * stopped, carried on until |valid_until_ms|. Before vpp_plant_start it
+ * applies at once (returns 0 or VPP_EINVAL, the fleet refused it); after,
+ * from any thread, the next tick takes it unless an operator has set a
+ * target since the start. */
 int vpp_plant_restore_setpoint(vpp_plant *p, const char *id, double target_kw,
 			       int64_t valid_until_ms, double ramp_kw_per_s);
 

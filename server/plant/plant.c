@@ -460,12 +460,15 @@ static void on_events(vpp_plant *p, const vpp_tick_output *out)
 	}
 }
 
+static void take_restore(vpp_plant *p, int64_t now);
+
 static void on_tick(uv_timer_t *t)
 {
 	vpp_plant *p = t->data;
 	uint64_t t0 = uv_hrtime();
 	drain(p);
 	int64_t now = vpp_wall_ms();
+	take_restore(p, now);
 	vpp_tick_output out;
 	if (vpp_fleet_tick(p->fleet, now, &out) != 0) {
 		vpp_log(VPP_LOG_ERROR, "dispatch", "tick failed: out of memory");
@@ -641,20 +644,8 @@ const char *vpp_plant_device_firmware(const vpp_plant *p, uint32_t slot)
 	return slot < p->nowners ? p->owners[slot].firmware : "";
 }
 
-int vpp_plant_restore_setpoint(vpp_plant *p, const char *id, double target_kw,
-			       int64_t valid_until_ms, double ramp_kw_per_s)
-{
-	if (p->thread_started)
-		return VPP_EINVAL;
-	int rv = vpp_fleet_set_target(p->fleet, target_kw, valid_until_ms, ramp_kw_per_s,
-				      vpp_wall_ms());
-	if (rv == 0)
-		vpp_plant_set_active_setpoint(p, id, target_kw, valid_until_ms, ramp_kw_per_s);
-	return rv;
-}
-
-void vpp_plant_set_active_setpoint(vpp_plant *p, const char *id, double target_kw,
-				   int64_t valid_until_ms, double ramp_kw_per_s)
+static void set_active(vpp_plant *p, const char *id, double target_kw, int64_t valid_until_ms,
+		       double ramp_kw_per_s)
 {
 	pthread_mutex_lock(&p->snap_lock);
 	snprintf(p->snap.setpoint_id, sizeof(p->snap.setpoint_id), "%s", id ? id : "");
@@ -662,6 +653,61 @@ void vpp_plant_set_active_setpoint(vpp_plant *p, const char *id, double target_k
 	p->snap.target_valid_until_ms = valid_until_ms;
 	p->snap.target_ramp_kw_per_s = ramp_kw_per_s;
 	pthread_mutex_unlock(&p->snap_lock);
+}
+
+void vpp_plant_set_active_setpoint(vpp_plant *p, const char *id, double target_kw,
+				   int64_t valid_until_ms, double ramp_kw_per_s)
+{
+	p->operator_set = true;
+	set_active(p, id, target_kw, valid_until_ms, ramp_kw_per_s);
+}
+
+int vpp_plant_restore_setpoint(vpp_plant *p, const char *id, double target_kw,
+			       int64_t valid_until_ms, double ramp_kw_per_s)
+{
+	if (p->thread_started) {
+		pthread_mutex_lock(&p->snap_lock);
+		p->restore.pending = true;
+		snprintf(p->restore.id, sizeof(p->restore.id), "%s", id);
+		p->restore.target_kw = target_kw;
+		p->restore.valid_until_ms = valid_until_ms;
+		p->restore.ramp_kw_per_s = ramp_kw_per_s;
+		pthread_mutex_unlock(&p->snap_lock);
+		return 0;
+	}
+	int rv = vpp_fleet_set_target(p->fleet, target_kw, valid_until_ms, ramp_kw_per_s,
+				      vpp_wall_ms());
+	if (rv == 0)
+		set_active(p, id, target_kw, valid_until_ms, ramp_kw_per_s);
+	return rv;
+}
+
+/* Dispatch thread, before a tick: a setpoint offered late is carried on,
+ * unless an operator has set one since vppd started (that one is newer). */
+static void take_restore(vpp_plant *p, int64_t now)
+{
+	pthread_mutex_lock(&p->snap_lock);
+	bool pending = p->restore.pending;
+	p->restore.pending = false;
+	pthread_mutex_unlock(&p->snap_lock);
+	if (!pending)
+		return;
+	if (p->operator_set || p->restore.valid_until_ms <= now) {
+		vpp_log(VPP_LOG_INFO, "dispatch",
+			"operator setpoint %s not carried on: %s", p->restore.id,
+			p->operator_set ? "an operator set a target since the start" : "it has ended");
+		return;
+	}
+	if (vpp_fleet_set_target(p->fleet, p->restore.target_kw, p->restore.valid_until_ms,
+				 p->restore.ramp_kw_per_s, now) != 0)
+		return;
+	set_active(p, p->restore.id, p->restore.target_kw, p->restore.valid_until_ms,
+		   p->restore.ramp_kw_per_s);
+	vpp_log(VPP_LOG_WARN, "dispatch",
+		"carrying on with the operator setpoint in force before the restart: %s (%g kW), "
+		"for %.0f s more (read once the database answered)",
+		p->restore.id, p->restore.target_kw,
+		(double)(p->restore.valid_until_ms - now) / 1000.0);
 }
 
 bool vpp_plant_healthy(vpp_plant *p, char *why, size_t whylen)

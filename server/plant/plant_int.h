@@ -66,6 +66,16 @@ struct vpp_plant {
 
 	pthread_mutex_t snap_lock;
 	vpp_plant_snapshot snap;
+	/* Under snap_lock: a setpoint carried on across a restart, offered
+	 * once the plant runs (the database answered late); the next tick
+	 * takes it. */
+	struct {
+		bool pending;
+		char id[64];
+		double target_kw, ramp_kw_per_s;
+		int64_t valid_until_ms;
+	} restore;
+	bool operator_set; /* dispatch thread: an operator setpoint applied */
 	_Atomic int64_t last_tick_wall_ms;
 
 	struct {

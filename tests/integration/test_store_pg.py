@@ -681,6 +681,59 @@ def test_setpoint_applied_when_the_caller_left(pg):
         os.unlink(tokens)
 
 
+def test_setpoint_carried_on_once_the_database_answers(pg):
+    """vppd restarts while its database does not answer: the setpoint in
+    force cannot be read at start, and is carried on once the database
+    answers (no operator having set a target since)."""
+    import grpc
+    import hashlib
+    import test_device_sessions as tds
+    reset(pg)
+    pg.psql("INSERT INTO setpoints (request_id, target_kw, valid_for_s, ramp_kw_per_s, node_id) "
+            "VALUES ('late-sp', 7, 600, 0, 'late-restore'), ('other-node', 9, 600, 0, 'someone-else')")
+    want = pg.psql("SELECT setpoint_id FROM setpoints WHERE request_id = 'late-sp'")
+    relay = SilentThenRelay(pg, silent_s=4)
+    url = f"host=127.0.0.1 port={relay.port} user=postgres dbname=postgres connect_timeout=2"
+    j = tempfile.mkdtemp(prefix="vpp-j-")
+    tokens = j + ".tokens"
+    with open(tokens, "w") as f:
+        f.write("op viewer sha256:%s\n" % hashlib.sha256(b"late-token").hexdigest())
+    api = vt.free_port()
+    log = tempfile.TemporaryFile(mode="w+")
+    vppd = subprocess.Popen([tool(BUILD, "vppd"), "--database-url", url, "--journal-dir", j,
+                             "--node-id", "late-restore", "--api-addr", "127.0.0.1", "--api-port", str(api),
+                             "--api-h2c", "--tokens-file", tokens, "--device-port", "0",
+                             "--admin-port", "0"], stdout=subprocess.DEVNULL, stderr=log, text=True)
+    m = tds.mods()
+    ch = grpc.insecure_channel("127.0.0.1:%d" % api)
+    op, g = m["gg"].GridOperatorStub(ch), m["g"]
+    md = [("authorization", "Bearer late-token")]
+    try:
+        vt.wait_port(api, 30, vppd)
+        first = op.GetFleetStatus(g.GetFleetStatusRequest(), metadata=md, timeout=5)
+        check(not first.active_setpoint_id, f"a setpoint before the database answered: {first}")
+        deadline = time.time() + 40
+        st = first
+        while time.time() < deadline and not (st.active_setpoint_id and st.target_kw == 7):
+            time.sleep(0.3)
+            st = op.GetFleetStatus(g.GetFleetStatusRequest(), metadata=md, timeout=5)
+        check(st.active_setpoint_id == want and st.target_kw == 7, f"not carried on: {st}")
+        vppd.send_signal(signal.SIGTERM)
+        vppd.wait(timeout=30)
+        log.seek(0)
+        err = log.read()
+        check(vppd.returncode == 0, f"vppd exit {vppd.returncode}: {err[-2000:]}")
+        check("read once the database answered" in err, f"not logged: {err[-2000:]}")
+    finally:
+        ch.close()
+        if vppd.poll() is None:
+            vppd.kill()
+            vppd.wait()
+        relay.close()
+        shutil.rmtree(j, ignore_errors=True)
+        os.unlink(tokens)
+
+
 def test_bad_rows_rejected(pg):
     reset(pg)
     j = tempfile.mkdtemp(prefix="vpp-j-")
@@ -1042,6 +1095,7 @@ def main():
                       test_spilling_ends_under_steady_load,
                       test_writer_sigkill_with_torn_journal, test_vppd_replays_journal,
                       test_vppd_migrates_a_late_database, test_setpoint_applied_when_the_caller_left,
+                      test_setpoint_carried_on_once_the_database_answers,
                       test_bad_rows_rejected,
                       test_db_error_isolated, test_read_only_database_keeps_rows,
                       test_silent_database_times_out, test_silent_first_host_moves_on,
