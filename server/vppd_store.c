@@ -51,6 +51,19 @@ static struct {
 	char node_id[64];
 } retry = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
 
+/* Reads |node|'s newest setpoint: 0 with |*found|, and then its end in
+ * |*until| and its id as text in |id|; or VPP_EDB with a message in |err|. */
+static int read_newest(const char *url, const char *node, vpp_setpoint *sp, bool *found,
+		       int64_t *until, char id[32], char *err, size_t errlen)
+{
+	int rv = vpp_store_newest_setpoint(url, node, sp, found, err, errlen);
+	if (rv == 0 && *found) {
+		*until = sp->created_at_ms + (int64_t)(sp->valid_for_s * 1000.0);
+		snprintf(id, 32, "%lld", (long long)sp->setpoint_id);
+	}
+	return rv;
+}
+
 /* The setpoint in force could not be read at start-up: read it now and
  * offer it to the plant, which carries it on unless an operator has set a
  * target since. */
@@ -63,21 +76,19 @@ static void offer_setpoint(const char *url)
 	pthread_mutex_unlock(&retry.lock);
 	if (!wanted)
 		return;
-	char err[512];
+	char err[512], id[32];
 	vpp_setpoint sp;
 	bool found = false;
-	if (vpp_store_newest_setpoint(url, node, &sp, &found, err, sizeof(err)) != 0) {
+	int64_t until = 0;
+	if (read_newest(url, node, &sp, &found, &until, id, err, sizeof(err)) != 0) {
 		vpp_log(VPP_LOG_WARN, "dispatch",
 			"cannot read the operator setpoint that was in force (%s): the fleet holds "
 			"its present target",
 			err);
 		return;
 	}
-	int64_t until = sp.created_at_ms + (int64_t)(sp.valid_for_s * 1000.0);
 	if (!found || until <= vpp_wall_ms())
 		return;
-	char id[32];
-	snprintf(id, sizeof(id), "%lld", (long long)sp.setpoint_id);
 	pthread_mutex_lock(&retry.lock);
 	if (retry.plant)
 		vpp_plant_restore_setpoint(retry.plant, id, sp.target_kw, until, sp.ramp_kw_per_s);
@@ -196,8 +207,8 @@ int vppd_store_start(const vppd_config *cfg, vpp_store **ret)
 	o.batch_rows = (size_t)cfg->store_batch_rows;
 	o.flush_ms = cfg->store_flush_ms;
 	o.stop_timeout_ms = cfg->store_stop_timeout_ms;
-	if (vppd_store_check_config(cfg) != 0 || fsync_policy(cfg->journal_fsync, &o.fsync_policy) != 0)
-		return VPP_EINVAL;
+	if (fsync_policy(cfg->journal_fsync, &o.fsync_policy) != 0)
+		return VPP_EINVAL; /* vppd_store_check_config said why, at start */
 	o.fsync_interval_ms = cfg->journal_fsync_interval_ms;
 	o.journal_max_bytes = cfg->journal_max_bytes;
 	o.reconnect_min_ms = cfg->db_reconnect_min_ms;
@@ -267,9 +278,10 @@ void vppd_store_restore_setpoint(const vppd_config *cfg, vpp_plant *p, vpp_opera
 {
 	if (!cfg->database_url || !cfg->database_url[0])
 		return;
-	char err[512];
+	char err[512], id[32];
 	vpp_setpoint sp;
 	bool found = false;
+	int64_t until = 0;
 	if (failed_at_start[0] && retry.started) {
 		vpp_log(VPP_LOG_WARN, "dispatch",
 			"cannot read the operator setpoint that was in force yet (%s): the fleet holds "
@@ -281,8 +293,8 @@ void vppd_store_restore_setpoint(const vppd_config *cfg, vpp_plant *p, vpp_opera
 		pthread_mutex_unlock(&retry.lock);
 		return;
 	}
-	if (failed_at_start[0] || vpp_store_newest_setpoint(cfg->database_url, cfg->node_id, &sp,
-							     &found, err, sizeof(err)) != 0) {
+	if (failed_at_start[0] || read_newest(cfg->database_url, cfg->node_id, &sp, &found, &until,
+					      id, err, sizeof(err)) != 0) {
 		vpp_log(VPP_LOG_WARN, "dispatch",
 			"cannot read the operator setpoint that was in force (%s): the fleet holds 0 kW "
 			"until an operator sets one",
@@ -292,9 +304,6 @@ void vppd_store_restore_setpoint(const vppd_config *cfg, vpp_plant *p, vpp_opera
 	if (!found)
 		return;
 	int64_t now = vpp_wall_ms();
-	int64_t until = sp.created_at_ms + (int64_t)(sp.valid_for_s * 1000.0);
-	char id[32];
-	snprintf(id, sizeof(id), "%lld", (long long)sp.setpoint_id);
 	if (until <= now) {
 		vpp_log(VPP_LOG_INFO, "dispatch",
 			"the newest operator setpoint (%s, request_id %s) ended %.0f s ago: the "

@@ -19,9 +19,8 @@ static const char *const default_keys[] = {"connect_timeout",  "keepalives",
 static const char *const default_values[] = {"10", "1", "30", "10", "3", "30000"};
 #define NDEFAULTS (sizeof(default_keys) / sizeof(default_keys[0]))
 
-/* Fills |keys| and |values| (room for NDEFAULTS + 2) for *ConnectParams
- * with expand_dbname: the defaults, then |conninfo| as an expanded dbname. */
-static void conn_params(const char *conninfo, const char **keys, const char **values)
+/* Puts the defaults first in |keys| and |values|; returns how many. */
+static size_t put_defaults(const char **keys, const char **values)
 {
 	size_t n = 0;
 	for (size_t i = 0; i < NDEFAULTS; i++) {
@@ -31,6 +30,14 @@ static void conn_params(const char *conninfo, const char **keys, const char **va
 		keys[n] = default_keys[i];
 		values[n++] = default_values[i];
 	}
+	return n;
+}
+
+/* Fills |keys| and |values| (room for NDEFAULTS + 2) for *ConnectParams
+ * with expand_dbname: the defaults, then |conninfo| as an expanded dbname. */
+static void conn_params(const char *conninfo, const char **keys, const char **values)
+{
+	size_t n = put_defaults(keys, values);
 	keys[n] = "dbname";
 	values[n++] = conninfo;
 	keys[n] = values[n] = NULL;
@@ -94,12 +101,7 @@ static PGconn *start_rotated(const char *conninfo, unsigned first)
 	size_t nrot = 0, n = 0;
 	if (hosts < 2 || !keys || !values)
 		goto out;
-	for (size_t i = 0; i < NDEFAULTS; i++) {
-		if (i == 0 && getenv("PGCONNECT_TIMEOUT"))
-			continue;
-		keys[n] = default_keys[i];
-		values[n++] = default_values[i];
-	}
+	n = put_defaults(keys, values);
 	for (PQconninfoOption *o = opts; o->keyword; o++) {
 		if (!o->val)
 			continue;

@@ -619,119 +619,121 @@ class SlowRelay:
         self.listener.close()
 
 
+class ApiVppd:
+    """vppd on the database |url| with its operator API (h2c, one operator
+    token) and no device port. A context manager: on leaving, vppd is
+    stopped and its journal removed."""
+
+    def __init__(self, url, node_id):
+        import grpc
+        import hashlib
+        import test_device_sessions as tds
+        self.grpc = grpc
+        self.journal = tempfile.mkdtemp(prefix="vpp-j-")
+        self.tokens = self.journal + ".tokens"
+        with open(self.tokens, "w") as f:
+            f.write("op operator sha256:%s\n" % hashlib.sha256(b"api-token").hexdigest())
+        api = vt.free_port()
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen([tool(BUILD, "vppd"), "--database-url", url, "--journal-dir", self.journal,
+                                      "--node-id", node_id, "--api-addr", "127.0.0.1", "--api-port", str(api),
+                                      "--api-h2c", "--tokens-file", self.tokens, "--device-port", "0",
+                                      "--admin-port", "0"], stdout=subprocess.DEVNULL, stderr=self.log, text=True)
+        m = tds.mods()
+        self.ch = grpc.insecure_channel("127.0.0.1:%d" % api)
+        self.op, self.g = m["gg"].GridOperatorStub(self.ch), m["g"]
+        self.md = [("authorization", "Bearer api-token")]
+        self.api = api
+
+    def __enter__(self):
+        try:
+            vt.wait_port(self.api, 30, self.proc)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def status(self):
+        return self.op.GetFleetStatus(self.g.GetFleetStatusRequest(), metadata=self.md, timeout=5)
+
+    def wait_status(self, ok, timeout_s):
+        """Polls GetFleetStatus until |ok|(status) or |timeout_s|; returns the last."""
+        deadline = time.time() + timeout_s
+        st = self.status()
+        while time.time() < deadline and not ok(st):
+            time.sleep(0.2)
+            st = self.status()
+        return st
+
+    def stop(self):
+        """SIGTERM; returns (exit status, the log)."""
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+        self.log.seek(0)
+        return self.proc.returncode, self.log.read()
+
+    def __exit__(self, *exc):
+        self.ch.close()
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.journal, ignore_errors=True)
+        os.unlink(self.tokens)
+
+
 def test_setpoint_applied_when_the_caller_left(pg):
     """A setpoint recorded after its caller gave up (its deadline passed
     while the database was slow) is applied and audited all the same: the
     database and the fleet agree, and a restart would carry on with it."""
-    import grpc
-    import hashlib
-    import test_device_sessions as tds
     reset(pg)
     relay = SlowRelay(pg, delay_s=1.5)
     url = f"host=127.0.0.1 port={relay.port} user=postgres dbname=postgres"
-    j = tempfile.mkdtemp(prefix="vpp-j-")
-    tokens = j + ".tokens"
-    with open(tokens, "w") as f:
-        f.write("op operator sha256:%s\n" % hashlib.sha256(b"slow-db-token").hexdigest())
-    api = vt.free_port()
-    log = tempfile.TemporaryFile(mode="w+")
-    vppd = subprocess.Popen([tool(BUILD, "vppd"), "--database-url", url, "--journal-dir", j,
-                             "--node-id", "slow-db", "--api-addr", "127.0.0.1", "--api-port", str(api),
-                             "--api-h2c", "--tokens-file", tokens, "--device-port", "0",
-                             "--admin-port", "0"], stdout=subprocess.DEVNULL, stderr=log, text=True)
-    m = tds.mods()
-    ch = grpc.insecure_channel("127.0.0.1:%d" % api)
-    op, g = m["gg"].GridOperatorStub(ch), m["g"]
-    md = [("authorization", "Bearer slow-db-token")]
     try:
-        vt.wait_port(api, 30, vppd)
-        time.sleep(1)  # the store connected
-        relay.slow = True
-        req = g.SetFleetSetpointRequest(target_kw=42, valid_for_s=600, request_id="caller-gone",
-                                        reason="test")
-        try:
-            op.SetFleetSetpoint(req, metadata=md, timeout=0.5)
-            check(False, "the call did not time out")
-        except grpc.RpcError as e:
-            check(e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, f"{e.code()}: {e.details()}")
-        relay.slow = False
-        deadline = time.time() + 20
-        st = None
-        while time.time() < deadline:
-            st = op.GetFleetStatus(g.GetFleetStatusRequest(), metadata=md, timeout=5)
-            if st.active_setpoint_id and st.target_kw == 42:  # the next tick
-                break
-            time.sleep(0.2)
-        check(st.active_setpoint_id and st.target_kw == 42, f"not applied: {st}")
-        row = pg.psql("SELECT setpoint_id FROM setpoints WHERE request_id = 'caller-gone'")
-        check(row == st.active_setpoint_id, f"row {row}, active {st.active_setpoint_id}")
-        vppd.send_signal(signal.SIGTERM)
-        vppd.wait(timeout=30)
-        log.seek(0)
-        err = log.read()
-        check("action=SetFleetSetpoint request_id=caller-gone result=accepted" in err,
-              f"not audited: {err[-2000:]}")
+        with ApiVppd(url, "slow-db") as v:
+            grpc = v.grpc
+            time.sleep(1)  # the store connected
+            relay.slow = True
+            req = v.g.SetFleetSetpointRequest(target_kw=42, valid_for_s=600, request_id="caller-gone",
+                                              reason="test")
+            try:
+                v.op.SetFleetSetpoint(req, metadata=v.md, timeout=0.5)
+                check(False, "the call did not time out")
+            except grpc.RpcError as e:
+                check(e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, f"{e.code()}: {e.details()}")
+            relay.slow = False
+            # Applied on the next tick.
+            st = v.wait_status(lambda st: st.active_setpoint_id and st.target_kw == 42, 20)
+            check(st.active_setpoint_id and st.target_kw == 42, f"not applied: {st}")
+            row = pg.psql("SELECT setpoint_id FROM setpoints WHERE request_id = 'caller-gone'")
+            check(row == st.active_setpoint_id, f"row {row}, active {st.active_setpoint_id}")
+            _, err = v.stop()
+            check("action=SetFleetSetpoint request_id=caller-gone result=accepted" in err,
+                  f"not audited: {err[-2000:]}")
     finally:
-        ch.close()
-        if vppd.poll() is None:
-            vppd.kill()
-            vppd.wait()
         relay.close()
-        shutil.rmtree(j, ignore_errors=True)
-        os.unlink(tokens)
 
 
 def test_setpoint_carried_on_once_the_database_answers(pg):
     """vppd restarts while its database does not answer: the setpoint in
     force cannot be read at start, and is carried on once the database
     answers (no operator having set a target since)."""
-    import grpc
-    import hashlib
-    import test_device_sessions as tds
     reset(pg)
     pg.psql("INSERT INTO setpoints (request_id, target_kw, valid_for_s, ramp_kw_per_s, node_id) "
             "VALUES ('late-sp', 7, 600, 0, 'late-restore'), ('other-node', 9, 600, 0, 'someone-else')")
     want = pg.psql("SELECT setpoint_id FROM setpoints WHERE request_id = 'late-sp'")
     relay = SilentThenRelay(pg, silent_s=4)
     url = f"host=127.0.0.1 port={relay.port} user=postgres dbname=postgres connect_timeout=2"
-    j = tempfile.mkdtemp(prefix="vpp-j-")
-    tokens = j + ".tokens"
-    with open(tokens, "w") as f:
-        f.write("op viewer sha256:%s\n" % hashlib.sha256(b"late-token").hexdigest())
-    api = vt.free_port()
-    log = tempfile.TemporaryFile(mode="w+")
-    vppd = subprocess.Popen([tool(BUILD, "vppd"), "--database-url", url, "--journal-dir", j,
-                             "--node-id", "late-restore", "--api-addr", "127.0.0.1", "--api-port", str(api),
-                             "--api-h2c", "--tokens-file", tokens, "--device-port", "0",
-                             "--admin-port", "0"], stdout=subprocess.DEVNULL, stderr=log, text=True)
-    m = tds.mods()
-    ch = grpc.insecure_channel("127.0.0.1:%d" % api)
-    op, g = m["gg"].GridOperatorStub(ch), m["g"]
-    md = [("authorization", "Bearer late-token")]
     try:
-        vt.wait_port(api, 30, vppd)
-        first = op.GetFleetStatus(g.GetFleetStatusRequest(), metadata=md, timeout=5)
-        check(not first.active_setpoint_id, f"a setpoint before the database answered: {first}")
-        deadline = time.time() + 40
-        st = first
-        while time.time() < deadline and not (st.active_setpoint_id and st.target_kw == 7):
-            time.sleep(0.3)
-            st = op.GetFleetStatus(g.GetFleetStatusRequest(), metadata=md, timeout=5)
-        check(st.active_setpoint_id == want and st.target_kw == 7, f"not carried on: {st}")
-        vppd.send_signal(signal.SIGTERM)
-        vppd.wait(timeout=30)
-        log.seek(0)
-        err = log.read()
-        check(vppd.returncode == 0, f"vppd exit {vppd.returncode}: {err[-2000:]}")
-        check("read once the database answered" in err, f"not logged: {err[-2000:]}")
+        with ApiVppd(url, "late-restore") as v:
+            first = v.status()
+            check(not first.active_setpoint_id, f"a setpoint before the database answered: {first}")
+            st = v.wait_status(lambda st: st.active_setpoint_id and st.target_kw == 7, 40)
+            check(st.active_setpoint_id == want and st.target_kw == 7, f"not carried on: {st}")
+            rc, err = v.stop()
+            check(rc == 0, f"vppd exit {rc}: {err[-2000:]}")
+            check("read once the database answered" in err, f"not logged: {err[-2000:]}")
     finally:
-        ch.close()
-        if vppd.poll() is None:
-            vppd.kill()
-            vppd.wait()
         relay.close()
-        shutil.rmtree(j, ignore_errors=True)
-        os.unlink(tokens)
 
 
 def test_bad_rows_rejected(pg):
