@@ -54,6 +54,10 @@ typedef struct vpp_dispatch_params {
 	int64_t settle_ms;         /* 2000: the PI acts only once the target has
 				    * been steady this long (response lag would
 				    * otherwise wind it up) */
+	double settle_tol_frac;    /* 0: a target change within this fraction
+				    * of the target does not restart the settle
+				    * wait (a cluster share moves a little
+				    * every tick) */
 	double cusum_k;            /* 0.5: CUSUM allowance, in sigmas */
 	double cusum_h;            /* 8: CUSUM threshold, in sigmas */
 	int recover_samples;       /* 10: consecutive tracking samples within 1

@@ -22,6 +22,10 @@ typedef struct {
 	double max_target_kw;	  /* |target_kw| above this is refused; 0: 1e6 */
 	uint32_t max_valid_for_s; /* 0: 86400 */
 	uint32_t watch_poll_ms;	  /* 0: 100 */
+	/* In a cluster: status sums every node, ListNodes answers, and a
+	 * setpoint is recorded for the leader to split (the plant is
+	 * clustered). NULL: a single node. */
+	struct vpp_cluster *cluster;
 } vpp_operator_opts;
 
 /* Registers the service on |l| and its per-loop state on |srv|'s loops.

@@ -28,6 +28,10 @@ typedef struct {
 	struct vpp_store *store;    /* NULL: nothing persisted */
 	size_t ring_capacity;	    /* records per ring; 0: 65536 */
 	int64_t state_every_ms;	    /* device_state upserts; 0: 10000 */
+	/* In a cluster the node's target is the share the leader gives it
+	 * (vpp_plant_set_share): operator setpoints are recorded, not applied
+	 * to this node's fleet. */
+	bool clustered;
 } vpp_plant_opts;
 
 /* ---- loop -> plant ------------------------------------------------------- */
@@ -157,6 +161,13 @@ typedef struct {
 	char setpoint_id[64];	 /* of the active operator setpoint, "" if none */
 	int64_t last_tick_at_ms; /* wall clock of the newest tick */
 	double last_tick_ms;	 /* how long it took */
+	/* The node as one device (vpp_fleet_aggregate), of the newest tick. */
+	double agg_a, agg_e_dis_kwh, agg_e_chg_kwh, agg_lo_kw, agg_hi_kw;
+	/* In a cluster: the share in force (its epoch, 0: none) and when it
+	 * ends. */
+	uint64_t share_epoch;
+	double share_kw;
+	int64_t share_valid_until_ms;
 } vpp_plant_snapshot;
 
 /* Copies the newest tick's status. Thread-safe. */
@@ -178,6 +189,25 @@ int vpp_plant_restore_setpoint(vpp_plant *p, const char *id, double target_kw,
  * |id| that is now active, for the snapshots. */
 void vpp_plant_set_active_setpoint(vpp_plant *p, const char *id, double target_kw,
 				   int64_t valid_until_ms, double ramp_kw_per_s);
+
+/* In a cluster: the leader's share for this node, |share_kw| until
+ * |valid_until_ms| (then 0), under leadership |epoch|. Any thread; the
+ * dispatch thread takes it at once and ticks (a new share is acted on
+ * without waiting for the tick). A share of an epoch older than the newest
+ * one taken is ignored (returns VPP_EPERM); VPP_EINVAL on non-finite
+ * numbers. */
+int vpp_plant_set_share(vpp_plant *p, uint64_t epoch, double share_kw, int64_t valid_until_ms);
+
+/* Called on the dispatch thread after every tick (the snapshot is
+ * published): the cluster heartbeats then. Set before vpp_plant_start. */
+void vpp_plant_on_tick(vpp_plant *p, void (*fn)(void *ud), void *ud);
+
+/* Dispatch thread only (from a query's run): ticks again as soon as the
+ * current drain is over, so that a new target is acted on at once. */
+void vpp_plant_tick_soon(vpp_plant *p);
+
+/* True when the plant takes its target from cluster shares. */
+bool vpp_plant_clustered(const vpp_plant *p);
 
 /* True when the control loop ticked within 3 tick periods. Thread-safe. */
 bool vpp_plant_healthy(vpp_plant *p, char *why, size_t whylen);

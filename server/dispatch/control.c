@@ -15,7 +15,8 @@ int vpp_fleet_set_target(vpp_fleet *f, double target_kw, int64_t valid_until_ms,
 		return VPP_EINVAL;
 	if (valid_until_ms <= now_ms)
 		target_kw = 0; /* already over */
-	if (target_kw != f->target)
+	if (fabs(target_kw - f->target) > f->prm.settle_tol_frac * fabs(f->target) ||
+	    (target_kw == 0) != (f->target == 0))
 		f->target_changed_at = now_ms;
 	f->target = target_kw;
 	f->target_until = valid_until_ms;
@@ -195,7 +196,8 @@ static double control(vpp_fleet *f, int64_t now, double measured_kw, int fresh, 
 	} else {
 		f->target_eff = f->target;
 	}
-	if (f->target_eff != prev_eff)
+	if (fabs(f->target_eff - prev_eff) > prm->settle_tol_frac * fabs(prev_eff) ||
+	    (f->target_eff == 0) != (prev_eff == 0))
 		f->target_changed_at = now;
 
 	/* The fleet was asked for prev_eff on the last tick; fresh telemetry

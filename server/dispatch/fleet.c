@@ -67,7 +67,8 @@ int vpp_dispatch_params_check(const vpp_dispatch_params *p)
 {
 	if (p->tick_ms < 10 || p->stale_after_ms < 0 || p->stale_decay_ms <= 0 ||
 	    p->stale_limit_ms < p->stale_after_ms || p->lease_ms <= 0 || p->renew_before_ms < 0 ||
-	    p->renew_before_ms >= p->lease_ms || p->ack_timeout_ms <= 0 || p->settle_ms < 0)
+	    p->renew_before_ms >= p->lease_ms || p->ack_timeout_ms <= 0 || p->settle_ms < 0 ||
+	    !(p->settle_tol_frac >= 0 && p->settle_tol_frac < 1))
 		return VPP_EINVAL;
 	/* A lease is renewed on the first tick that finds less than
 	 * renew_before left: with less than two ticks of it, the renewal could

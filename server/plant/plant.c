@@ -6,6 +6,7 @@
 #include "vpp/error.h"
 #include "vpp/log.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -66,6 +67,11 @@ static void metrics_init(vpp_plant *p)
 	p->met.stale = vpp_gauge_get("vpp_fleet_devices", "state=\"stale\"", NULL);
 	p->met.offline = vpp_gauge_get("vpp_fleet_devices", "state=\"offline\"", NULL);
 	p->met.degraded = vpp_gauge_get("vpp_fleet_devices", "state=\"degraded\"", NULL);
+	p->met.shares = vpp_counter_get("vpp_cluster_shares_taken_total", NULL,
+					"Cluster shares taken by this node's control loop");
+	p->met.shares_old = vpp_counter_get("vpp_cluster_shares_stale_epoch_total", NULL,
+					    "Cluster shares ignored: from an epoch older than "
+					    "the newest taken");
 	p->met.in_depth = vpp_gauge_get("vpp_dispatch_queue_depth", NULL,
 					"Messages waiting for the dispatch thread");
 }
@@ -394,6 +400,9 @@ static void drain(vpp_plant *p)
 	flush_links(p);
 }
 
+static bool take_share(vpp_plant *p, int64_t now);
+static void on_tick(uv_timer_t *t);
+
 static void on_wake(uv_async_t *a)
 {
 	vpp_plant *p = a->data;
@@ -404,6 +413,13 @@ static void on_wake(uv_async_t *a)
 		return;
 	}
 	drain(p);
+	if (take_share(p, vpp_wall_ms()))
+		p->tick_soon = true;
+	if (p->tick_soon) {
+		/* A new target: its commands leave now, not at the next tick. */
+		p->tick_soon = false;
+		uv_timer_start(&p->tick, on_tick, 0, (uint64_t)p->o.params.tick_ms);
+	}
 }
 
 static void publish(vpp_plant *p, const vpp_fleet_status *st, int64_t now, double took_ms)
@@ -413,6 +429,12 @@ static void publish(vpp_plant *p, const vpp_fleet_status *st, int64_t now, doubl
 	p->snap.tick++;
 	p->snap.last_tick_at_ms = now;
 	p->snap.last_tick_ms = took_ms;
+	vpp_fleet_aggregate(p->fleet, &p->snap.agg_a, &p->snap.agg_e_dis_kwh,
+			    &p->snap.agg_e_chg_kwh, &p->snap.agg_lo_kw, &p->snap.agg_hi_kw);
+	if (p->snap.share_valid_until_ms && now >= p->snap.share_valid_until_ms) {
+		p->snap.share_kw = 0;
+		p->snap.share_valid_until_ms = 0;
+	}
 	if (p->snap.target_valid_until_ms && now >= p->snap.target_valid_until_ms) {
 		p->snap.target_kw = 0;
 		p->snap.setpoint_id[0] = 0;
@@ -467,8 +489,10 @@ static void on_tick(uv_timer_t *t)
 	vpp_plant *p = t->data;
 	uint64_t t0 = uv_hrtime();
 	drain(p);
+	p->tick_soon = false; /* this is the tick */
 	int64_t now = vpp_wall_ms();
 	take_restore(p, now);
+	take_share(p, now);
 	vpp_tick_output out;
 	if (vpp_fleet_tick(p->fleet, now, &out) != 0) {
 		vpp_log(VPP_LOG_ERROR, "dispatch", "tick failed: out of memory");
@@ -505,6 +529,8 @@ static void on_tick(uv_timer_t *t)
 		p->last_state_ms = now;
 		vpp__persist_states(p, now);
 	}
+	if (p->on_tick)
+		p->on_tick(p->on_tick_ud);
 }
 
 /* Gives back the memory of messages posted after the last drain. */
@@ -725,4 +751,75 @@ bool vpp_plant_healthy(vpp_plant *p, char *why, size_t whylen)
 		return false;
 	}
 	return true;
+}
+
+int vpp_plant_set_share(vpp_plant *p, uint64_t epoch, double share_kw, int64_t valid_until_ms)
+{
+	if (!isfinite(share_kw))
+		return VPP_EINVAL;
+	int rv = 0;
+	pthread_mutex_lock(&p->snap_lock);
+	if (epoch < p->snap.share_epoch || (p->share.pending && epoch < p->share.epoch)) {
+		rv = VPP_EPERM;
+	} else {
+		p->share.pending = true;
+		p->share.epoch = epoch;
+		p->share.kw = share_kw;
+		p->share.valid_until_ms = valid_until_ms;
+	}
+	pthread_mutex_unlock(&p->snap_lock);
+	if (rv != 0) {
+		vpp_counter_inc(p->met.shares_old);
+		return rv;
+	}
+	if (p->thread_started)
+		uv_async_send(&p->wake);
+	return 0;
+}
+
+/* Dispatch thread: applies the share offered since the last look; true
+ * when it moved the target. A share never goes back to an older epoch. */
+static bool take_share(vpp_plant *p, int64_t now)
+{
+	pthread_mutex_lock(&p->snap_lock);
+	bool pending = p->share.pending && p->share.epoch >= p->share_epoch;
+	p->share.pending = false;
+	double kw = p->share.kw;
+	int64_t until = p->share.valid_until_ms;
+	uint64_t epoch = p->share.epoch;
+	if (pending) {
+		p->snap.share_epoch = epoch;
+		p->snap.share_kw = until > now ? kw : 0;
+		p->snap.share_valid_until_ms = until;
+	}
+	pthread_mutex_unlock(&p->snap_lock);
+	if (!pending)
+		return false;
+	double before = vpp_fleet_target_eff(p->fleet);
+	if (vpp_fleet_set_target(p->fleet, kw, until, 0, now) != 0)
+		return false;
+	if (epoch != p->share_epoch)
+		vpp_log(VPP_LOG_INFO, "dispatch", "obeying the shares of leadership epoch %llu",
+			(unsigned long long)epoch);
+	p->share_epoch = epoch;
+	vpp_counter_inc(p->met.shares);
+	/* Tick at once only for a real change: shares are renewed every tick. */
+	double db = p->o.params.deadband_kw;
+	return fabs((until > now ? kw : 0) - before) > db + 0.01 * fabs(before);
+}
+
+void vpp_plant_on_tick(vpp_plant *p, void (*fn)(void *ud), void *ud)
+{
+	p->on_tick = fn;
+	p->on_tick_ud = ud;
+}
+
+void vpp_plant_tick_soon(vpp_plant *p)
+{
+	p->tick_soon = true;
+}
+
+bool vpp_plant_clustered(const vpp_plant *p)
+{
+	return p->o.clustered;
 }

@@ -76,6 +76,18 @@ struct vpp_plant {
 		int64_t valid_until_ms;
 	} restore;
 	bool operator_set; /* dispatch thread: an operator setpoint applied */
+	/* Under snap_lock: the newest cluster share offered, taken by the
+	 * dispatch thread on its next wake-up. */
+	struct {
+		bool pending;
+		uint64_t epoch;
+		double kw;
+		int64_t valid_until_ms;
+	} share;
+	uint64_t share_epoch; /* dispatch thread: epoch of the share in force */
+	void (*on_tick)(void *ud);
+	void *on_tick_ud;
+	bool tick_soon; /* dispatch thread: tick again after this drain */
 	_Atomic int64_t last_tick_wall_ms;
 
 	struct {
@@ -86,6 +98,7 @@ struct vpp_plant {
 		vpp_gauge *target, *adjusted, *commanded, *measured, *measured_sigma;
 		vpp_gauge *error, *shortfall, *online, *stale, *offline, *degraded;
 		vpp_gauge *in_depth;
+		vpp_counter *shares, *shares_old;
 	} met;
 };
 
