@@ -12,7 +12,7 @@ PKGS=(
   libprotobuf-c-dev protobuf-c-compiler check libinih-dev
   postgresql-15 postgresql-client-15 openssl nghttp2-client
   python3-grpcio python3-grpc-tools python3-psycopg python3-scipy python3-numpy
-  python3-h2 curl libfaketime
+  python3-h2 curl libfaketime haproxy
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
 )
 
