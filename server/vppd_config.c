@@ -129,6 +129,24 @@ const vpp_config_opt vppd_config_table[] = {
 	    "telemetry measured longer ago than this is rejected"),
 	OPT("telemetry-max-future-s", VPP_CFG_INT, telemetry_max_future_s, 0, 86400, "300",
 	    "telemetry measured further ahead than this is rejected (clock skew bound)"),
+
+	OPT("cluster", VPP_CFG_BOOL, cluster, 0, 0, "false",
+	    "join the cluster of the nodes sharing database-url: one leader splits the "
+	    "fleet target into per-node shares (needs database-url and a unique node-id)"),
+	OPT("cluster-advertise-api", VPP_CFG_STRING, cluster_advertise_api, 0, 0, "",
+	    "operator API address other nodes and vppctl are shown (default api-addr:api-port)"),
+	OPT("cluster-advertise-device", VPP_CFG_STRING, cluster_advertise_device, 0, 0, "",
+	    "device API address shown in the cluster (default device-addr:device-port)"),
+	OPT("cluster-node-timeout-ms", VPP_CFG_INT, cluster_node_timeout_ms, 0, 600000, "0",
+	    "a node silent this long is dead and its share goes to the others "
+	    "(0: 3 ticks + 2 s)"),
+	OPT("cluster-share-lease-ms", VPP_CFG_INT, cluster_share_lease_ms, 0, 600000, "0",
+	    "validity of a node's share; with no new one by then its target returns to 0 "
+	    "(0: 3 ticks, at least 3 s)"),
+	OPT("cluster-max-clock-skew-ms", VPP_CFG_INT, cluster_max_clock_skew_ms, 10, 60000, "1000",
+	    "a node whose clock is further than this off the database's is refused"),
+	OPT("cluster-join-timeout-ms", VPP_CFG_INT, cluster_join_timeout_ms, 1000, 600000, "30000",
+	    "how long start-up waits for the database to join the cluster"),
 };
 
 const size_t vppd_config_table_len = sizeof(vppd_config_table) / sizeof(vppd_config_table[0]);

@@ -2,6 +2,7 @@
  * h2c) with the health service (and the echo test service when asked), the
  * device listener (mTLS) with DeviceLink, and the plant (dispatch thread). */
 #include "vppd_int.h"
+#include "vpp/cluster.h"
 #include "vpp/device.h"
 #include "vpp/echo.h"
 #include "vpp/clock.h"
@@ -11,7 +12,10 @@
 #include "vpp/operator.h"
 #include "vpp/plant.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 struct vppd_grpc {
 	vpp_grpc_server *srv;
@@ -21,6 +25,7 @@ struct vppd_grpc {
 	vpp_plant *plant;
 	vpp_devices *devices;
 	vpp_operator *op;
+	vpp_cluster *cluster;
 	vpp_tokens *tokens;
 	/* Sets replaced by a reload: calls may still read them until the
 	 * server stops. */
@@ -94,6 +99,7 @@ static int api_listener(const vppd_config *cfg, vpp_store *store, vppd_grpc *g)
 		.node_id = cfg->node_id,
 		.max_target_kw = cfg->max_target_kw,
 		.max_valid_for_s = (uint32_t)cfg->max_valid_for_s,
+		.cluster = g->cluster,
 	};
 	if ((rv = vpp_operator_new(&oo, g->srv, l, &g->op)) != 0)
 		return rv;
@@ -146,6 +152,64 @@ static int device_listener(const vppd_config *cfg, vpp_store *store, vppd_grpc *
 	return 0;
 }
 
+static void on_plant_tick(void *ud)
+{
+	vpp_cluster_kick(ud);
+}
+
+/* "host:port" from an address and a port; a wildcard address is shown as
+ * the host name (another node could not reach 0.0.0.0). */
+static void host_port(char *buf, size_t len, const char *advertised, const char *addr,
+		      int64_t port)
+{
+	char host[128];
+	if (advertised && advertised[0]) {
+		snprintf(buf, len, "%s", advertised);
+		return;
+	}
+	if (!addr || !addr[0] || strcmp(addr, "0.0.0.0") == 0 || strcmp(addr, "::") == 0) {
+		if (gethostname(host, sizeof(host)) != 0)
+			snprintf(host, sizeof(host), "localhost");
+		host[sizeof(host) - 1] = 0;
+		addr = host;
+	}
+	snprintf(buf, len, strchr(addr, ':') ? "[%s]:%lld" : "%s:%lld", addr, (long long)port);
+}
+
+/* Joins the cluster before any session or operator call can come in. */
+static int join_cluster(const vppd_config *cfg, vppd_grpc *g)
+{
+	if (!cfg->database_url || !cfg->database_url[0]) {
+		vpp_log(VPP_LOG_ERROR, "vppd", "cluster: needs database-url (the nodes meet in "
+					       "PostgreSQL)");
+		return VPP_EINVAL;
+	}
+	char api[200], dev[200], err[512];
+	host_port(api, sizeof(api), cfg->cluster_advertise_api, cfg->api_addr, cfg->api_port);
+	host_port(dev, sizeof(dev), cfg->cluster_advertise_device, cfg->device_addr,
+		  cfg->device_port);
+	vpp_cluster_opts co = {
+		.conninfo = cfg->database_url,
+		.node_id = cfg->node_id,
+		.version = VPP_VERSION,
+		.api_addr = api,
+		.device_addr = dev,
+		.plant = g->plant,
+		.tick_ms = cfg->tick_ms,
+		.node_timeout_ms = cfg->cluster_node_timeout_ms,
+		.share_lease_ms = cfg->cluster_share_lease_ms,
+		.max_clock_skew_ms = cfg->cluster_max_clock_skew_ms,
+		.join_timeout_ms = cfg->cluster_join_timeout_ms,
+	};
+	int rv = vpp_cluster_start(&co, &g->cluster, err, sizeof(err));
+	if (rv != 0) {
+		vpp_log(VPP_LOG_ERROR, "vppd", "cluster: node %s refused: %s", cfg->node_id, err);
+		return rv;
+	}
+	vpp_plant_on_tick(g->plant, on_plant_tick, g->cluster);
+	return 0;
+}
+
 int vppd_grpc_start(const vppd_config *cfg, vpp_store *store, vppd_grpc **ret)
 {
 	int rv;
@@ -165,8 +229,10 @@ int vppd_grpc_start(const vppd_config *cfg, vpp_store *store, vppd_grpc **ret)
 		goto fail;
 	if ((rv = vpp_health_new(&g->health)) != 0)
 		goto fail;
-	vpp_plant_opts po = {.node_id = cfg->node_id, .store = store};
+	vpp_plant_opts po = {.node_id = cfg->node_id, .store = store, .clustered = cfg->cluster};
 	vpp_dispatch_params_default(&po.params);
+	if (cfg->cluster)
+		po.params.settle_tol_frac = 0.02; /* shares move a little every tick */
 	vpp_dispatch_params_for_interval(&po.params, cfg->device_telemetry_interval_ms);
 	po.params.tick_ms = cfg->tick_ms;
 	po.params.lease_ms = cfg->lease_ms;
@@ -198,6 +264,8 @@ int vppd_grpc_start(const vppd_config *cfg, vpp_store *store, vppd_grpc **ret)
 	}
 	if ((rv = vpp_plant_new(&po, o.io_threads, &g->plant)) != 0)
 		goto fail;
+	if (cfg->cluster && (rv = join_cluster(cfg, g)) != 0)
+		goto fail;
 	if (cfg->api_port != 0 && (rv = api_listener(cfg, store, g)) != 0)
 		goto fail;
 	if (cfg->device_port != 0 && (rv = device_listener(cfg, store, g)) != 0)
@@ -208,7 +276,9 @@ int vppd_grpc_start(const vppd_config *cfg, vpp_store *store, vppd_grpc **ret)
 		if ((rv = vpp_plant_attach_loop(g->plant, i, vpp_grpc_server_loop(g->srv, i), NULL,
 						NULL)) != 0)
 			goto fail;
-	if (store)
+	/* In a cluster the setpoint in force lives on in the database, and
+	 * the leader splits it: nothing to carry on here. */
+	if (store && !g->cluster)
 		vppd_store_restore_setpoint(cfg, g->plant, g->op);
 	if ((rv = vpp_plant_start(g->plant)) != 0)
 		goto fail;
@@ -272,10 +342,14 @@ void vppd_grpc_stop(vppd_grpc *g, uint32_t grace_ms)
 	if (!g)
 		return;
 	vppd_store_forget_plant(); /* before the plant is freed */
+	/* Its share goes to the others while its devices move away. */
+	if (g->cluster)
+		vpp_cluster_set_draining(g->cluster, true);
 	vppd_grpc_stop_dispatch(g);
 	if (g->srv)
 		vpp_grpc_server_shutdown(g->srv, grace_ms);
 	vpp_grpc_server_free(g->srv);
+	vpp_cluster_stop(g->cluster); /* no call reads its view any more */
 	vpp_devices_free(g->devices);
 	vpp_operator_free(g->op);
 	vpp_tokens_free(g->tokens);

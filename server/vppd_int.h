@@ -74,6 +74,15 @@ typedef struct {
 	int64_t telemetry_retention_days;
 	int64_t telemetry_max_past_s;
 	int64_t telemetry_max_future_s;
+
+	/* Cluster (server/cluster). */
+	bool cluster;
+	char *cluster_advertise_api;
+	char *cluster_advertise_device;
+	int64_t cluster_node_timeout_ms;
+	int64_t cluster_share_lease_ms;
+	int64_t cluster_max_clock_skew_ms;
+	int64_t cluster_join_timeout_ms;
 } vppd_config;
 
 typedef struct vppd_grpc vppd_grpc;

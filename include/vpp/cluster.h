@@ -80,13 +80,19 @@ typedef struct vpp_cluster_view {
 	bool leader;             /* this node leads now */
 	uint64_t leader_epoch;   /* newest epoch in the database */
 	char leader_id[VPP_CLUSTER_ID_MAX + 1];
+	/* From this node's share: the fleet target the leader split (the
+	 * operator's, and after its ramp). */
+	double fleet_target_kw, fleet_eff_kw;
+	bool have_share;
 	size_t n;
 	vpp_cluster_node nodes[VPP_CLUSTER_NODES_MAX]; /* sorted by node_id */
 } vpp_cluster_view;
 
 /* The fleet of the whole cluster from the alive nodes of |v|: sums of the
  * expected values and of the variances, 90% intervals at 1.645 sigma, the
- * newest input's time; counts summed. */
+ * newest input's time; counts summed. With a share known, the target is
+ * the fleet's, and the shortfall adds what the split could not place to
+ * what the nodes are short of their shares. */
 void vpp_cluster_fleet_status(const vpp_cluster_view *v, vpp_fleet_status *out);
 
 /* ---- the cluster thread --------------------------------------------------- */

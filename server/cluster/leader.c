@@ -1,0 +1,254 @@
+/* Leadership: an advisory lock on the lock connection, an epoch from
+ * PostgreSQL for each leadership, confirmed every tick; the leader splits
+ * the fleet target over the alive nodes and publishes the shares. */
+#include "cluster_int.h"
+#include "vpp/clock.h"
+#include "vpp/log.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void vpp__cl_resign(vpp_cluster *c, const char *why)
+{
+	if (!c->leader)
+		return;
+	c->leader = false;
+	vpp_gauge_set(c->met.leader, 0);
+	vpp_counter_inc(c->met.lost);
+	vpp_log(VPP_LOG_WARN, "cluster", "node=%s stops leading (epoch %" PRIu64 "): %s",
+		c->node_id, c->epoch, why);
+	/* The lock goes with its session: a new connection starts without it,
+	 * and PostgreSQL frees it when it notices this one is gone. */
+	vpp__cl_drop(c, &c->lock);
+}
+
+/* On the leader: the lock connection answers within the deadline and no
+ * newer epoch exists. Else it stops leading at once. */
+static int confirm(vpp_cluster *c, char *err, size_t errlen)
+{
+	PGresult *r = vpp__cl_exec(c->lock, "SELECT max(epoch) FROM cluster_leaders", 0, NULL,
+				   vpp__cl_timeout(c), err, errlen);
+	if (!r) {
+		char why[300];
+		snprintf(why, sizeof(why), "cannot confirm the leadership lock: %s", err);
+		vpp__cl_resign(c, why);
+		return VPP_EDB;
+	}
+	uint64_t newest = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+	PQclear(r);
+	if (newest != c->epoch) {
+		char why[120];
+		snprintf(why, sizeof(why), "a newer epoch (%" PRIu64 ") exists", newest);
+		vpp__cl_resign(c, why);
+	}
+	return 0;
+}
+
+/* Takes the leadership lock if it is free; then an epoch, and the time
+ * from which it may publish: once every share of an older epoch has run
+ * out (plus the clock bound), so that no two epochs are obeyed at once. */
+static int elect(vpp_cluster *c, char *err, size_t errlen)
+{
+	PGresult *r = vpp__cl_exec(c->lock,
+				   "SELECT pg_try_advisory_lock(" VPP__CL_LOCK_CLASS_LEAD ", 0)", 0,
+				   NULL, vpp__cl_timeout(c), err, errlen);
+	if (!r)
+		return VPP_EDB;
+	bool got = PQgetvalue(r, 0, 0)[0] == 't';
+	PQclear(r);
+	if (!got)
+		return 0;
+	const char *p[1] = {c->node_id};
+	r = vpp__cl_exec(c->lock,
+			 "WITH l AS (INSERT INTO cluster_leaders (node_id) VALUES ($1) RETURNING epoch) "
+			 "SELECT l.epoch, (SELECT coalesce(max(valid_until_ms), 0) FROM cluster_shares "
+			 "s WHERE s.epoch < l.epoch) FROM l",
+			 1, p, vpp__cl_timeout(c), err, errlen);
+	if (!r)
+		return VPP_EDB;
+	c->epoch = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+	int64_t old_until = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+	PQclear(r);
+	int64_t now = vpp_wall_ms();
+	c->publish_after_ms = old_until > now ? old_until + c->o.max_clock_skew_ms : 0;
+	c->leader = true;
+	c->eff_known = false;
+	vpp_gauge_set(c->met.leader, 1);
+	vpp_gauge_set(c->met.epoch, (double)c->epoch);
+	vpp_counter_inc(c->met.elections);
+	if (c->publish_after_ms)
+		vpp_log(VPP_LOG_WARN, "cluster",
+			"node=%s leads with epoch %" PRIu64 "; shares of the previous leader run "
+			"for %lld ms more, its first shares follow then",
+			c->node_id, c->epoch, (long long)(c->publish_after_ms - now));
+	else
+		vpp_log(VPP_LOG_WARN, "cluster", "node=%s leads with epoch %" PRIu64, c->node_id,
+			c->epoch);
+	return 0;
+}
+
+int vpp__cl_lead(vpp_cluster *c, char *err, size_t errlen)
+{
+	if (c->leader) {
+		if (!c->clock_ok)
+			vpp__cl_resign(c, "its clock is off the database's");
+		else if (atomic_load(&c->draining))
+			vpp__cl_resign(c, "draining");
+		else
+			return confirm(c, err, errlen);
+		return 0;
+	}
+	if (!c->clock_ok || atomic_load(&c->draining) || !c->lock)
+		return 0;
+	return elect(c, err, errlen);
+}
+
+/* The operator setpoint in force: the newest one, while it is valid. */
+typedef struct {
+	int64_t id;
+	double target_kw, ramp_kw_per_s;
+	int64_t valid_until_ms;
+} fleet_setpoint;
+
+static int read_setpoint(vpp_cluster *c, fleet_setpoint *sp, char *err, size_t errlen)
+{
+	PGresult *r = vpp__cl_exec(
+		c->main,
+		"SELECT setpoint_id, target_kw, ramp_kw_per_s, (extract(epoch from created_at) * "
+		"1000)::bigint + (valid_for_s * 1000)::bigint FROM setpoints ORDER BY setpoint_id "
+		"DESC LIMIT 1",
+		0, NULL, vpp__cl_timeout(c), err, errlen);
+	if (!r)
+		return VPP_EDB;
+	memset(sp, 0, sizeof(*sp));
+	if (PQntuples(r) == 1) {
+		sp->id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+		sp->target_kw = strtod(PQgetvalue(r, 0, 1), NULL);
+		sp->ramp_kw_per_s = strtod(PQgetvalue(r, 0, 2), NULL);
+		sp->valid_until_ms = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
+		if (!isfinite(sp->target_kw) || !isfinite(sp->ramp_kw_per_s) || sp->ramp_kw_per_s < 0)
+			memset(sp, 0, sizeof(*sp));
+	}
+	PQclear(r);
+	return 0;
+}
+
+/* Moves the fleet's effective target towards the setpoint at its ramp.
+ * A new leader starts from where the nodes are. */
+static double effective(vpp_cluster *c, const fleet_setpoint *sp, const vpp_cluster_view *v,
+			int64_t now)
+{
+	double target = sp->valid_until_ms > now ? sp->target_kw : 0;
+	if (!c->eff_known) {
+		double sum = 0;
+		for (size_t i = 0; i < v->n; i++)
+			if (v->nodes[i].alive)
+				sum += v->nodes[i].status.target_eff_kw;
+		c->eff_kw = sum;
+		c->eff_known = true;
+		c->eff_at_ms = now;
+	}
+	if (target == 0 && sp->valid_until_ms <= now) {
+		c->eff_kw = 0; /* over: back to 0 at once, as on one node */
+	} else if (sp->ramp_kw_per_s > 0) {
+		double step = sp->ramp_kw_per_s * (double)(now - c->eff_at_ms) / 1000.0;
+		c->eff_kw = fmin(fmax(target, c->eff_kw - step), c->eff_kw + step);
+	} else {
+		c->eff_kw = target;
+	}
+	c->eff_at_ms = now;
+	return c->eff_kw;
+}
+
+/* Appends |s| to the array literal in |buf|. */
+static void append(char *buf, size_t cap, size_t *off, const char *s)
+{
+	int n = snprintf(buf + *off, cap - *off, "%s%s", *off > 1 ? "," : "", s);
+	if (n > 0 && (size_t)n < cap - *off)
+		*off += (size_t)n;
+}
+
+int vpp__cl_publish(vpp_cluster *c, char *err, size_t errlen)
+{
+	int64_t now = vpp_wall_ms();
+	if (!c->leader || now < c->publish_after_ms)
+		return 0;
+	fleet_setpoint sp;
+	int rv;
+	if ((rv = read_setpoint(c, &sp, err, errlen)) != 0)
+		return rv;
+	vpp_cluster_view v;
+	pthread_mutex_lock(&c->view_lock);
+	v = c->view;
+	pthread_mutex_unlock(&c->view_lock);
+	double eff = effective(c, &sp, &v, now);
+
+	/* Alive nodes that take part; draining ones get an explicit 0. */
+	vpp_cluster_agg agg[VPP_CLUSTER_NODES_MAX];
+	double shares[VPP_CLUSTER_NODES_MAX];
+	size_t n = 0;
+	for (size_t i = 0; i < v.n; i++) {
+		agg[n] = v.nodes[i].agg;
+		if (!v.nodes[i].alive)
+			continue;
+		if (v.nodes[i].draining)
+			agg[n].a = 0;
+		v.nodes[n++] = v.nodes[i]; /* compacted: index i of agg is node n */
+	}
+	vpp_alloc_result res;
+	if ((rv = vpp_cluster_split(agg, n, eff, shares, &res)) != 0) {
+		snprintf(err, errlen, "cannot split %.3f kW over %zu nodes: %s", eff, n,
+			 vpp_strerror(rv));
+		return rv;
+	}
+	int64_t until = now + c->o.share_lease_ms;
+	if (sp.valid_until_ms > now && sp.valid_until_ms < until)
+		until = sp.valid_until_ms;
+	char ids[VPP_CLUSTER_NODES_MAX * (VPP_CLUSTER_ID_MAX + 3) + 4] = "{";
+	char kws[VPP_CLUSTER_NODES_MAX * 28 + 4] = "{";
+	size_t io = 1, ko = 1;
+	for (size_t i = 0; i < n; i++) {
+		char num[32];
+		snprintf(num, sizeof(num), "%.17g", shares[i]);
+		append(ids, sizeof(ids), &io, v.nodes[i].node_id);
+		append(kws, sizeof(kws), &ko, num);
+	}
+	snprintf(ids + io, sizeof(ids) - io, "}");
+	snprintf(kws + ko, sizeof(kws) - ko, "}");
+	char epoch[24], until_s[24], spid[24], target[32], effs[32];
+	snprintf(epoch, sizeof(epoch), "%" PRIu64, c->epoch);
+	snprintf(until_s, sizeof(until_s), "%lld", (long long)until);
+	snprintf(spid, sizeof(spid), "%lld", (long long)(sp.valid_until_ms > now ? sp.id : 0));
+	snprintf(target, sizeof(target), "%.17g", sp.valid_until_ms > now ? sp.target_kw : 0.0);
+	snprintf(effs, sizeof(effs), "%.17g", eff);
+	const char *p[7] = {ids, kws, epoch, until_s, spid, target, effs};
+	/* Fenced twice: nothing is written unless this epoch is the newest,
+	 * and a share is never replaced by an older epoch's. */
+	PGresult *r = vpp__cl_exec(
+		c->main,
+		"WITH up AS (INSERT INTO cluster_shares (node_id, epoch, share_kw, valid_until_ms, "
+		"setpoint_id, fleet_target_kw, fleet_eff_kw, issued_at) "
+		"SELECT v.id, $3::bigint, v.kw, $4::bigint, $5::bigint, $6::float8, $7::float8, now() "
+		"FROM unnest($1::text[], $2::float8[]) AS v(id, kw) "
+		"WHERE $3::bigint = (SELECT max(epoch) FROM cluster_leaders) "
+		"ON CONFLICT (node_id) DO UPDATE SET epoch = EXCLUDED.epoch, share_kw = "
+		"EXCLUDED.share_kw, valid_until_ms = EXCLUDED.valid_until_ms, setpoint_id = "
+		"EXCLUDED.setpoint_id, fleet_target_kw = EXCLUDED.fleet_target_kw, fleet_eff_kw = "
+		"EXCLUDED.fleet_eff_kw, issued_at = now() WHERE cluster_shares.epoch <= "
+		"EXCLUDED.epoch RETURNING 1) "
+		"SELECT (SELECT count(*) FROM up), pg_notify('vpp_shares', $3)",
+		7, p, vpp__cl_timeout(c), err, errlen);
+	if (!r)
+		return VPP_EDB;
+	long written = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+	PQclear(r);
+	if (n > 0 && written == 0) {
+		vpp__cl_resign(c, "its shares were refused: a newer epoch exists");
+		return 0;
+	}
+	vpp_counter_inc(c->met.published);
+	return 0;
+}
