@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 void vpp__cl_resign(vpp_cluster *c, const char *why)
 {
@@ -47,32 +48,85 @@ static int confirm(vpp_cluster *c, char *err, size_t errlen)
 	return 0;
 }
 
+/* The leadership lock is held, but its holder's node has not heartbeaten
+ * for two ticks and a second: a leader cut off from the database by a
+ * silent network (no reset) keeps its session, and so the lock, until
+ * PostgreSQL notices, which can take hours. Its session is ended so that
+ * the lock is free; the leader itself has stopped leading already (it
+ * could not confirm within a tick). Returns 1 when it ended one. */
+static int end_silent_leader(vpp_cluster *c, char *err, size_t errlen)
+{
+	char limit[32];
+	snprintf(limit, sizeof(limit), "%lld", (long long)(2 * c->o.tick_ms + 1000));
+	const char *p[1] = {limit};
+	PGresult *r = vpp__cl_exec(
+		c->lock,
+		"SELECT n.node_id, (extract(epoch from now() - n.heartbeat_at) * 1000)::bigint, "
+		"pg_terminate_backend(l.pid) FROM pg_locks l "
+		"JOIN cluster_leaders e ON e.epoch = (SELECT max(epoch) FROM cluster_leaders) "
+		"JOIN cluster_nodes n ON n.node_id = e.node_id "
+		"WHERE l.locktype = 'advisory' AND l.classid = " VPP__CL_LOCK_CLASS_LEAD " AND "
+		"l.objid = 0 AND l.objsubid = 2 AND l.granted AND l.pid <> pg_backend_pid() AND "
+		"n.heartbeat_at < now() - $1::bigint * interval '1 millisecond'",
+		1, p, vpp__cl_timeout(c), err, errlen);
+	if (!r)
+		return VPP_EDB;
+	int ended = PQntuples(r) > 0 && PQgetvalue(r, 0, 2)[0] == 't';
+	if (ended)
+		vpp_log(VPP_LOG_WARN, "cluster",
+			"node=%s ended the database session of leader %s, silent for %s ms: it "
+			"held the leadership lock",
+			c->node_id, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1));
+	PQclear(r);
+	return ended;
+}
+
 /* Takes the leadership lock if it is free; then an epoch, and the time
  * from which it may publish: once every share of an older epoch has run
- * out (plus the clock bound), so that no two epochs are obeyed at once. */
+ * out (plus the clock bound), so that no two epochs are obeyed at once. A
+ * share the previous leader was still writing as this one took over is
+ * valid for a lease at most from now: when it published within the last
+ * lease, this one waits a lease. */
 static int elect(vpp_cluster *c, char *err, size_t errlen)
 {
-	PGresult *r = vpp__cl_exec(c->lock,
-				   "SELECT pg_try_advisory_lock(" VPP__CL_LOCK_CLASS_LEAD ", 0)", 0,
-				   NULL, vpp__cl_timeout(c), err, errlen);
+	const char *try = "SELECT pg_try_advisory_lock(" VPP__CL_LOCK_CLASS_LEAD ", 0)";
+	PGresult *r = vpp__cl_exec(c->lock, try, 0, NULL, vpp__cl_timeout(c), err, errlen);
 	if (!r)
 		return VPP_EDB;
 	bool got = PQgetvalue(r, 0, 0)[0] == 't';
 	PQclear(r);
-	if (!got)
-		return 0;
-	const char *p[1] = {c->node_id};
+	if (!got) {
+		int ended = end_silent_leader(c, err, errlen);
+		if (ended <= 0)
+			return ended;
+		usleep(50 * 1000); /* the session ends asynchronously */
+		if (!(r = vpp__cl_exec(c->lock, try, 0, NULL, vpp__cl_timeout(c), err, errlen)))
+			return VPP_EDB;
+		got = PQgetvalue(r, 0, 0)[0] == 't';
+		PQclear(r);
+		if (!got)
+			return 0;
+	}
+	const char *p[2] = {c->node_id, NULL};
+	char lease[32];
+	snprintf(lease, sizeof(lease), "%lld", (long long)c->o.share_lease_ms);
+	p[1] = lease;
 	r = vpp__cl_exec(c->lock,
 			 "WITH l AS (INSERT INTO cluster_leaders (node_id) VALUES ($1) RETURNING epoch) "
 			 "SELECT l.epoch, (SELECT coalesce(max(valid_until_ms), 0) FROM cluster_shares "
-			 "s WHERE s.epoch < l.epoch) FROM l",
-			 1, p, vpp__cl_timeout(c), err, errlen);
+			 "s WHERE s.epoch < l.epoch), EXISTS (SELECT 1 FROM cluster_shares s WHERE "
+			 "s.epoch < l.epoch AND s.issued_at > now() - $2::bigint * interval '1 "
+			 "millisecond') FROM l",
+			 2, p, vpp__cl_timeout(c), err, errlen);
 	if (!r)
 		return VPP_EDB;
 	c->epoch = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
 	int64_t old_until = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+	bool recent = PQgetvalue(r, 0, 2)[0] == 't';
 	PQclear(r);
 	int64_t now = vpp_wall_ms();
+	if (recent && old_until < now + c->o.share_lease_ms)
+		old_until = now + c->o.share_lease_ms;
 	c->publish_after_ms = old_until > now ? old_until + c->o.max_clock_skew_ms : 0;
 	c->leader = true;
 	c->eff_known = false;
@@ -81,8 +135,8 @@ static int elect(vpp_cluster *c, char *err, size_t errlen)
 	vpp_counter_inc(c->met.elections);
 	if (c->publish_after_ms)
 		vpp_log(VPP_LOG_WARN, "cluster",
-			"node=%s leads with epoch %" PRIu64 "; shares of the previous leader run "
-			"for %lld ms more, its first shares follow then",
+			"node=%s leads with epoch %" PRIu64 "; shares of the previous leader may "
+			"run for %lld ms more, its first shares follow then",
 			c->node_id, c->epoch, (long long)(c->publish_after_ms - now));
 	else
 		vpp_log(VPP_LOG_WARN, "cluster", "node=%s leads with epoch %" PRIu64, c->node_id,
@@ -239,7 +293,7 @@ int vpp__cl_publish(vpp_cluster *c, char *err, size_t errlen)
 		"EXCLUDED.setpoint_id, fleet_target_kw = EXCLUDED.fleet_target_kw, fleet_eff_kw = "
 		"EXCLUDED.fleet_eff_kw, issued_at = now() WHERE cluster_shares.epoch <= "
 		"EXCLUDED.epoch RETURNING 1) "
-		"SELECT (SELECT count(*) FROM up), pg_notify('vpp_shares', $3)",
+		"SELECT (SELECT count(*) FROM up), pg_notify('vpp_shares', $3::bigint::text)",
 		7, p, vpp__cl_timeout(c), err, errlen);
 	if (!r)
 		return VPP_EDB;

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define DB_NOW_MS "(extract(epoch from clock_timestamp()) * 1000)::bigint"
 #define MS(col) "(extract(epoch from " col ") * 1000)::bigint"
@@ -102,6 +103,37 @@ static int lock_node_id(vpp_cluster *c, char *err, size_t errlen)
 	PQclear(r);
 	if (got)
 		return 0;
+	/* Held by a session whose node has been silent past the node timeout:
+	 * this node's own previous life, cut off by a silent network, or a
+	 * dead one PostgreSQL has not noticed. Its session is ended and the
+	 * lock taken; a live node heartbeats and keeps it. */
+	char timeout[32];
+	snprintf(timeout, sizeof(timeout), "%lld", (long long)c->o.node_timeout_ms);
+	const char *q[2] = {c->node_id, timeout};
+	r = vpp__cl_exec(c->lock,
+			 "SELECT pg_terminate_backend(l.pid) FROM pg_locks l, cluster_nodes n "
+			 "WHERE l.locktype = 'advisory' AND l.classid = " VPP__CL_LOCK_CLASS_NODE
+			 " AND l.objid = hashtext($1)::oid AND l.objsubid = 2 AND l.granted AND "
+			 "l.pid <> pg_backend_pid() AND n.node_id = $1 AND n.heartbeat_at < now() - "
+			 "$2::bigint * interval '1 millisecond'",
+			 2, q, vpp__cl_timeout(c), err, errlen);
+	bool ended = r && PQntuples(r) > 0 && PQgetvalue(r, 0, 0)[0] == 't';
+	PQclear(r);
+	if (ended) {
+		vpp_log(VPP_LOG_WARN, "cluster",
+			"node=%s ended a silent database session that held its id lock",
+			c->node_id);
+		usleep(50 * 1000);
+		if ((r = vpp__cl_exec(c->lock,
+				      "SELECT pg_try_advisory_lock(" VPP__CL_LOCK_CLASS_NODE
+				      ", hashtext($1))",
+				      1, p, vpp__cl_timeout(c), err, errlen)) == NULL)
+			return VPP_EDB;
+		got = PQgetvalue(r, 0, 0)[0] == 't';
+		PQclear(r);
+		if (got)
+			return 0;
+	}
 	char why[200] = "";
 	r = vpp__cl_exec(c->main,
 			 "SELECT version, " MS("now() - heartbeat_at") ", api_addr FROM cluster_nodes "

@@ -432,6 +432,11 @@ static void publish(vpp_plant *p, const vpp_fleet_status *st, int64_t now, doubl
 	vpp_fleet_aggregate(p->fleet, &p->snap.agg_a, &p->snap.agg_e_dis_kwh,
 			    &p->snap.agg_e_chg_kwh, &p->snap.agg_lo_kw, &p->snap.agg_hi_kw);
 	if (p->snap.share_valid_until_ms && now >= p->snap.share_valid_until_ms) {
+		if (p->snap.share_kw != 0)
+			vpp_log(VPP_LOG_WARN, "dispatch",
+				"the share of leadership epoch %llu (%g kW) ran out with no new "
+				"one: this node's target is 0",
+				(unsigned long long)p->snap.share_epoch, p->snap.share_kw);
 		p->snap.share_kw = 0;
 		p->snap.share_valid_until_ms = 0;
 	}
