@@ -46,7 +46,13 @@ static int vppd_ready(void *ud, char *why, size_t whylen)
 		snprintf(why, whylen, "starting");
 		return 0;
 	}
-	return vppd_grpc_ready(g, why, whylen) ? 1 : 0;
+	if (!vppd_grpc_ready(g, why, whylen))
+		return 0;
+	if (vppd_grpc_draining(g)) {
+		snprintf(why, whylen, "this node is draining: its devices move to other nodes");
+		return VPP_ADMIN_DRAINING;
+	}
+	return 1;
 }
 
 /* The health service says SERVING only while /readyz would say ready. */
@@ -58,7 +64,8 @@ static void on_health_timer(uv_timer_t *t)
 	 * but operator commands need the database. */
 	if (g)
 		vpp_health_set(vppd_grpc_health(g), "",
-			       vppd_ready(t->data, why, sizeof(why)) && vppd_store_db_up(why, sizeof(why))
+			       vppd_ready(t->data, why, sizeof(why)) == 1 &&
+					       vppd_store_db_up(why, sizeof(why))
 				       ? VPP_HEALTH_SERVING
 				       : VPP_HEALTH_NOT_SERVING);
 }

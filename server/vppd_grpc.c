@@ -320,6 +320,11 @@ vpp_health *vppd_grpc_health(vppd_grpc *g)
 	return g->health;
 }
 
+bool vppd_grpc_draining(vppd_grpc *g)
+{
+	return g && vpp_cluster_draining(g->cluster);
+}
+
 bool vppd_grpc_ready(vppd_grpc *g, char *why, size_t whylen)
 {
 	return g && g->plant && vpp_plant_healthy(g->plant, why, whylen);

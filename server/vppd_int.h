@@ -97,6 +97,8 @@ int vppd_grpc_start(const vppd_config *cfg, struct vpp_store *store, vppd_grpc *
 void vppd_grpc_stop_dispatch(vppd_grpc *g);
 /* Dispatch loop health for /readyz and the health service. */
 bool vppd_grpc_ready(vppd_grpc *g, char *why, size_t whylen);
+/* True while this node drains (a cluster node asked to by an operator). */
+bool vppd_grpc_draining(vppd_grpc *g);
 /* Graceful stop: GOAWAY, in-flight calls get |grace_ms|. Accepts NULL. */
 void vppd_grpc_stop(vppd_grpc *g, uint32_t grace_ms);
 struct vpp_health *vppd_grpc_health(vppd_grpc *g);

@@ -4,7 +4,10 @@
  *
  *   GET /metrics  200, Prometheus text format (vpp_metrics_render())
  *   GET /healthz  200 "ok\n": the process and its admin loop are alive
- *   GET /readyz   200 "ready\n", or 503 with the reason from the callback
+ *   GET /readyz   200 "ready\n", or 503 with the reason from the callback,
+ *                 or 404 "draining: ..." (HAProxy's `http-check
+ *                 disable-on-404` then sends the node no new sessions but
+ *                 keeps those it has, so they can leave a few at a time)
  *   other paths   404;  other methods 405;  malformed or oversized 400
  *
  * Keep-alive is supported. Each connection handles one request at a time, a
@@ -25,8 +28,9 @@
 typedef struct vpp_admin vpp_admin;
 
 /* Returns 1 when the process is ready to serve; else 0 and a short reason in
- * |why| (|whylen| bytes, NUL-terminated). Called on the admin thread, so it
+ * |why| (|whylen| bytes, NUL-terminated), or VPP_ADMIN_DRAINING with one. Called on the admin thread, so it
  * must be thread-safe. */
+#define VPP_ADMIN_DRAINING 2
 typedef int (*vpp_admin_ready_fn)(void *ud, char *why, size_t whylen);
 
 /* Binds |addr| (IPv4 or IPv6 literal, or "localhost") port |port| (0 picks a

@@ -131,9 +131,20 @@ void vpp_cluster_kick(vpp_cluster *c);
 /* Copies the newest view. Thread-safe. */
 void vpp_cluster_view_get(vpp_cluster *c, vpp_cluster_view *out);
 
-/* Asks the node to drain (or not): it is given no share and says so in its
- * heartbeat. Any thread. */
+/* This node drains (or not): it gives up leading, is given no share, says
+ * so in its heartbeat and on /readyz, and moves its devices to other nodes
+ * a few at a time (vpp_plant_drain). Any thread. */
 void vpp_cluster_set_draining(vpp_cluster *c, bool draining);
 bool vpp_cluster_draining(vpp_cluster *c);
+
+/* Asks node |node_id| (this one or another) to drain or to stop draining,
+ * through the database: it sees the request with its next heartbeat (at
+ * once, by NOTIFY). |cb| runs on the cluster thread with 0, VPP_ENOENT (no
+ * live node of that id), VPP_EDB or VPP_ECLOSED (stopping); marshal back
+ * to your own loop. Returns 0 (|cb| will be called) or VPP_EFULL (too many
+ * requests pending) / VPP_EINVAL (bad id). */
+typedef void (*vpp_cluster_drain_cb)(int status, void *ud);
+int vpp_cluster_request_drain(vpp_cluster *c, const char *node_id, bool drain,
+			      vpp_cluster_drain_cb cb, void *ud);
 
 #endif

@@ -60,6 +60,7 @@ typedef enum {
 	VPP_BYE_SHUTDOWN,     /* this node is stopping */
 	VPP_BYE_CONN_LOST,    /* connection lost or reset */
 	VPP_BYE_THROTTLED,    /* Hellos of this device too often (refused) */
+	VPP_BYE_DRAINED,      /* this node drains: reconnect to another */
 } vpp_bye_reason;
 
 const char *vpp_bye_reason_name(vpp_bye_reason r);
@@ -197,6 +198,14 @@ void vpp_plant_set_active_setpoint(vpp_plant *p, const char *id, double target_k
  * one taken is ignored (returns VPP_EPERM); VPP_EINVAL on non-finite
  * numbers. */
 int vpp_plant_set_share(vpp_plant *p, uint64_t epoch, double share_kw, int64_t valid_until_ms);
+
+/* Drains the node (|on|) or stops draining: every tick the dispatch
+ * thread ends the sessions of |per_tick| of the devices connected when the
+ * drain began (at least one), each told to back off briefly and come back
+ * through the load balancer to another node. Any thread. */
+void vpp_plant_drain(vpp_plant *p, bool on, double per_tick);
+/* Devices with a session on this node now. Thread-safe. */
+uint32_t vpp_plant_connected(vpp_plant *p);
 
 /* Called on the dispatch thread after every tick (the snapshot is
  * published): the cluster heartbeats then. Set before vpp_plant_start. */

@@ -197,10 +197,17 @@ static void cycle(vpp_cluster *c)
 	}
 	vpp_plant_snapshot snap;
 	vpp_plant_snapshot_get(c->o.plant, &snap);
-	if (vpp__cl_heartbeat(c, &snap, err, sizeof(err)) != 0) {
+	bool drain = atomic_load(&c->draining);
+	if (vpp__cl_heartbeat(c, &snap, &drain, err, sizeof(err)) != 0) {
 		fail_main(c, "heartbeat failed", err);
 		vpp__cl_resign(c, "its heartbeat failed");
 		return;
+	}
+	if (drain != atomic_load(&c->draining) && !atomic_load(&c->stopping)) {
+		vpp_log(VPP_LOG_WARN, "cluster", "node=%s %s, as an operator asked", c->node_id,
+			drain ? "drains: its share goes to the others, its devices move away"
+			      : "stops draining");
+		vpp_cluster_set_draining(c, drain);
 	}
 	if (vpp__cl_lead(c, err, sizeof(err)) != 0)
 		db_error(c, "leadership", err);
@@ -226,6 +233,60 @@ static void cycle(vpp_cluster *c)
 	c->want_share = false;
 }
 
+/* Runs the drain requests queued by vpp_cluster_request_drain. */
+static void run_requests(vpp_cluster *c)
+{
+	pthread_mutex_lock(&c->view_lock);
+	size_t n = c->nreq;
+	__typeof__(c->req[0]) req[16];
+	memcpy(req, c->req, n * sizeof(req[0]));
+	c->nreq = 0;
+	pthread_mutex_unlock(&c->view_lock);
+	for (size_t i = 0; i < n; i++) {
+		int status = VPP_EDB;
+		char err[300], timeout[32];
+		snprintf(timeout, sizeof(timeout), "%lld", (long long)c->o.node_timeout_ms);
+		const char *p[3] = {req[i].node_id, req[i].drain ? "t" : "f", timeout};
+		PGresult *r = c->main ? vpp__cl_exec(c->main,
+						     "WITH u AS (UPDATE cluster_nodes SET "
+						     "drain_requested = $2::bool WHERE node_id = $1 "
+						     "AND heartbeat_at > now() - $3::bigint * "
+						     "interval '1 millisecond' RETURNING 1) SELECT "
+						     "(SELECT count(*) FROM u), pg_notify('vpp_drain', $1)",
+						     3, p, vpp__cl_timeout(c), err, sizeof(err))
+				      : NULL;
+		if (r) {
+			status = strcmp(PQgetvalue(r, 0, 0), "1") == 0 ? 0 : VPP_ENOENT;
+			PQclear(r);
+		} else if (c->main) {
+			fail_main(c, "drain request failed", err);
+		}
+		req[i].cb(status, req[i].ud);
+	}
+}
+
+int vpp_cluster_request_drain(vpp_cluster *c, const char *node_id, bool drain,
+			      vpp_cluster_drain_cb cb, void *ud)
+{
+	if (!vpp__cl_node_id_ok(node_id))
+		return VPP_EINVAL;
+	int rv = 0;
+	pthread_mutex_lock(&c->view_lock);
+	if (c->nreq == sizeof(c->req) / sizeof(c->req[0])) {
+		rv = VPP_EFULL;
+	} else {
+		snprintf(c->req[c->nreq].node_id, sizeof(c->req[0].node_id), "%s", node_id);
+		c->req[c->nreq].drain = drain;
+		c->req[c->nreq].cb = cb;
+		c->req[c->nreq].ud = ud;
+		c->nreq++;
+	}
+	pthread_mutex_unlock(&c->view_lock);
+	if (rv == 0)
+		vpp_cluster_kick(c);
+	return rv;
+}
+
 /* Between cycles: a NOTIFY makes the leader split at once (a new
  * setpoint) and every node read its share (new shares). The payloads are
  * not trusted: they only say "look again". */
@@ -244,6 +305,8 @@ static void on_notifies(vpp_cluster *c)
 			c->want_publish = true;
 		else if (strcmp(n->relname, "vpp_shares") == 0)
 			c->want_share = true;
+		else if (strcmp(n->relname, "vpp_drain") == 0 && strcmp(n->extra, c->node_id) == 0)
+			c->want_cycle = true; /* its heartbeat reads the request */
 		PQfreemem(n);
 	}
 	char err[300];
@@ -282,9 +345,20 @@ static void *thread_main(void *arg)
 			break;
 		if (p[1].revents)
 			on_notifies(c);
-		if (kicked || vpp_wall_ms() - c->last_cycle_ms >= 2 * c->o.tick_ms)
+		if (kicked)
+			run_requests(c);
+		if (kicked || c->want_cycle || vpp_wall_ms() - c->last_cycle_ms >= 2 * c->o.tick_ms) {
+			c->want_cycle = false;
 			cycle(c);
+		}
 	}
+	/* Stopping: the requests still queued are answered. */
+	pthread_mutex_lock(&c->view_lock);
+	size_t n = c->nreq;
+	c->nreq = 0;
+	pthread_mutex_unlock(&c->view_lock);
+	for (size_t i = 0; i < n; i++)
+		c->req[i].cb(VPP_ECLOSED, c->req[i].ud);
 	return NULL;
 }
 
@@ -449,6 +523,8 @@ void vpp_cluster_view_get(vpp_cluster *c, vpp_cluster_view *out)
 void vpp_cluster_set_draining(vpp_cluster *c, bool draining)
 {
 	atomic_store(&c->draining, draining);
+	if (!atomic_load(&c->stopping))
+		vpp_plant_drain(c->o.plant, draining, 0.05);
 	vpp_cluster_kick(c);
 }
 

@@ -44,12 +44,20 @@ struct vpp_cluster {
 	uint64_t share_seen_epoch;
 	double share_seen_kw;
 	int64_t share_seen_until;
-	bool want_publish, want_share;
+	bool want_publish, want_share, want_cycle;
 	int64_t last_cycle_ms;
 	char last_err[640];	 /* the last database error logged */
 
 	pthread_mutex_t view_lock;
 	vpp_cluster_view view;
+	/* Under view_lock: drain requests for the cluster thread. */
+	struct {
+		char node_id[VPP_CLUSTER_ID_MAX + 1];
+		bool drain;
+		vpp_cluster_drain_cb cb;
+		void *ud;
+	} req[16];
+	size_t nreq;
 
 	struct {
 		vpp_counter *cycles, *db_errors, *notifies, *elections, *lost, *published;
@@ -68,7 +76,9 @@ int vpp__cl_pump(PGconn *c);
 
 /* member.c */
 int vpp__cl_register(vpp_cluster *c, char *err, size_t errlen);
-int vpp__cl_heartbeat(vpp_cluster *c, const vpp_plant_snapshot *snap, char *err, size_t errlen);
+/* Sets |*drain| to the drain request an operator left in the row. */
+int vpp__cl_heartbeat(vpp_cluster *c, const vpp_plant_snapshot *snap, bool *drain, char *err,
+		      size_t errlen);
 int vpp__cl_read_view(vpp_cluster *c, char *err, size_t errlen);
 int vpp__cl_check_clock(vpp_cluster *c, PGconn *conn, bool at_start, char *err, size_t errlen);
 

@@ -172,7 +172,7 @@ int vpp__cl_register(vpp_cluster *c, char *err, size_t errlen)
 		"started_at = CASE WHEN cluster_nodes.incarnation = $3 THEN cluster_nodes.started_at "
 		"ELSE now() END, heartbeat_at = now(), incarnation = $3, protocol = $4::int, "
 		"schema_version = $5::int, api_addr = $6, device_addr = $7, role = 'follower', "
-		"draining = false, epoch = 0, share_kw = 0",
+		"draining = false, drain_requested = false, epoch = 0, share_kw = 0",
 		7, p, vpp__cl_timeout(c), err, errlen);
 	if (!r)
 		return VPP_EDB;
@@ -182,6 +182,10 @@ int vpp__cl_register(vpp_cluster *c, char *err, size_t errlen)
 		return VPP_EDB;
 	PQclear(r);
 	r = vpp__cl_exec(c->main, "LISTEN vpp_shares", 0, NULL, vpp__cl_timeout(c), err, errlen);
+	if (!r)
+		return VPP_EDB;
+	PQclear(r);
+	r = vpp__cl_exec(c->main, "LISTEN vpp_drain", 0, NULL, vpp__cl_timeout(c), err, errlen);
 	if (!r)
 		return VPP_EDB;
 	PQclear(r);
@@ -282,7 +286,8 @@ static void fmt_double(char *buf, size_t len, double x)
 	snprintf(buf, len, "%.17g", isfinite(x) ? x : 0.0);
 }
 
-int vpp__cl_heartbeat(vpp_cluster *c, const vpp_plant_snapshot *snap, char *err, size_t errlen)
+int vpp__cl_heartbeat(vpp_cluster *c, const vpp_plant_snapshot *snap, bool *drain, char *err,
+		      size_t errlen)
 {
 	double v[NSTATUS];
 	status_fields(&snap->status, v);
@@ -312,11 +317,13 @@ int vpp__cl_heartbeat(vpp_cluster *c, const vpp_plant_snapshot *snap, char *err,
 		"epoch = $5::bigint, share_kw = $6::float8, agg_a = $7::float8, "
 		"agg_e_dis_kwh = $8::float8, agg_e_chg_kwh = $9::float8, agg_lo_kw = $10::float8, "
 		"agg_hi_kw = $11::float8, tick_at_ms = $12::bigint, status = $13::float8[] "
-		"WHERE node_id = $1 AND incarnation = $2",
+		"WHERE node_id = $1 AND incarnation = $2 RETURNING drain_requested",
 		13, p, vpp__cl_timeout(c), err, errlen);
 	if (!r)
 		return VPP_EDB;
-	bool found = strcmp(PQcmdTuples(r), "1") == 0;
+	bool found = PQntuples(r) == 1;
+	if (found)
+		*drain = PQgetvalue(r, 0, 0)[0] == 't';
 	PQclear(r);
 	if (!found) {
 		/* The row is gone (deleted by hand) or another incarnation

@@ -692,6 +692,12 @@ void vpp__dev_deliver(void *ud, const vpp_plant_out *m)
 				s->session_id);
 			vpp_grpc_call_finish(s->call, VPP_GRPC_ABORTED,
 					     "replaced by a newer session of this device");
+		} else if (m->u.reason == VPP_BYE_DRAINED) {
+			/* Back soon, through the load balancer, which no
+			 * longer sends new sessions here. */
+			if (send_backoff(s, 200))
+				end(s, -1, VPP_BYE_DRAINED, VPP_GRPC_UNAVAILABLE,
+				    "this node is draining: reconnect to another node");
 		} else {
 			end(s, -1, m->u.reason, VPP_GRPC_INTERNAL, "refused by the dispatcher");
 		}

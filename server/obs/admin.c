@@ -251,19 +251,22 @@ static void handle(conn *c, const vpp__http_req *r)
 		return;
 	case PATH_READYZ: {
 		char why[256] = "";
-		if (!a->ready || a->ready(a->ud, why, sizeof(why) - 1)) {
+		int ready = a->ready ? a->ready(a->ud, why, sizeof(why) - 1) : 1;
+		if (ready == 1) {
 			respond_text(c, path, 200, "ready\n", close_after);
 			return;
 		}
+		int code = ready == VPP_ADMIN_DRAINING ? 404 : 503;
 		why[sizeof(why) - 1] = 0;
 		size_t wl = strlen(why);
 		char *body = malloc(wl + 16);
 		if (!body) {
-			respond_text(c, path, 503, "not ready\n", close_after);
+			respond_text(c, path, code, "not ready\n", close_after);
 			return;
 		}
-		int n = snprintf(body, wl + 16, "not ready: %s\n", wl ? why : "unknown");
-		respond(c, path, 503, "text/plain; charset=utf-8", body, NULL, (size_t)n,
+		int n = snprintf(body, wl + 16, "%s: %s\n", code == 404 ? "draining" : "not ready",
+				 wl ? why : "unknown");
+		respond(c, path, code, "text/plain; charset=utf-8", body, NULL, (size_t)n,
 			close_after);
 		return;
 	}

@@ -13,8 +13,8 @@
 
 const char *vpp_bye_reason_name(vpp_bye_reason r)
 {
-	static const char *names[] = {"closed",	  "error",    "timeout",  "replaced",
-				      "slow_reader", "shutdown", "conn_lost", "throttled"};
+	static const char *names[] = {"closed",	  "error",    "timeout",   "replaced", "slow_reader",
+				      "shutdown", "conn_lost", "throttled", "drained"};
 	return (unsigned)r < sizeof(names) / sizeof(names[0]) ? names[r] : "unknown";
 }
 
@@ -72,6 +72,9 @@ static void metrics_init(vpp_plant *p)
 	p->met.shares_old = vpp_counter_get("vpp_cluster_shares_stale_epoch_total", NULL,
 					    "Cluster shares ignored: from an epoch older than "
 					    "the newest taken");
+	p->met.drained = vpp_counter_get("vpp_device_sessions_drained_total", NULL,
+					 "Device sessions this node ended to move them to other "
+					 "nodes (drain)");
 	p->met.in_depth = vpp_gauge_get("vpp_dispatch_queue_depth", NULL,
 					"Messages waiting for the dispatch thread");
 }
@@ -489,6 +492,38 @@ static void on_events(vpp_plant *p, const vpp_tick_output *out)
 
 static void take_restore(vpp_plant *p, int64_t now);
 
+/* Draining: ends the sessions of a batch of devices, so that they move to
+ * other nodes a few at a time while the fleet stays on target. */
+static void drain_step(vpp_plant *p, uint32_t connected)
+{
+	atomic_store(&p->connected, connected);
+	if (!atomic_load(&p->draining)) {
+		p->drain_from = 0;
+		return;
+	}
+	if (!p->drain_from) {
+		p->drain_from = connected ? connected : 1;
+		vpp_log(VPP_LOG_WARN, "dispatch", "draining: moving %u devices to other nodes",
+			connected);
+	}
+	double per = atomic_load(&p->drain_per_tick) * p->drain_from;
+	uint32_t n = per < 1 ? 1 : (uint32_t)per;
+	for (uint32_t k = 0; k < p->nowners && n > 0; k++) {
+		uint32_t s = (p->drain_cursor + k) % (uint32_t)p->nowners;
+		owner *o = &p->owners[s];
+		if (o->loop < 0)
+			continue;
+		vpp_plant_out out = {.type = VPP_PO_CLOSE, .session = o->session,
+				     .u.reason = VPP_BYE_DRAINED};
+		if (send_out(p, o->loop, &out, true) != 0)
+			break; /* the loop is busy: the next tick */
+		/* Its session's bye disconnects it in the fleet. */
+		vpp_counter_inc(p->met.drained);
+		p->drain_cursor = s + 1;
+		n--;
+	}
+}
+
 static void on_tick(uv_timer_t *t)
 {
 	vpp_plant *p = t->data;
@@ -522,6 +557,7 @@ static void on_tick(uv_timer_t *t)
 				       now);
 		vpp_counter_inc(p->met.commands);
 	}
+	drain_step(p, out.status.n_online + out.status.n_stale);
 	flush_links(p);
 	on_events(p, &out);
 	double took_ms = (double)(uv_hrtime() - t0) / 1e6;
@@ -827,4 +863,15 @@ void vpp_plant_tick_soon(vpp_plant *p)
 bool vpp_plant_clustered(const vpp_plant *p)
 {
 	return p->o.clustered;
+}
+
+void vpp_plant_drain(vpp_plant *p, bool on, double per_tick)
+{
+	atomic_store(&p->drain_per_tick, per_tick > 0 && per_tick <= 1 ? per_tick : 0.05);
+	atomic_store(&p->draining, on);
+}
+
+uint32_t vpp_plant_connected(vpp_plant *p)
+{
+	return atomic_load(&p->connected);
 }

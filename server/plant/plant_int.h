@@ -88,6 +88,11 @@ struct vpp_plant {
 	void (*on_tick)(void *ud);
 	void *on_tick_ud;
 	bool tick_soon; /* dispatch thread: tick again after this drain */
+	_Atomic bool draining;
+	_Atomic double drain_per_tick;
+	uint32_t drain_from;	  /* dispatch thread: devices when the drain began */
+	uint32_t drain_cursor;	  /* next owner slot to look at */
+	_Atomic uint32_t connected;
 	_Atomic int64_t last_tick_wall_ms;
 
 	struct {
@@ -98,7 +103,7 @@ struct vpp_plant {
 		vpp_gauge *target, *adjusted, *commanded, *measured, *measured_sigma;
 		vpp_gauge *error, *shortfall, *online, *stale, *offline, *degraded;
 		vpp_gauge *in_depth;
-		vpp_counter *shares, *shares_old;
+		vpp_counter *shares, *shares_old, *drained;
 	} met;
 };
 
