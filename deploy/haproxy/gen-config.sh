@@ -176,14 +176,13 @@ defaults
     # reconnecting after a crash are not sent back to the dead node.
     retries 3
     option redispatch 1
-    # A node whose /readyz fails (dead, hung, not ready or draining) gets no
-    # new connections, and the ones it holds are closed so that devices
-    # reconnect through HAProxy to the others at once, instead of waiting for
-    # a silent stream to time out. So a node that starts to drain (503) has
-    # fall x inter ($(awk -v f="$fall" -v i="$inter" 'BEGIN { printf "%g", f * i / 1000 }') s) before HAProxy closes what it still holds.
-    # Not "observe layer4 ... on-error mark-down": a burst of refused
-    # connections during a reconnect storm (vppd's admission control) would
-    # mark a live node down and cut all of its sessions.
+    # A node whose /readyz fails (dead, hung or not ready) gets no new
+    # connections, and the ones it holds are closed so that devices reconnect
+    # through HAProxy to the others at once, instead of waiting for a silent
+    # stream to time out. Not "observe layer4 ... on-error mark-down": a
+    # burst of refused connections during a reconnect storm (vppd's
+    # admission control) would mark a live node down and cut all of its
+    # sessions.
     default-server inter ${inter}ms fall ${fall} rise ${rise} on-marked-down shutdown-sessions
 
 # Batteries: one long-lived mTLS gRPC stream each (vpp.v1.DeviceLink).
@@ -212,10 +211,14 @@ backend vppd_devices
     # until it has caught up (no stream is moved).
     balance leastconn
     # The check goes to each node's admin port (check port), whose /readyz
-    # answers 200 only while the node serves devices and its control loop
-    # ticks (503 when starting, not ready or draining).
+    # answers 200 while the node serves devices and its control loop ticks,
+    # 503 when it is starting or not ready, and 404 when it drains.
     option httpchk GET /readyz
     http-check expect status 200
+    # 404 (draining): no new connections, but the node keeps the ones it has
+    # (not marked down, so they are not cut): vppd ends them itself, a few
+    # at a time, each device told to back off and reconnect elsewhere.
+    http-check disable-on-404
 $(servers dev)
 
 backend vppd_operators
@@ -223,6 +226,7 @@ backend vppd_operators
     balance roundrobin
     option httpchk GET /readyz
     http-check expect status 200
+    http-check disable-on-404
 $(servers api)
 
 # Stats page and Prometheus metrics of HAProxy itself (server states,

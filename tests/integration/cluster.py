@@ -121,6 +121,7 @@ class Node:
         self.api_port, self.device_port, self.admin_port = ports
         self.journal = vt.tempdir("vpp-%s-journal-" % self.id)
         self.extra = []
+        self.database_url = None  # None: the cluster's PostgreSQL
         self.proc = None
         self.procs = []
 
@@ -140,19 +141,20 @@ class Node:
         if not c.api_tls:
             a.append("--api-h2c")
         if c.pg is not None:
-            a += ["--database-url", c.pg.conninfo]
+            a += ["--database-url", self.database_url or c.pg.conninfo]
         if c.cluster:
             a.append("--cluster")
             for k, v in sorted(c.cluster_opts.items()):
                 a += ["--cluster-" + k.replace("_", "-"), str(v)]
         return a + list(c.vppd_args) + list(self.extra)
 
-    def start(self, wait=True, timeout=60):
-        """Starts a new run of this node (it must not be running); with
-        |wait|, returns once its /readyz answers 200."""
+    def start(self, wait=True, timeout=60, env=None):
+        """Starts a new run of this node (it must not be running), with
+        |env| added to the environment; with |wait|, returns once its
+        /readyz answers 200."""
         if self.alive():
             raise RuntimeError("%s is already running" % self.id)
-        env = dict(os.environ)
+        env = dict(os.environ, **(env or {}))
         # kill -9 is part of these tests: no leak report at exit, and a
         # sanitizer finding does not abort in the middle of a check.
         env.setdefault("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=0")
@@ -255,6 +257,24 @@ class Node:
 # ---------------------------------------------------------------- HAProxy
 
 
+def haproxy_stats(stats_port):
+    """Rows of the CSV statistics of the HAProxy whose stats frontend is on
+    |stats_port|, as dicts keyed by its column names (pxname, svname,
+    status, scur, check_status, check_code, ...)."""
+    with urllib.request.urlopen("http://127.0.0.1:%d/stats;csv" % stats_port, timeout=5) as r:
+        text = r.read().decode("utf-8", "replace")
+    return list(csv.DictReader(io.StringIO(text.lstrip("# "))))
+
+
+def haproxy_server(stats_port, name, backend="vppd_devices"):
+    """The stats row of server |name| in |backend| (vppd_devices or
+    vppd_operators)."""
+    for row in haproxy_stats(stats_port):
+        if row["pxname"] == backend and row["svname"] == name:
+            return row
+    raise KeyError("%s/%s not in HAProxy's stats" % (backend, name))
+
+
 class HAProxy:
     """HAProxy in the foreground (haproxy -db: no daemon, no master process,
     so the vt.Proc is HAProxy itself), with a configuration generated for the
@@ -315,23 +335,17 @@ class HAProxy:
         return "127.0.0.1:%d" % self.api_port
 
     def stats(self):
-        """Rows of HAProxy's CSV statistics, as dicts keyed by its column
-        names (pxname, svname, status, scur, check_status, ...)."""
-        with urllib.request.urlopen("http://127.0.0.1:%d/stats;csv" % self.stats_port, timeout=5) as r:
-            text = r.read().decode("utf-8", "replace")
-        return list(csv.DictReader(io.StringIO(text.lstrip("# "))))
+        """haproxy_stats() of this HAProxy."""
+        return haproxy_stats(self.stats_port)
 
     def server(self, node_id, backend="vppd_devices"):
-        """The stats row of |node_id| in |backend| (vppd_devices or
-        vppd_operators)."""
-        for row in self.stats():
-            if row["pxname"] == backend and row["svname"] == node_id:
-                return row
-        raise KeyError("%s/%s not in HAProxy's stats" % (backend, node_id))
+        """haproxy_server() of |node_id| in this HAProxy."""
+        return haproxy_server(self.stats_port, node_id, backend)
 
     def state(self, node_id, backend="vppd_devices"):
         """Its state as HAProxy sees it: "UP", "DOWN", "UP 1/2" (going
-        down), "DOWN 1/2" (coming up), "DRAIN", "MAINT", ..."""
+        down), "DOWN 1/2" (coming up), "NOLB" (/readyz 404: draining),
+        "DRAIN" or "MAINT" (set on the runtime API), ..."""
         return self.server(node_id, backend)["status"]
 
     def sessions(self, node_id, backend="vppd_devices"):

@@ -7,11 +7,16 @@ through HAProxy to the other; a node that hangs (SIGSTOP: its connections
 stay open) is marked down too and its sessions are closed, so its devices
 move without waiting for their own silence timeout; a restarted node is
 back in rotation and takes the next devices. The operator API answers
-through HAProxy throughout. The nodes run alone (no --cluster): what is
-tested is HAProxy's part; test_cluster.py tests the cluster."""
+through HAProxy throughout. A stand-in node shows what the checks' answers
+do: 404 (vppd drains) keeps a node's sessions, 503 closes them. The nodes
+run alone (no --cluster): what is tested is HAProxy's part; test_cluster.py
+tests the cluster."""
+import http.server
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -44,8 +49,66 @@ def config_checks():
     assert r.returncode == 2 and "NAME=HOST:DEVICE:API:ADMIN" in r.stderr, (r.returncode, r.stderr)
 
 
+def drain_semantics():
+    """The checks' answers, from a stand-in node (a TCP sink for its
+    traffic, an HTTP server for its /readyz): 404 (vppd drains) keeps the
+    node's sessions but sends it no new ones; 503 takes it out and closes
+    them."""
+    code = [200]
+
+    class Readyz(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(code[0] if self.path == "/readyz" else 404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    hs = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Readyz)
+    threading.Thread(target=hs.serve_forever, daemon=True).start()
+    held = []
+    sink = vt.Listener(held.append)
+    dev, api, stats = cl.free_ports(3)
+    cfg = os.path.join(vt.tempdir("vpp-haproxy-drain-"), "haproxy.cfg")
+    r = subprocess.run(["bash", GEN, "--local", "--maxconn", "4096", "--check-inter-ms", "200", "--fall", "2",
+                        "--rise", "2", "--device-bind", "127.0.0.1:%d" % dev, "--api-bind", "127.0.0.1:%d" % api,
+                        "--stats-bind", "127.0.0.1:%d" % stats, "--node",
+                        "stub=127.0.0.1:%d:%d:%d" % (sink.port, sink.port, hs.server_address[1]), "-o", cfg],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    hp = vt.Proc("haproxy-drain", [cl.haproxy_path(), "-db", "-f", cfg])
+    clients = []
+    try:
+        vt.wait_port(stats, 10, hp.p)
+
+        def state():
+            row = cl.haproxy_server(stats, "stub")
+            return row["status"], int(row["scur"] or 0)
+        cl.wait_for(lambda: state()[0] == "UP", 10, "stub UP")
+        clients += [socket.create_connection(("127.0.0.1", dev)) for _ in range(3)]
+        cl.wait_for(lambda: state() == ("UP", 3), 5, "3 sessions on stub")
+        code[0] = 404
+        cl.wait_for(lambda: state()[0] == "NOLB", 5, "stub NOLB on 404")
+        time.sleep(0.5)
+        assert state() == ("NOLB", 3), state()
+        code[0] = 503
+        cl.wait_for(lambda: state() == ("DOWN", 0), 5, "stub DOWN on 503, its sessions closed")
+        for c in clients:
+            c.settimeout(5)
+            assert c.recv(1) == b"", "a session of a node marked down stayed open"
+    finally:
+        for c in clients + held:
+            c.close()
+        hp.stop()
+        sink.close()
+        hs.shutdown()
+
+
 def body(r):
     r.case("deploy/haproxy/haproxy.cfg is gen-config.sh's output and haproxy -c accepts it", config_checks)
+    r.case("a node answering /readyz 404 (draining) keeps its sessions, one answering 503 loses them",
+           drain_semantics)
     c = cl.Cluster(nodes=2, devices=N, spare_devices=SPARE, cluster=False)
     r.on_fail.append(c.logs)
     try:
