@@ -83,6 +83,8 @@ typedef struct vpp_cluster_view {
 	/* From this node's share: the fleet target the leader split (the
 	 * operator's, and after its ramp). */
 	double fleet_target_kw, fleet_eff_kw;
+	int64_t setpoint_id; /* the operator setpoint split, 0: none */
+	int64_t setpoint_valid_until_ms;
 	bool have_share;
 	size_t n;
 	vpp_cluster_node nodes[VPP_CLUSTER_NODES_MAX]; /* sorted by node_id */

@@ -79,7 +79,8 @@ int vpp__cl_read_share(vpp_cluster *c, char *err, size_t errlen)
 	const char *p[1] = {c->node_id};
 	PGresult *r = vpp__cl_exec(c->main,
 				   "SELECT epoch, share_kw, valid_until_ms, fleet_target_kw, "
-				   "fleet_eff_kw FROM cluster_shares WHERE node_id = $1",
+				   "fleet_eff_kw, setpoint_id, setpoint_valid_until_ms FROM "
+				   "cluster_shares WHERE node_id = $1",
 				   1, p, vpp__cl_timeout(c), err, errlen);
 	if (!r)
 		return VPP_EDB;
@@ -92,6 +93,8 @@ int vpp__cl_read_share(vpp_cluster *c, char *err, size_t errlen)
 	int64_t until = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
 	double fleet_target = strtod(PQgetvalue(r, 0, 3), NULL);
 	double fleet_eff = strtod(PQgetvalue(r, 0, 4), NULL);
+	int64_t spid = strtoll(PQgetvalue(r, 0, 5), NULL, 10);
+	int64_t sp_until = strtoll(PQgetvalue(r, 0, 6), NULL, 10);
 	PQclear(r);
 	if (epoch == c->share_seen_epoch && kw == c->share_seen_kw && until == c->share_seen_until)
 		return 0; /* nothing new */
@@ -121,6 +124,8 @@ int vpp__cl_read_share(vpp_cluster *c, char *err, size_t errlen)
 		pthread_mutex_lock(&c->view_lock);
 		c->view.fleet_target_kw = fleet_target;
 		c->view.fleet_eff_kw = fleet_eff;
+		c->view.setpoint_id = spid;
+		c->view.setpoint_valid_until_ms = sp_until;
 		c->view.have_share = until > vpp_wall_ms();
 		pthread_mutex_unlock(&c->view_lock);
 	}

@@ -272,29 +272,33 @@ int vpp__cl_publish(vpp_cluster *c, char *err, size_t errlen)
 	}
 	snprintf(ids + io, sizeof(ids) - io, "}");
 	snprintf(kws + ko, sizeof(kws) - ko, "}");
-	char epoch[24], until_s[24], spid[24], target[32], effs[32];
+	char epoch[24], until_s[24], spid[24], target[32], effs[32], sp_until[24];
 	snprintf(epoch, sizeof(epoch), "%" PRIu64, c->epoch);
 	snprintf(until_s, sizeof(until_s), "%lld", (long long)until);
 	snprintf(spid, sizeof(spid), "%lld", (long long)(sp.valid_until_ms > now ? sp.id : 0));
 	snprintf(target, sizeof(target), "%.17g", sp.valid_until_ms > now ? sp.target_kw : 0.0);
 	snprintf(effs, sizeof(effs), "%.17g", eff);
-	const char *p[7] = {ids, kws, epoch, until_s, spid, target, effs};
+	snprintf(sp_until, sizeof(sp_until), "%lld",
+		 (long long)(sp.valid_until_ms > now ? sp.valid_until_ms : 0));
+	const char *p[8] = {ids, kws, epoch, until_s, spid, target, effs, sp_until};
 	/* Fenced twice: nothing is written unless this epoch is the newest,
 	 * and a share is never replaced by an older epoch's. */
 	PGresult *r = vpp__cl_exec(
 		c->main,
 		"WITH up AS (INSERT INTO cluster_shares (node_id, epoch, share_kw, valid_until_ms, "
-		"setpoint_id, fleet_target_kw, fleet_eff_kw, issued_at) "
-		"SELECT v.id, $3::bigint, v.kw, $4::bigint, $5::bigint, $6::float8, $7::float8, now() "
+		"setpoint_id, fleet_target_kw, fleet_eff_kw, setpoint_valid_until_ms, issued_at) "
+		"SELECT v.id, $3::bigint, v.kw, $4::bigint, $5::bigint, $6::float8, $7::float8, "
+		"$8::bigint, now() "
 		"FROM unnest($1::text[], $2::float8[]) AS v(id, kw) "
 		"WHERE $3::bigint = (SELECT max(epoch) FROM cluster_leaders) "
 		"ON CONFLICT (node_id) DO UPDATE SET epoch = EXCLUDED.epoch, share_kw = "
 		"EXCLUDED.share_kw, valid_until_ms = EXCLUDED.valid_until_ms, setpoint_id = "
 		"EXCLUDED.setpoint_id, fleet_target_kw = EXCLUDED.fleet_target_kw, fleet_eff_kw = "
-		"EXCLUDED.fleet_eff_kw, issued_at = now() WHERE cluster_shares.epoch <= "
+		"EXCLUDED.fleet_eff_kw, setpoint_valid_until_ms = EXCLUDED.setpoint_valid_until_ms, "
+		"issued_at = now() WHERE cluster_shares.epoch <= "
 		"EXCLUDED.epoch RETURNING 1) "
 		"SELECT (SELECT count(*) FROM up), pg_notify('vpp_shares', $3::bigint::text)",
-		7, p, vpp__cl_timeout(c), err, errlen);
+		8, p, vpp__cl_timeout(c), err, errlen);
 	if (!r)
 		return VPP_EDB;
 	long written = strtol(PQgetvalue(r, 0, 0), NULL, 10);

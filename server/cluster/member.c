@@ -418,6 +418,8 @@ int vpp__cl_read_view(vpp_cluster *c, char *err, size_t errlen)
 	pthread_mutex_lock(&c->view_lock);
 	v.fleet_target_kw = c->view.fleet_target_kw;
 	v.fleet_eff_kw = c->view.fleet_eff_kw;
+	v.setpoint_id = c->view.setpoint_id;
+	v.setpoint_valid_until_ms = c->view.setpoint_valid_until_ms;
 	v.have_share = c->view.have_share;
 	c->view = v;
 	pthread_mutex_unlock(&c->view_lock);

@@ -438,8 +438,9 @@ static void publish(vpp_plant *p, const vpp_fleet_status *st, int64_t now, doubl
 		if (p->snap.share_kw != 0)
 			vpp_log(VPP_LOG_WARN, "dispatch",
 				"the share of leadership epoch %llu (%g kW) ran out with no new "
-				"one: this node's target is 0",
-				(unsigned long long)p->snap.share_epoch, p->snap.share_kw);
+				"one at %lld ms (Unix time): this node's target is 0",
+				(unsigned long long)p->snap.share_epoch, p->snap.share_kw,
+				(long long)p->snap.share_valid_until_ms);
 		p->snap.share_kw = 0;
 		p->snap.share_valid_until_ms = 0;
 	}

@@ -49,7 +49,8 @@ CREATE TABLE cluster_shares (
 	epoch          bigint NOT NULL,
 	share_kw       double precision NOT NULL,
 	valid_until_ms bigint NOT NULL,
-	setpoint_id    bigint NOT NULL DEFAULT 0,
+	setpoint_id    bigint NOT NULL DEFAULT 0, -- the operator setpoint split (0: none)
+	setpoint_valid_until_ms bigint NOT NULL DEFAULT 0,
 	fleet_target_kw double precision NOT NULL DEFAULT 0, -- the operator's
 	fleet_eff_kw   double precision NOT NULL DEFAULT 0, -- after its ramp: what was split
 	issued_at      timestamptz NOT NULL DEFAULT now()
