@@ -160,6 +160,13 @@ static int track(vpp_fleet *f, uint32_t s, double meas, double psig, int64_t at)
 
 	if (!(f->flags[s] & F_HAS_CMD) || at < f->c_prev_at[s])
 		return 0; /* measured before the setpoint in effect reached it */
+	if (isnan(prev)) {
+		/* From an unknown start: judged once it has had the time to
+		 * respond, from then on as settled. */
+		if ((double)(at - f->c_prev_at[s]) < 3 * prm->response_tau_ms)
+			return 0;
+		prev = f->c_prev[s] = cmd;
+	}
 	/* While the device is still moving from the previous setpoint, a
 	 * residual on that side is expected, up to the decaying step. */
 	band = fabs(cmd - prev) * exp(-(double)(at - f->c_prev_at[s]) / prm->response_tau_ms);
@@ -294,8 +301,11 @@ int vpp_fleet_command_sent(vpp_fleet *f, uint32_t slot, uint64_t seq, double pow
 	if (!(fl & F_HAS_CMD) || power_kw != f->c_p[slot]) {
 		/* A change: remember where the device comes from and when. A
 		 * renewal at the same power keeps the running transient. */
+		/* With neither a command nor a sample on this session, where
+		 * the device comes from is unknown (NaN): a battery that moved
+		 * from another node still runs that node's lease. */
 		f->c_prev[slot] = (fl & F_HAS_CMD) ? f->c_p[slot]
-				  : (fl & F_HAS_SAMPLE) ? f->t_p[slot] : 0;
+				  : (fl & F_HAS_SAMPLE) ? f->t_p[slot] : NAN;
 		f->c_prev_at[slot] = now_ms;
 	}
 	f->c_p[slot] = power_kw;

@@ -1119,6 +1119,44 @@ START_TEST(preview_says_how_long_the_energy_lasts)
 }
 END_TEST
 
+/* A battery that comes from another node (its session there died) still
+ * runs that node's lease when its first command here goes out, before this
+ * node has any sample of it: where it comes from is unknown, so the first
+ * seconds of its response are not taken for a failure to follow. */
+START_TEST(fleet_moved_battery_is_not_degraded)
+{
+	int64_t now = 1000000;
+	vpp_fleet *f;
+	vpp_tick_output o;
+	uint32_t s;
+	int degraded = 0;
+
+	ck_assert_int_eq(vpp_fleet_new(NULL, &f), 0);
+	ck_assert_int_eq(vpp_fleet_add(f, "moved", &std_rt, &s), 0);
+	ck_assert_int_eq(vpp_fleet_connect(f, s, now), 0);
+	ck_assert_int_eq(vpp_fleet_set_target(f, 0, now + 3600000, 0, now), 0);
+	for (int k = 1; k <= 20; k++) {
+		now += 500;
+		ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
+		send_and_ack(f, &o, now);
+		for (size_t i = 0; i < o.n_events; i++)
+			degraded += o.events[i].type == VPP_EVENT_DEGRADED;
+		vpp_telemetry t = {0};
+		t.seq = (uint64_t)k;
+		t.measured_at_ms = now + 100;
+		t.received_at_ms = now + 150;
+		/* The old lease's 3 kW for a second, then the new command. */
+		t.power_kw = k <= 2 ? 3.0 : 0.0;
+		t.power_sigma_kw = 0.02;
+		t.soc = 0.5;
+		t.soc_sigma = 0.01;
+		ck_assert_int_eq(vpp_fleet_telemetry(f, s, &t), 0);
+	}
+	ck_assert_int_eq(degraded, 0);
+	vpp_fleet_free(f);
+}
+END_TEST
+
 /* Commanded 0, a battery drawing 80 W of standby is following; one stuck
  * discharging 3 kW is not. */
 START_TEST(fleet_idle_draw_is_not_degraded)
@@ -1417,6 +1455,7 @@ Suite *test_dispatch_suite(void)
 	tcase_add_test(tc, fleet_late_acks_do_not_inflate_commands);
 	tcase_add_test(tc, preview_says_how_long_the_energy_lasts);
 	tcase_add_test(tc, fleet_idle_draw_is_not_degraded);
+	tcase_add_test(tc, fleet_moved_battery_is_not_degraded);
 	tcase_add_test(tc, fleet_bias_reset_when_the_direction_turns);
 	tcase_add_test(tc, fleet_ramp_from_the_first_tick);
 	tcase_add_test(tc, fleet_shortfall_without_devices_is_the_target);
