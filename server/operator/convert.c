@@ -1,6 +1,10 @@
 /* The dispatch core's structs as GridOperator messages. */
 #include "operator_int.h"
 
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
 void vpp__op_estimate(Vpp__V1__Estimate *out, const vpp_estimate *in)
 {
 	vpp__v1__estimate__init(out);
@@ -11,10 +15,10 @@ void vpp__op_estimate(Vpp__V1__Estimate *out, const vpp_estimate *in)
 	out->as_of_ms = in->as_of_ms;
 }
 
-void vpp__op_fleet_status(Vpp__V1__FleetStatus *out, Vpp__V1__Estimate est[5],
-			  const vpp_plant_snapshot *snap)
+/* The numbers of |st| (target_kw is its effective target, after the ramp). */
+static void fleet_numbers(Vpp__V1__FleetStatus *out, Vpp__V1__Estimate est[5],
+			  const vpp_fleet_status *st)
 {
-	const vpp_fleet_status *st = &snap->status;
 	vpp__v1__fleet_status__init(out);
 	out->tick_at_ms = st->now_ms;
 	out->target_kw = st->target_eff_kw;
@@ -36,8 +40,79 @@ void vpp__op_fleet_status(Vpp__V1__FleetStatus *out, Vpp__V1__Estimate est[5],
 	out->devices_stale = st->n_stale;
 	out->devices_degraded = st->n_degraded;
 	out->devices_offline = st->n_offline;
+}
+
+void vpp__op_fleet_status(Vpp__V1__FleetStatus *out, Vpp__V1__Estimate est[5],
+			  const vpp_plant_snapshot *snap)
+{
+	fleet_numbers(out, est, &snap->status);
 	out->active_setpoint_id = (char *)snap->setpoint_id;
 	out->active_valid_until_ms = snap->setpoint_id[0] ? snap->target_valid_until_ms : 0;
+}
+
+/* The database's id of the setpoint |snap| records (0: none). */
+static int64_t recorded_id(const vpp_plant_snapshot *snap)
+{
+	char *end;
+	long long id = snap->setpoint_id[0] ? strtoll(snap->setpoint_id, &end, 10) : 0;
+	return id > 0 && *end == 0 ? (int64_t)id : 0;
+}
+
+void vpp__op_cluster_fleet_status(Vpp__V1__FleetStatus *out, Vpp__V1__Estimate est[5],
+				  op_nodes *s, const vpp_plant_snapshot *snap, int64_t now_ms)
+{
+	const vpp_cluster_view *v = &s->view;
+	vpp_fleet_status st;
+	vpp_cluster_fleet_status(v, &st);
+	fleet_numbers(out, est, &st);
+	/* The target is the one the leader splits (after its ramp, as on one
+	 * node), named by its setpoint whichever node recorded it. A setpoint
+	 * this node recorded after it (the leader has not split it yet, for
+	 * a moment), or with no share yet, is this node's to say. */
+	int64_t mine = recorded_id(snap);
+	if (v->have_share && mine <= v->setpoint_id) {
+		snprintf(s->setpoint_id, sizeof(s->setpoint_id), "%lld",
+			 (long long)v->setpoint_id);
+		out->active_setpoint_id = v->setpoint_id > 0 ? s->setpoint_id : "";
+		out->active_valid_until_ms = v->setpoint_id > 0 ? v->setpoint_valid_until_ms : 0;
+	} else if (snap->setpoint_id[0]) {
+		out->target_kw = snap->target_kw;
+		out->active_setpoint_id = (char *)snap->setpoint_id;
+		out->active_valid_until_ms = snap->target_valid_until_ms;
+	} else {
+		out->active_setpoint_id = "";
+		out->active_valid_until_ms = 0;
+	}
+	out->n_nodes = vpp__op_nodes(s, now_ms);
+	out->nodes = s->ptrs;
+	out->leader_node_id = (char *)v->leader_id;
+	out->leader_epoch = v->leader_epoch;
+}
+
+void vpp__op_node_status(Vpp__V1__NodeStatus *out, Vpp__V1__Estimate *est,
+			 const vpp_cluster_node *n, int64_t since_read_ms)
+{
+	const vpp_fleet_status *st = &n->status;
+	vpp__v1__node_status__init(out);
+	out->node_id = (char *)n->node_id;
+	out->role = n->role == VPP_NODE_LEADER ? "leader" : "follower";
+	out->alive = n->alive;
+	out->draining = n->draining;
+	out->version = (char *)n->version;
+	out->api_addr = (char *)n->api_addr;
+	out->device_addr = (char *)n->device_addr;
+	out->started_at_ms = n->started_at_ms;
+	out->heartbeat_at_ms = n->heartbeat_at_ms;
+	out->heartbeat_age_ms = n->heartbeat_age_ms + (since_read_ms > 0 ? since_read_ms : 0);
+	out->epoch = n->epoch;
+	out->share_kw = n->share_kw;
+	vpp__op_estimate(est, &st->measured_kw);
+	out->measured_kw = est;
+	out->devices_online = st->n_online;
+	out->devices_stale = st->n_stale;
+	out->devices_degraded = st->n_degraded;
+	out->devices_offline = st->n_offline;
+	out->shortfall_kw = st->shortfall_kw;
 }
 
 int vpp__op_device_state(const vpp_device_info *di)

@@ -2,6 +2,7 @@
 #ifndef VPP_OPERATOR_INT_H
 #define VPP_OPERATOR_INT_H
 
+#include "vpp/cluster.h"
 #include "vpp/metrics.h"
 #include "vpp/operator.h"
 #include "vpp/telemetry.h"
@@ -11,6 +12,17 @@
 #include <stdatomic.h>
 
 typedef struct op_call op_call;
+
+/* A cluster answer being built on one I/O loop: the view copied out of the
+ * cluster (some 40 KB, so not on the stack, and not allocated per message)
+ * and the NodeStatus messages that point into it. */
+typedef struct {
+	vpp_cluster_view view;
+	Vpp__V1__NodeStatus nodes[VPP_CLUSTER_NODES_MAX];
+	Vpp__V1__NodeStatus *ptrs[VPP_CLUSTER_NODES_MAX];
+	Vpp__V1__Estimate est[VPP_CLUSTER_NODES_MAX];
+	char setpoint_id[24]; /* the view's, as the API spells it */
+} op_nodes;
 
 /* Per I/O loop: completions from the store thread come back through a
  * locked list and an async (rare: one per SetFleetSetpoint). */
@@ -22,6 +34,7 @@ typedef struct {
 	pthread_mutex_t lock;
 	op_call *done;
 	bool closed;
+	op_nodes *scratch; /* in a cluster only; this loop's thread only */
 } op_loop;
 
 typedef struct {
@@ -48,6 +61,7 @@ struct vpp_operator {
 	/* The order of the last setpoint applied; read and written on the
 	 * dispatch thread only (set_run). */
 	uint64_t applied_order;
+	int64_t started_at_ms; /* ListNodes on a single node */
 	vpp_counter *auth_failed, *denied, *setpoints;
 };
 
@@ -84,6 +98,7 @@ struct op_call {
 	/* PreviewDispatch and the expected delivery of a setpoint */
 	double preview_kw;
 	vpp_preview preview;
+	bool cluster_preview; /* |preview| and |ramp_from| are the cluster's */
 	double ramp_from; /* SetFleetSetpoint: the effective target before it */
 	int rv;
 	/* ListDevices / GetDevice */
@@ -105,8 +120,35 @@ void vpp__op_estimate(Vpp__V1__Estimate *out, const vpp_estimate *in);
 /* Fills |out| (its Estimates point into |est|, 5 of them). */
 void vpp__op_fleet_status(Vpp__V1__FleetStatus *out, Vpp__V1__Estimate est[5],
 			  const vpp_plant_snapshot *snap);
+/* The whole fleet from s->view into |out| (Estimates into |est|, nodes
+ * into |s|): the target the leader splits and its setpoint; a setpoint
+ * |snap| (this node) recorded since, or before any share, instead. */
+void vpp__op_cluster_fleet_status(Vpp__V1__FleetStatus *out, Vpp__V1__Estimate est[5],
+				  op_nodes *s, const vpp_plant_snapshot *snap, int64_t now_ms);
+/* Fills |out| from |n| (its strings and |est| stay referenced);
+ * |since_read_ms| is added to its heartbeat age (the view's age). */
+void vpp__op_node_status(Vpp__V1__NodeStatus *out, Vpp__V1__Estimate *est,
+			 const vpp_cluster_node *n, int64_t since_read_ms);
 int vpp__op_device_state(const vpp_device_info *di);
 void vpp__op_device_info(Vpp__V1__DeviceInfo *out, Vpp__V1__Estimate est[2], const op_device *d,
 			 const char *node_id);
+
+/* cluster_status.c: the cluster's answers, from a view (pure). */
+
+/* What the fleet would deliver for |target_kw| when the leader splits it
+ * over the alive, non-draining nodes of |v| (see the file for how sigma
+ * and sustain_s are made). Returns 0, or the split's VPP_EINVAL / VPP_ENOMEM
+ * (|out| untouched). */
+int vpp__op_cluster_preview(const vpp_cluster_view *v, double target_kw, vpp_preview *out);
+/* The fleet's effective target (after the leader's ramp) as |v| says. */
+double vpp__op_cluster_target_eff(const vpp_cluster_view *v);
+/* Fills s->nodes and s->ptrs from s->view, as of |now_ms|; returns the
+ * count. */
+size_t vpp__op_nodes(op_nodes *s, int64_t now_ms);
+/* A single vppd as a cluster node (for ListNodes): the leader of itself,
+ * epoch 0, its last tick as its heartbeat. */
+void vpp__op_local_node(vpp_cluster_node *out, const vpp_plant_snapshot *snap,
+			const char *node_id, const char *version, int64_t started_at_ms,
+			int64_t now_ms);
 
 #endif

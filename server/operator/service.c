@@ -17,6 +17,21 @@ static vpp_operator *svc(vpp_grpc_call *call)
 	return vpp_grpc_call_method_data(call);
 }
 
+static op_loop *loop_of(vpp_grpc_call *call)
+{
+	return &svc(call)->loops[vpp_grpc_call_loop_index(call)];
+}
+
+/* In a cluster, the newest view copied into |ol|'s scratch; NULL on a
+ * single node or before this node has read the cluster once. */
+static vpp_cluster_view *cluster_view(op_loop *ol)
+{
+	if (!ol->scratch)
+		return NULL;
+	vpp_cluster_view_get(ol->op->o.cluster, &ol->scratch->view);
+	return ol->scratch->view.as_of_ms > 0 ? &ol->scratch->view : NULL;
+}
+
 /* ---- auth ------------------------------------------------------------- */
 
 /* Returns true when the caller has |need|; else ends the call with
@@ -197,12 +212,21 @@ static void set_run(vpp_plant_query *q, vpp_fleet *f, int64_t now, vpp_plant *p)
 		c->outcome = SET_EXPIRED;
 		return;
 	}
-	c->ramp_from = vpp_fleet_target_eff(f); /* where a ramp to it starts */
+	if (!c->cluster_preview)
+		c->ramp_from = vpp_fleet_target_eff(f); /* where a ramp to it starts */
 	if (c->order == op->applied_order) {
 		c->outcome = SET_CURRENT;
 	} else if (!c->newest || c->order < op->applied_order) {
 		c->outcome = SET_SUPERSEDED;
 		return;
+	} else if (vpp_plant_clustered(p)) {
+		/* Recorded only: the leader reads the newest setpoint from the
+		 * database (its insert notifies) and splits it; this node's
+		 * fleet follows the share it is given. */
+		c->outcome = SET_APPLIED;
+		op->applied_order = c->order;
+		vpp_plant_set_active_setpoint(p, c->setpoint_id, r->target_kw, c->valid_until_ms,
+					      r->ramp_kw_per_s);
 	} else if (vpp_fleet_set_target(f, r->target_kw, c->valid_until_ms, r->ramp_kw_per_s, now) !=
 		   0) {
 		c->outcome = SET_REFUSED;
@@ -213,7 +237,7 @@ static void set_run(vpp_plant_query *q, vpp_fleet *f, int64_t now, vpp_plant *p)
 		vpp_plant_set_active_setpoint(p, c->setpoint_id, r->target_kw, c->valid_until_ms,
 					      r->ramp_kw_per_s);
 	}
-	if (vpp_fleet_preview(f, r->target_kw, now, &c->preview) != 0)
+	if (!c->cluster_preview && vpp_fleet_preview(f, r->target_kw, now, &c->preview) != 0)
 		c->outcome = SET_REFUSED;
 }
 
@@ -310,6 +334,14 @@ static void set_apply(op_call *c)
 	if (c->created)
 		vpp_counter_inc(op->setpoints);
 	c->valid_until_ms = c->created_at_ms + (int64_t)r->valid_for_s * 1000;
+	/* In a cluster the expected delivery is the whole fleet's, as the
+	 * leader will split it; until this node has read the cluster once,
+	 * its own (set_run). */
+	vpp_cluster_view *v = cluster_view(c->ol);
+	if (v && vpp__op_cluster_preview(v, r->target_kw, &c->preview) == 0) {
+		c->cluster_preview = true;
+		c->ramp_from = vpp__op_cluster_target_eff(v);
+	}
 	c->q.run = set_run;
 	c->q.done = set_done;
 	c->outcome = SET_REFUSED; /* until set_run says otherwise */
@@ -504,6 +536,20 @@ static void on_set(vpp_grpc_call *call, const uint8_t *req, size_t len)
 
 /* ---- reads ---------------------------------------------------------------- */
 
+/* Sends the fleet's status: this node's snapshot, or in a cluster the
+ * whole fleet from the view with each node's part (this node's own until
+ * it has read the cluster once). */
+static void send_status(vpp_grpc_call *call, op_loop *ol, const vpp_plant_snapshot *snap)
+{
+	Vpp__V1__FleetStatus st;
+	Vpp__V1__Estimate est[5];
+	if (cluster_view(ol))
+		vpp__op_cluster_fleet_status(&st, est, ol->scratch, snap, vpp_wall_ms());
+	else
+		vpp__op_fleet_status(&st, est, snap);
+	send_msg(call, &st.base);
+}
+
 static void on_status(vpp_grpc_call *call, const uint8_t *req, size_t len)
 {
 	vpp_operator *op = svc(call);
@@ -512,10 +558,43 @@ static void on_status(vpp_grpc_call *call, const uint8_t *req, size_t len)
 		return;
 	vpp_plant_snapshot snap;
 	vpp_plant_snapshot_get(op->o.plant, &snap);
-	Vpp__V1__FleetStatus st;
-	Vpp__V1__Estimate est[5];
-	vpp__op_fleet_status(&st, est, &snap);
-	send_msg(call, &st.base);
+	send_status(call, loop_of(call), &snap);
+	vpp_grpc_call_finish(call, VPP_GRPC_OK, NULL);
+}
+
+static void on_nodes(vpp_grpc_call *call, const uint8_t *req, size_t len)
+{
+	vpp_operator *op = svc(call);
+	char principal[128];
+	if (!authorize(call, VPP_ROLE_VIEWER, principal, sizeof(principal)))
+		return;
+	Vpp__V1__ListNodesResponse resp = VPP__V1__LIST_NODES_RESPONSE__INIT;
+	int64_t now = vpp_wall_ms();
+	op_loop *ol = loop_of(call);
+	vpp_cluster_node self;
+	Vpp__V1__NodeStatus ns, *nsp = &ns;
+	Vpp__V1__Estimate est;
+	if (op->o.cluster) {
+		if (!cluster_view(ol)) {
+			vpp_grpc_call_finish(call, VPP_GRPC_UNAVAILABLE,
+					     "this node has not read the cluster from the database "
+					     "yet: retry, or ask another node");
+			return;
+		}
+		resp.n_nodes = vpp__op_nodes(ol->scratch, now);
+		resp.nodes = ol->scratch->ptrs;
+		resp.leader_node_id = ol->scratch->view.leader_id;
+		resp.leader_epoch = ol->scratch->view.leader_epoch;
+	} else {
+		vpp_plant_snapshot snap;
+		vpp_plant_snapshot_get(op->o.plant, &snap);
+		vpp__op_local_node(&self, &snap, op->o.node_id, VPP_VERSION, op->started_at_ms, now);
+		vpp__op_node_status(&ns, &est, &self, 0);
+		resp.n_nodes = 1;
+		resp.nodes = &nsp;
+		resp.leader_node_id = (char *)op->o.node_id;
+	}
+	send_msg(call, &resp.base);
 	vpp_grpc_call_finish(call, VPP_GRPC_OK, NULL);
 }
 
@@ -534,10 +613,7 @@ static void on_watch_timer(uv_timer_t *t)
 	if (vpp_grpc_call_outbound_bytes(c->call) > 16 * 1024)
 		return;
 	c->last_tick = snap.tick;
-	Vpp__V1__FleetStatus st;
-	Vpp__V1__Estimate est[5];
-	vpp__op_fleet_status(&st, est, &snap);
-	send_msg(c->call, &st.base);
+	send_status(c->call, c->ol, &snap);
 }
 
 static void on_watch(vpp_grpc_call *call, const uint8_t *req, size_t len)
@@ -566,25 +642,28 @@ static void preview_run(vpp_plant_query *q, vpp_fleet *f, int64_t now, vpp_plant
 	c->rv = vpp_fleet_preview(f, c->preview_kw, now, &c->preview);
 }
 
+static void send_preview(vpp_grpc_call *call, const vpp_preview *pv)
+{
+	Vpp__V1__PreviewDispatchResponse resp = VPP__V1__PREVIEW_DISPATCH_RESPONSE__INIT;
+	Vpp__V1__Estimate e;
+	vpp__op_estimate(&e, &pv->expected_kw);
+	resp.expected_delivery_kw = &e;
+	resp.shortfall_kw = pv->shortfall_kw;
+	resp.devices_saturated = pv->n_saturated;
+	resp.devices_dispatched = pv->n_dispatched;
+	resp.sustainable_for_s = isfinite(pv->sustain_s) ? pv->sustain_s : 0;
+	send_msg(call, &resp.base);
+	vpp_grpc_call_finish(call, VPP_GRPC_OK, NULL);
+}
+
 static void preview_done(vpp_plant_query *q)
 {
 	op_call *c = (op_call *)q;
 	if (c->call) {
-		if (c->rv != 0) {
+		if (c->rv != 0)
 			vpp_grpc_call_finish(c->call, VPP_GRPC_INTERNAL, "preview failed");
-		} else {
-			Vpp__V1__PreviewDispatchResponse resp = VPP__V1__PREVIEW_DISPATCH_RESPONSE__INIT;
-			Vpp__V1__Estimate e;
-			vpp__op_estimate(&e, &c->preview.expected_kw);
-			resp.expected_delivery_kw = &e;
-			resp.shortfall_kw = c->preview.shortfall_kw;
-			resp.devices_saturated = c->preview.n_saturated;
-			resp.devices_dispatched = c->preview.n_dispatched;
-			resp.sustainable_for_s =
-				isfinite(c->preview.sustain_s) ? c->preview.sustain_s : 0;
-			send_msg(c->call, &resp.base);
-			vpp_grpc_call_finish(c->call, VPP_GRPC_OK, NULL);
-		}
+		else
+			send_preview(c->call, &c->preview);
 	}
 	op_unref(c);
 }
@@ -606,6 +685,14 @@ static void on_preview(vpp_grpc_call *call, const uint8_t *req, size_t len)
 	if (!isfinite(target) || fabs(target) > op->o.max_target_kw) {
 		vpp_grpc_call_finish(call, VPP_GRPC_INVALID_ARGUMENT,
 				     "target_kw must be a finite number within the configured bound");
+		return;
+	}
+	/* In a cluster: the leader's split over the nodes, from the view;
+	 * this node's fleet only until it has read the cluster once. */
+	vpp_cluster_view *v = cluster_view(loop_of(call));
+	vpp_preview pv;
+	if (v && vpp__op_cluster_preview(v, target, &pv) == 0) {
+		send_preview(call, &pv);
 		return;
 	}
 	op_call *c = op_new(call, OP_PREVIEW);
@@ -817,6 +904,7 @@ int vpp_operator_new(const vpp_operator_opts *o, vpp_grpc_server *srv, vpp_grpc_
 		op->o.watch_poll_ms = 100;
 	if (!op->o.node_id)
 		op->o.node_id = "node";
+	op->started_at_ms = vpp_wall_ms();
 	pthread_mutex_init(&op->recent_lock, NULL);
 	op->auth_failed = vpp_counter_get("vpp_operator_auth_failures_total", NULL,
 					  "Operator calls without valid credentials");
@@ -826,10 +914,11 @@ int vpp_operator_new(const vpp_operator_opts *o, vpp_grpc_server *srv, vpp_grpc_
 					"Fleet setpoints accepted (retries not counted)");
 	op->nloops = vpp_grpc_server_loop_count(srv);
 	op->loops = calloc((size_t)op->nloops, sizeof(op_loop));
-	if (!op->loops) {
-		free(op);
-		return VPP_ENOMEM;
-	}
+	if (!op->loops)
+		goto fail_alloc;
+	for (int i = 0; o->cluster && i < op->nloops; i++)
+		if (!(op->loops[i].scratch = malloc(sizeof(op_nodes))))
+			goto fail_scratch;
 	for (int i = 0; i < op->nloops; i++) {
 		op_loop *ol = &op->loops[i];
 		ol->op = op;
@@ -848,6 +937,7 @@ int vpp_operator_new(const vpp_operator_opts *o, vpp_grpc_server *srv, vpp_grpc_
 		{.path = "/vpp.v1.GridOperator/PreviewDispatch", .on_request = on_preview},
 		{.path = "/vpp.v1.GridOperator/ListDevices", .on_request = on_list},
 		{.path = "/vpp.v1.GridOperator/GetDevice", .on_request = on_get},
+		{.path = "/vpp.v1.GridOperator/ListNodes", .on_request = on_nodes},
 	};
 	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
 		vpp_grpc_method m = methods[i];
@@ -861,6 +951,14 @@ int vpp_operator_new(const vpp_operator_opts *o, vpp_grpc_server *srv, vpp_grpc_
 fail:
 	vpp_operator_free(op);
 	return rv;
+fail_scratch:
+	for (int i = 0; i < op->nloops; i++)
+		free(op->loops[i].scratch);
+	free(op->loops);
+fail_alloc:
+	pthread_mutex_destroy(&op->recent_lock);
+	free(op);
+	return VPP_ENOMEM;
 }
 
 const vpp_tokens *vpp_operator_swap_tokens(vpp_operator *op, const vpp_tokens *t)
@@ -878,8 +976,10 @@ void vpp_operator_free(vpp_operator *op)
 {
 	if (!op)
 		return;
-	for (int i = 0; i < op->nloops; i++)
+	for (int i = 0; i < op->nloops; i++) {
 		pthread_mutex_destroy(&op->loops[i].lock);
+		free(op->loops[i].scratch);
+	}
 	pthread_mutex_destroy(&op->recent_lock);
 	free(op->recent);
 	free(op->loops);

@@ -281,6 +281,25 @@ def body(r):
 
     r.case("WatchFleet streams one status per tick", watch)
 
+    def list_nodes_single():
+        ln = op.ListNodes(g.ListNodesRequest(), metadata=tok(VIEW), timeout=5)
+        assert ln.leader_node_id == "grid-test" and ln.leader_epoch == 0 and len(ln.nodes) == 1, ln
+        n = ln.nodes[0]
+        assert n.node_id == "grid-test" and n.role == "leader" and n.alive and not n.draining, n
+        assert n.epoch == 0 and n.version and n.devices_online == 3, n
+        # Its last tick is its heartbeat (ticks every 200 ms here).
+        now = time.time() * 1000
+        assert 0 <= n.heartbeat_age_ms < 2000 and abs(n.heartbeat_at_ms - now) < 5000, n
+        assert 0 < n.started_at_ms <= n.heartbeat_at_ms, n
+        assert n.measured_kw.lower <= n.measured_kw.value <= n.measured_kw.upper, n
+        # A single vppd's status is as it always was: no per-node part.
+        s = op.GetFleetStatus(g.GetFleetStatusRequest(), metadata=tok(VIEW), timeout=5)
+        assert not s.nodes and not s.leader_node_id and s.leader_epoch == 0, s
+        c, _ = code_of(op.ListNodes, g.ListNodesRequest(), timeout=5)
+        assert c == grpc.StatusCode.UNAUTHENTICATED, c
+
+    r.case("ListNodes on a single vppd: itself, the leader, epoch 0; status without nodes", list_nodes_single)
+
     def health_tracks_dispatch():
         h = vt.stubs()
         hs = h.health_pb2_grpc.HealthStub(ch)
