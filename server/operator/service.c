@@ -236,6 +236,7 @@ static void set_run(vpp_plant_query *q, vpp_fleet *f, int64_t now, vpp_plant *p)
 		op->applied_order = c->order;
 		vpp_plant_set_active_setpoint(p, c->setpoint_id, r->target_kw, c->valid_until_ms,
 					      r->ramp_kw_per_s);
+		vpp_plant_tick_soon(p); /* the first commands leave now, not next tick */
 	}
 	if (!c->cluster_preview && vpp_fleet_preview(f, r->target_kw, now, &c->preview) != 0)
 		c->outcome = SET_REFUSED;
