@@ -53,6 +53,28 @@ class Fake:
         self.fail = None  # (grpc.StatusCode, message): the next call fails so
         self.delay_s = 0.0
         self.devices = [self._device(i) for i in range(120)]
+        self.cluster = False  # status() carries the per-node breakdown
+
+    def nodes(self):
+        """Three vppd nodes: the leader, a follower draining, a dead one."""
+        E = self.cpb.Estimate
+        N = self.pb.NodeStatus
+        now = NOW_MS()
+        return [
+            N(node_id="node-a", role="leader", alive=True, version="0.1.0", api_addr="10.0.0.1:7444",
+              device_addr="10.0.0.1:7443", started_at_ms=now - 3600000, heartbeat_at_ms=now - 300,
+              heartbeat_age_ms=300, epoch=7, share_kw=600.0,
+              measured_kw=E(value=598.24, sigma=6.06, lower=588.3, upper=608.2, as_of_ms=now - 400),
+              devices_online=400, devices_stale=3, devices_degraded=2, devices_offline=10, shortfall_kw=0.0),
+            N(node_id="node-b", role="follower", alive=True, draining=True, version="0.1.0",
+              heartbeat_at_ms=now - 800, heartbeat_age_ms=800, epoch=7, share_kw=0.0,
+              measured_kw=E(value=-1234.56, sigma=12.5, lower=-1255.1, upper=-1214.0, as_of_ms=now - 900),
+              devices_online=300),
+            N(node_id="node-c", role="follower", alive=False, version="0.0.9", heartbeat_at_ms=now - 25000,
+              heartbeat_age_ms=25000, epoch=6, share_kw=200.0,
+              measured_kw=E(value=150.0, sigma=3.0, lower=145.1, upper=154.9, as_of_ms=now - 25000),
+              devices_online=112),
+        ]
 
     def _device(self, i):
         E = self.cpb.Estimate
@@ -98,6 +120,7 @@ class Fake:
             self.fail = None
             self.delay_s = 0.0
             self.serving = True
+            self.cluster = False
 
     def last(self, method):
         with self.lock:
@@ -118,7 +141,9 @@ class Fake:
             expected_delivery_kw=E(value=1200.0, sigma=11.0, lower=1181.9, upper=1218.1, as_of_ms=now - 400),
             tracking_error_kw=-4.34, shortfall_kw=0.0, devices_online=812, devices_stale=20,
             devices_degraded=15, devices_offline=153, active_setpoint_id="sp-42",
-            active_valid_until_ms=now + 12 * 60 * 1000 + 5000)
+            active_valid_until_ms=now + 12 * 60 * 1000 + 5000,
+            nodes=self.nodes() if self.cluster else [], leader_node_id="node-a" if self.cluster else "",
+            leader_epoch=7 if self.cluster else 0)
 
 
 def make_servicer(fake, grid_pb2_grpc, health_pb2, health_pb2_grpc):
@@ -171,6 +196,10 @@ def make_servicer(fake, grid_pb2_grpc, health_pb2, health_pb2_grpc):
             page = devs[start:start + size]
             nxt = str(start + size) if start + size < len(devs) else ""
             return pb.ListDevicesResponse(devices=[fake.fresh(d) for d in page], next_page_token=nxt)
+
+        def ListNodes(self, req, ctx):
+            fake.record("ListNodes", req, ctx)
+            return pb.ListNodesResponse(nodes=fake.nodes(), leader_node_id="node-a", leader_epoch=7)
 
         def GetDevice(self, req, ctx):
             fake.record("GetDevice", req, ctx)
@@ -359,6 +388,7 @@ def run_cases(r, exe, fake, pb, certs, tls_port, h2c_port, mtls_port):
             r"^  devices\s+812 online, 20 stale, 15 degraded, 153 offline$",
             r"^  active setpoint\s+sp-42, 12 min left \(until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\)$"])
         assert "WARNING" not in p.stdout, p.stdout
+        assert "Nodes" not in p.stdout and "NODE" not in p.stdout, "a single vppd has no per-node part"
         c = fake.last("GetFleetStatus")
         assert c[2].get("authorization") == "Bearer op", c[2]
 
@@ -377,6 +407,65 @@ def run_cases(r, exe, fake, pb, certs, tls_port, h2c_port, mtls_port):
         assert (j["devices_online"], j["devices_stale"], j["devices_degraded"], j["devices_offline"]) == \
             (812, 20, 15, 153), j
         assert j["active_setpoint_id"] == "sp-42" and 300 <= j["data_age_ms"] < 5000, j
+
+    def status_per_node():
+        fake.cluster = True
+        p = ctl("status")
+        expect(p, 0, out=[
+            r"^  measured\s+1,204\.3 kW ±12\.1",
+            r"^Nodes \(3, 2 alive; leader node-a, epoch 7\):$",
+            r"^  NODE\s+ROLE\s+ONLINE\s+SHARE kW\s+MEASURED kW ± sigma\s+HEARTBEAT\s+VERSION\s+DRAINING$",
+            r"^  node-a\s+leader\s+400\s+600\.0\s+598\.2 ±6\.1\s+0\.3 s ago\s+0\.1\.0\s+no$",
+            r"^  node-b\s+follower\s+300\s+0\.0\s+-1,234\.6 ±12\.5\s+0\.8 s ago\s+0\.1\.0\s+yes$",
+            r"^  node-c\s+follower\s+112\s+200\.0\s+150\.0 ±3\.0\s+25 s ago, dead\s+0\.0\.9\s+no$"])
+        # The breakdown comes after the fleet's rows.
+        assert p.stdout.index("active setpoint") < p.stdout.index("Nodes ("), p.stdout
+        j = one_json(ctl("status", "--json"))
+        assert j["leader_node_id"] == "node-a" and j["leader_epoch"] == 7, j
+        assert [n["node_id"] for n in j["nodes"]] == ["node-a", "node-b", "node-c"], j["nodes"]
+        a = j["nodes"][0]
+        assert a["role"] == "leader" and a["alive"] is True and a["share_kw"] == 600 and a["epoch"] == 7, a
+        assert a["measured_kw"]["value"] == 598.24 and a["measured_kw"]["sigma"] == 6.06, a
+        assert j["nodes"][2]["alive"] is False and j["nodes"][1]["draining"] is True, j["nodes"]
+        # A single vppd: the same keys, no nodes.
+        fake.cluster = False
+        j = one_json(ctl("status", "--json"))
+        assert j["nodes"] == [] and j["leader_node_id"] is None and j["leader_epoch"] == 0, j
+
+    def nodes_table():
+        p = ctl("nodes")
+        expect(p, 0, out=[
+            r"^NODE\s+ROLE\s+ONLINE\s+SHARE kW\s+MEASURED kW ± sigma\s+HEARTBEAT\s+VERSION\s+DRAINING$",
+            r"^node-a\s+leader\s+400\s+600\.0\s+598\.2 ±6\.1\s+0\.3 s ago\s+0\.1\.0\s+no$",
+            r"^node-b\s+follower\s+300\s+0\.0\s+-1,234\.6 ±12\.5\s+0\.8 s ago\s+0\.1\.0\s+yes$",
+            r"^node-c\s+follower\s+112\s+200\.0\s+150\.0 ±3\.0\s+25 s ago, dead\s+0\.0\.9\s+no$",
+            r"^3 nodes, 2 alive; leader node-a \(epoch 7\)$"])
+        lines = p.stdout.splitlines()
+        hdr, rows = lines[0], [ln for ln in lines if ln.startswith("node-")]
+        # Columns line up: numbers end where their header ends, text
+        # starts where its header starts.
+        for col in ("ONLINE", "SHARE kW", "MEASURED kW ± sigma", "HEARTBEAT"):
+            end = hdr.index(col) + len(col)
+            assert all(r[end - 1] != " " and r[end] == " " for r in rows), (col, hdr, rows)
+        for col in ("ROLE", "VERSION", "DRAINING"):
+            at = hdr.index(col)
+            assert all(r[at] != " " and r[at - 1] == " " for r in rows), (col, hdr, rows)
+        assert fake.last("ListNodes")[2]["authorization"] == "Bearer op"
+        j = one_json(ctl("nodes", "--json", "--token", "viewer"))
+        assert j["count"] == 3 and j["alive"] == 2 and j["leader_node_id"] == "node-a" and j["leader_epoch"] == 7, j
+        c = j["nodes"][2]
+        assert c["node_id"] == "node-c" and c["alive"] is False and c["heartbeat_age_ms"] == 25000 and \
+            c["version"] == "0.0.9" and c["epoch"] == 6 and c["api_addr"] is None, c
+        a = j["nodes"][0]
+        assert a["api_addr"] == "10.0.0.1:7444" and a["device_addr"] == "10.0.0.1:7443" and \
+            a["devices_stale"] == 3 and a["devices_degraded"] == 2 and a["devices_offline"] == 10, a
+        m = a["measured_kw"]
+        assert (m["value"], m["sigma"], m["lower"], m["upper"]) == (598.24, 6.06, 588.3, 608.2), m
+        # A vppd from before ListNodes.
+        fake.fail = (grpc.StatusCode.UNIMPLEMENTED, "")
+        expect(ctl("nodes"), 1, err=[r"does not serve this call \(an older version\?\)"])
+        fake.fail = None
+        expect(ctl("nodes", "extra"), 2, err=[r"unexpected argument 'extra'"])
 
     def set_full():
         p = ctl("set", "1500", "--for", "90m", "--ramp", "25.5", "--reason", "evening \"peak\" ☀",
@@ -686,6 +775,8 @@ def run_cases(r, exe, fake, pb, certs, tls_port, h2c_port, mtls_port):
     case("bad arguments refused locally (exit 2, nothing sent)", usage_errors)
     case("status: readable block with intervals, ages, token sent", status_text)
     case("status --json: every value from the server", status_json)
+    case("status in a cluster: the fleet, then a line per node (and in --json)", status_per_node)
+    case("nodes: role, devices, share, measured ± sigma, heartbeat, version, draining; --json", nodes_table)
     case("set: request carries valid_for, ramp, reason, request_id", set_full)
     case("set: defaults, negative power, random request id", set_defaults_and_negative)
     case("set: shortfall warning and --json", set_shortfall)

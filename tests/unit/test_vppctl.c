@@ -106,6 +106,31 @@ START_TEST(width_counts_code_points)
 }
 END_TEST
 
+/* Tables line up on code points (the ± of an Estimate is two bytes). */
+START_TEST(tables_align_columns)
+{
+	const char *headers[] = {"NODE", "ONLINE", "MEASURED kW \u00b1 sigma", "DRAINING"};
+	const bool right[] = {false, true, true, false};
+	const char *cells[] = {"node-a",  "400", "598.2 \u00b16.1",     "no",
+	                       "node-bb", "12",  "-1,204.3 \u00b112.0", "yes"};
+	char *out = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&out, &len);
+	vpp__ctl_table(f, "  ", 4, headers, right, cells, 2);
+	fclose(f);
+	ck_assert_str_eq(out, "  NODE     ONLINE  MEASURED kW \u00b1 sigma  DRAINING\n"
+	                      "  node-a      400           598.2 \u00b16.1  no\n"
+	                      "  node-bb      12       -1,204.3 \u00b112.0  yes\n");
+	free(out);
+	/* No rows: the header alone. */
+	f = open_memstream(&out, &len);
+	vpp__ctl_table(f, "", 2, headers, right, NULL, 0);
+	fclose(f);
+	ck_assert_str_eq(out, "NODE  ONLINE\n");
+	free(out);
+}
+END_TEST
+
 START_TEST(durations)
 {
 	uint64_t ms;
@@ -235,6 +260,12 @@ START_TEST(other_commands)
 	ck_assert_uint_eq(o.count, 3);
 	ck_assert_int_eq(parse(&o, err, "preview", "2.5MW", NULL), 0);
 	ck_assert(o.kw == 2500);
+	/* nodes takes the flags every command takes (it is the ninth
+	 * command: past the first byte of the commands' mask). */
+	ck_assert_int_eq(parse(&o, err, "nodes", "--json", "--timeout", "3s", NULL), 0);
+	ck_assert_int_eq(o.cmd, VPP__CTL_NODES);
+	ck_assert(o.json);
+	ck_assert_uint_eq(o.timeout_ms, 3000);
 	ck_assert_int_eq(parse(&o, err, "--help", NULL), 0);
 	ck_assert(o.help);
 	ck_assert_int_eq(parse(&o, err, "set", "--help", NULL), 0);
@@ -279,6 +310,8 @@ START_TEST(bad_command_lines)
 	    {{"set", "10", "--request-id", long_id}, "1 to 127 bytes"},
 	    {{"status", "--token", "two words"}, "space or control character"},
 	    {{"status", "--token", " \n"}, "token is empty"},
+	    {{"nodes", "node-a"}, "unexpected argument 'node-a'"},
+	    {{"nodes", "--all"}, "--all does not apply to 'nodes'"},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		vpp__ctl_opts o;
@@ -424,6 +457,7 @@ Suite *test_vppctl_suite(void)
 	tcase_add_test(f, ages_pick_a_readable_unit);
 	tcase_add_test(f, local_time_follows_tz);
 	tcase_add_test(f, width_counts_code_points);
+	tcase_add_test(f, tables_align_columns);
 	tcase_add_test(f, json_writer);
 	suite_add_tcase(s, f);
 	TCase *a = tcase_create("args");

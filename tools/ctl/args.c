@@ -13,7 +13,7 @@
 #include <string.h>
 #include <strings.h>
 
-#define ALL 0xffu
+#define ALL 0xffffffffu
 #define CMD(c) (1u << (c))
 
 typedef enum {
@@ -80,7 +80,7 @@ static const struct {
 	const char *synopsis;
 } commands[] = {
     {"status", VPP__CTL_STATUS, 0,
-     "status                 the fleet now: power, headroom, devices"},
+     "status                 the fleet now: power, headroom, devices (per node in a cluster)"},
     {"watch", VPP__CTL_WATCH, 0, "watch [--count N]      one line per control tick until Ctrl-C"},
     {"set", VPP__CTL_SET, 1,
      "set <kW> [--for 15m] [--ramp X] [--reason TEXT] [--request-id ID]\n"
@@ -91,6 +91,8 @@ static const struct {
      "devices [--state S] [--limit N] [--all]\n"
      "                         table of devices"},
     {"device", VPP__CTL_DEVICE, 1, "device <id>            one device in detail"},
+    {"nodes", VPP__CTL_NODES, 0,
+     "nodes                  the cluster's vppd nodes: role, devices, share, heartbeat"},
     {"health", VPP__CTL_HEALTH, 0,
      "health                 SERVING or NOT_SERVING (exit 0 only if SERVING)"},
 };
@@ -539,5 +541,6 @@ void vpp__ctl_usage(FILE *out)
 	             "Examples:\n"
 	             "  vppctl --ca certs/ca.pem --token $T set 1200 --for 30m --ramp 50\n"
 	             "  vppctl status --json\n"
+	             "  vppctl nodes\n"
 	             "  vppctl devices --state degraded --all\n");
 }

@@ -36,6 +36,7 @@ static void status_json(vpp__ctl_json *j, const Vpp__V1__FleetStatus *fs, int64_
 	                  fs->active_setpoint_id[0] ? fs->active_setpoint_id : NULL);
 	vpp__ctl_json_int(j, "active_valid_until_ms", fs->active_valid_until_ms);
 	vpp__ctl_json_int(j, "data_age_ms", now - data_time(fs));
+	vpp__ctl_json_nodes(j, fs->nodes, fs->n_nodes, fs->leader_node_id, fs->leader_epoch);
 	vpp__ctl_json_end(j);
 }
 
@@ -51,7 +52,8 @@ static void kw_row(const char *label, double v)
 	row(label, l);
 }
 
-static void status_text(const Vpp__V1__FleetStatus *fs, int64_t now)
+/* Returns the exit code. */
+static int status_text(const Vpp__V1__FleetStatus *fs, int64_t now)
 {
 	char a[160], b[160], c[64], d[64];
 	printf("Fleet status, as of %s ago (tick %s)\n",
@@ -78,12 +80,27 @@ static void status_text(const Vpp__V1__FleetStatus *fs, int64_t now)
 		         vpp__ctl_fmt_age(c, sizeof(c), fs->active_valid_until_ms - now),
 		         vpp__ctl_fmt_local_time(b, sizeof(b), fs->active_valid_until_ms));
 		row("active setpoint", a);
+	} else if (fs->n_nodes > 0 && fabs(fs->target_kw) >= 0.05) {
+		/* A node given no share does not hear which setpoint it is. */
+		row("active setpoint", "not known to this node");
 	} else {
 		row("active setpoint", "none (the fleet holds 0 kW)");
 	}
 	if (fabs(fs->shortfall_kw) > 0.05)
 		printf("WARNING: the fleet cannot deliver its target: short by %s kW\n",
 		       vpp__ctl_fmt_num(d, sizeof(d), fs->shortfall_kw, 1));
+	if (fs->n_nodes == 0)
+		return 0; /* a single vppd */
+	size_t alive = 0;
+	for (size_t i = 0; i < fs->n_nodes; i++)
+		alive += fs->nodes[i]->alive;
+	printf("Nodes (%zu, %zu alive; ", fs->n_nodes, alive);
+	if (fs->leader_node_id[0])
+		printf("leader %s, epoch %llu):\n", fs->leader_node_id,
+		       (unsigned long long)fs->leader_epoch);
+	else
+		printf("no leader):\n");
+	return vpp__ctl_print_nodes(fs->nodes, fs->n_nodes, "  ");
 }
 
 int vpp__ctl_cmd_status(vpp__ctl_client *c, vpp__ctl_opts *o)
@@ -102,7 +119,7 @@ int vpp__ctl_cmd_status(vpp__ctl_client *c, vpp__ctl_opts *o)
 		status_json(&j, fs, now);
 		rc = vpp__ctl_json_emit(&j);
 	} else {
-		status_text(fs, now);
+		rc = status_text(fs, now);
 	}
 	protobuf_c_message_free_unpacked(m, NULL);
 	return rc;

@@ -34,6 +34,14 @@ void vpp__ctl_json_pb_estimate(vpp__ctl_json *j, const char *key, const Vpp__V1_
  * for 0 kW), and a WARNING when that is less than |valid_for_s| (> 0). */
 void vpp__ctl_print_sustain(double sustain_s, double kw, double valid_for_s);
 
+/* cmd_nodes.c: the table of |n| |nodes| on stdout, each line after
+ * |indent|. Returns the exit code (VPP__CTL_EXIT_ERROR when out of memory). */
+int vpp__ctl_print_nodes(Vpp__V1__NodeStatus *const *nodes, size_t n, const char *indent);
+/* "nodes": [...], "leader_node_id" (null when empty) and "leader_epoch"
+ * into the open object |j|. */
+void vpp__ctl_json_nodes(vpp__ctl_json *j, Vpp__V1__NodeStatus *const *nodes, size_t n,
+                         const char *leader_id, uint64_t leader_epoch);
+
 /* Prints |j| as one line on stdout and frees it. Returns the exit code
  * (VPP__CTL_EXIT_ERROR when out of memory). */
 int vpp__ctl_json_emit(vpp__ctl_json *j);

@@ -27,6 +27,7 @@ typedef enum {
 	VPP__CTL_DEVICES,
 	VPP__CTL_DEVICE,
 	VPP__CTL_HEALTH,
+	VPP__CTL_NODES,
 } vpp__ctl_cmd;
 
 /* Everything the command line and environment say. Strings point into argv
@@ -108,6 +109,15 @@ size_t vpp__ctl_width(const char *s);
 /* Writes |s| to |out| padded with spaces to |width| columns (left aligned,
  * or right aligned when |right|). */
 void vpp__ctl_pad(FILE *out, const char *s, size_t width, bool right);
+/* Writes a table to |out|: a line of the |ncols| |headers|, then |nrows|
+ * lines of |cells| (row after row, nrows x ncols strings). Each column is
+ * as wide as its widest cell, right aligned where |right| says, two spaces
+ * apart; the last one is not padded unless right aligned. Every line
+ * starts with |indent|. Writes nothing beyond VPP__CTL_TABLE_MAX_COLS
+ * columns. */
+#define VPP__CTL_TABLE_MAX_COLS 16
+void vpp__ctl_table(FILE *out, const char *indent, size_t ncols, const char *const *headers,
+                    const bool *right, const char *const *cells, size_t nrows);
 
 /* ---- json.c: a small JSON writer into a growing buffer ------------------ */
 
@@ -191,6 +201,7 @@ int vpp__ctl_cmd_preview(vpp__ctl_client *c, vpp__ctl_opts *o);
 int vpp__ctl_cmd_devices(vpp__ctl_client *c, vpp__ctl_opts *o);
 int vpp__ctl_cmd_device(vpp__ctl_client *c, vpp__ctl_opts *o);
 int vpp__ctl_cmd_health(vpp__ctl_client *c, vpp__ctl_opts *o);
+int vpp__ctl_cmd_nodes(vpp__ctl_client *c, vpp__ctl_opts *o);
 
 /* Unix time now in ms (wall clock). */
 int64_t vpp__ctl_now_ms(void);

@@ -103,3 +103,28 @@ void vpp__ctl_pad(FILE *out, const char *s, size_t width, bool right)
 		for (; w < width; w++)
 			fputc(' ', out);
 }
+
+void vpp__ctl_table(FILE *out, const char *indent, size_t ncols, const char *const *headers,
+                    const bool *right, const char *const *cells, size_t nrows)
+{
+	size_t width[VPP__CTL_TABLE_MAX_COLS];
+	if (ncols > VPP__CTL_TABLE_MAX_COLS)
+		return;
+	for (size_t k = 0; k < ncols; k++) {
+		width[k] = vpp__ctl_width(headers[k]);
+		for (size_t r = 0; r < nrows; r++) {
+			size_t w = vpp__ctl_width(cells[r * ncols + k]);
+			if (w > width[k])
+				width[k] = w;
+		}
+	}
+	for (size_t r = 0; r <= nrows; r++) {
+		const char *const *line = r == 0 ? headers : cells + (r - 1) * ncols;
+		fputs(indent, out);
+		for (size_t k = 0; k < ncols; k++) {
+			bool last = k + 1 == ncols;
+			vpp__ctl_pad(out, line[k], last && !right[k] ? 0 : width[k], right[k]);
+			fputs(last ? "\n" : "  ", out);
+		}
+	}
+}
