@@ -256,7 +256,7 @@ static void run_requests(vpp_cluster *c)
 						     "WITH u AS (UPDATE cluster_nodes SET "
 						     "drain_requested = $2::bool WHERE node_id = $1 "
 						     "AND heartbeat_at > now() - $3::bigint * "
-						     "interval '1 millisecond' RETURNING 1) SELECT "
+						     "interval '1 millisecond' AND left_at IS NULL RETURNING 1) SELECT "
 						     "(SELECT count(*) FROM u), pg_notify('vpp_drain', $1)",
 						     3, p, vpp__cl_timeout(c), err, sizeof(err))
 				      : NULL;
@@ -506,9 +506,8 @@ void vpp_cluster_stop(vpp_cluster *c)
 		char err[200];
 		const char *p[2] = {c->node_id, c->incarnation};
 		PGresult *r = vpp__cl_exec(c->main,
-					   "UPDATE cluster_nodes SET heartbeat_at = now() - interval "
-					   "'1 hour', role = 'follower' WHERE node_id = $1 AND "
-					   "incarnation = $2",
+					   "UPDATE cluster_nodes SET left_at = now(), role = "
+					   "'follower' WHERE node_id = $1 AND incarnation = $2",
 					   2, p, 1000, err, sizeof(err));
 		PQclear(r);
 	}

@@ -57,7 +57,7 @@ static int check_versions(vpp_cluster *c, char *err, size_t errlen)
 	PGresult *r = vpp__cl_exec(c->main,
 				   "SELECT node_id, protocol, version FROM cluster_nodes WHERE "
 				   "node_id <> $1 AND protocol <> $3::int AND heartbeat_at > now() - "
-				   "$2::bigint * interval '1 millisecond' ORDER BY node_id LIMIT 1",
+				   "$2::bigint * interval '1 millisecond' AND left_at IS NULL ORDER BY node_id LIMIT 1",
 				   3, p, vpp__cl_timeout(c), err, errlen);
 	if (!r)
 		return VPP_EDB;
@@ -172,7 +172,7 @@ int vpp__cl_register(vpp_cluster *c, char *err, size_t errlen)
 		"started_at = CASE WHEN cluster_nodes.incarnation = $3 THEN cluster_nodes.started_at "
 		"ELSE now() END, heartbeat_at = now(), incarnation = $3, protocol = $4::int, "
 		"schema_version = $5::int, api_addr = $6, device_addr = $7, role = 'follower', "
-		"draining = false, drain_requested = false, epoch = 0, share_kw = 0",
+		"draining = false, drain_requested = false, left_at = NULL, epoch = 0, share_kw = 0",
 		7, p, vpp__cl_timeout(c), err, errlen);
 	if (!r)
 		return VPP_EDB;
@@ -363,7 +363,7 @@ int vpp__cl_read_view(vpp_cluster *c, char *err, size_t errlen)
 		"SELECT node_id, version, api_addr, device_addr, role, draining, epoch, share_kw, "
 		"agg_a, agg_e_dis_kwh, agg_e_chg_kwh, agg_lo_kw, agg_hi_kw, status::text, "
 		MS("started_at") ", " MS("heartbeat_at") ", " MS("now() - heartbeat_at") ", "
-		"heartbeat_at > now() - $1::bigint * interval '1 millisecond', "
+		"heartbeat_at > now() - $1::bigint * interval '1 millisecond' AND left_at IS NULL, "
 		"(SELECT epoch || ' ' || node_id FROM cluster_leaders ORDER BY epoch DESC LIMIT 1) "
 		"FROM cluster_nodes WHERE heartbeat_at > now() - interval '1 day' "
 		"ORDER BY node_id LIMIT " VPP__STR(VPP_CLUSTER_NODES_MAX),

@@ -24,6 +24,9 @@ ALTER TABLE cluster_nodes
 	ADD COLUMN device_addr text NOT NULL DEFAULT '',
 	ADD COLUMN role text NOT NULL DEFAULT 'follower' CHECK (role IN ('leader', 'follower')),
 	ADD COLUMN draining boolean NOT NULL DEFAULT false,
+	-- Set when the node stops gracefully: dead at once, whatever its
+	-- last heartbeat's age.
+	ADD COLUMN left_at timestamptz,
 	-- Set by an operator (vppctl node drain) on any node; the node reads
 	-- it with its heartbeat and drains.
 	ADD COLUMN drain_requested boolean NOT NULL DEFAULT false,
