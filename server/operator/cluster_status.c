@@ -3,6 +3,7 @@
  * the leader splits a target over the nodes. Pure: the callers copy the
  * view (vpp_cluster_view_get) and send the messages. */
 #include "operator_int.h"
+#include "vpp/error.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -128,4 +129,57 @@ void vpp__op_local_node(vpp_cluster_node *out, const vpp_plant_snapshot *snap,
 				     .lo_kw = snap->agg_lo_kw,
 				     .hi_kw = snap->agg_hi_kw};
 	out->status = snap->status;
+}
+
+bool vpp__op_node_id_ok(const char *id)
+{
+	size_t n = 0;
+	for (const char *p = id; *p; p++, n++) {
+		char ch = *p;
+		bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+			  (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-';
+		if (!ok || n == VPP_CLUSTER_ID_MAX)
+			return false;
+	}
+	return n > 0;
+}
+
+const char *vpp__op_drain_outcome(int status, const char *node_id, vpp_grpc_status *code,
+				  char *msg, size_t msglen)
+{
+	msg[0] = 0;
+	switch (status) {
+	case 0:
+		*code = VPP_GRPC_OK;
+		return "accepted";
+	case VPP_ENOENT:
+		*code = VPP_GRPC_NOT_FOUND;
+		snprintf(msg, msglen,
+			 "no live node '%s' in this cluster (vppctl nodes lists them)",
+			 node_id);
+		return "no_such_node";
+	case VPP_EDB:
+		*code = VPP_GRPC_UNAVAILABLE;
+		snprintf(msg, msglen, "the database is unreachable: retry");
+		return "db_unavailable";
+	case VPP_ECLOSED:
+		*code = VPP_GRPC_UNAVAILABLE;
+		snprintf(msg, msglen, "this vppd is stopping: retry, or ask another node");
+		return "stopping";
+	case VPP_EFULL:
+		/* A handful of requests wait for the cluster thread's next
+		 * round trip: this many means the database is slow. */
+		*code = VPP_GRPC_RESOURCE_EXHAUSTED;
+		snprintf(msg, msglen, "too many drain requests pending on this node: retry");
+		return "busy";
+	case VPP_EINVAL:
+		*code = VPP_GRPC_INVALID_ARGUMENT;
+		snprintf(msg, msglen, "node_id must be 1 to %d characters of A-Z a-z 0-9 . _ -",
+			 VPP_CLUSTER_ID_MAX);
+		return "invalid";
+	default:
+		*code = VPP_GRPC_INTERNAL;
+		snprintf(msg, msglen, "the drain request failed (%d)", status);
+		return "failed";
+	}
 }

@@ -24,8 +24,9 @@ typedef struct {
 	char setpoint_id[24]; /* the view's, as the API spells it */
 } op_nodes;
 
-/* Per I/O loop: completions from the store thread come back through a
- * locked list and an async (rare: one per SetFleetSetpoint). */
+/* Per I/O loop: completions from the store and cluster threads come back
+ * through a locked list and an async (rare: one per SetFleetSetpoint or
+ * DrainNode). */
 typedef struct {
 	struct vpp_operator *op;
 	int index;
@@ -72,7 +73,7 @@ typedef struct {
 	vpp_device_info di;
 } op_device;
 
-enum { OP_SET, OP_PREVIEW, OP_LIST, OP_GET };
+enum { OP_SET, OP_PREVIEW, OP_LIST, OP_GET, OP_DRAIN };
 
 struct op_call {
 	vpp_plant_query q;
@@ -109,10 +110,14 @@ struct op_call {
 	size_t ndevs;
 	bool more;
 	char next_token[VPP_ID_CAP * 2]; /* where the next page starts after */
+	/* DrainNode: the node asked, what for, and the cluster's answer */
+	char node_id[VPP_CLUSTER_ID_MAX + 1];
+	bool drain;
+	int drain_status;
 	/* WatchFleet */
 	uv_timer_t *timer;
 	uint64_t last_tick;
-	op_call *next;
+	op_call *next; /* on ol->done: a SetFleetSetpoint stored, a DrainNode answered */
 };
 
 /* convert.c */
@@ -134,6 +139,16 @@ void vpp__op_device_info(Vpp__V1__DeviceInfo *out, Vpp__V1__Estimate est[2], con
 			 const char *node_id);
 
 /* cluster_status.c: the cluster's answers, from a view (pure). */
+
+/* Whether |id| is a node id a cluster accepts: 1..VPP_CLUSTER_ID_MAX of
+ * [A-Za-z0-9._-]. */
+bool vpp__op_node_id_ok(const char *id);
+/* What DrainNode answers for the cluster's |status| about node |node_id|
+ * (vpp_cluster_request_drain, or its callback): the gRPC status into
+ * |*code|, its message into |msg| ("" for OK); returns the audit log's
+ * result ("accepted", "no_such_node", "db_unavailable", ...). */
+const char *vpp__op_drain_outcome(int status, const char *node_id, vpp_grpc_status *code,
+				  char *msg, size_t msglen);
 
 /* What the fleet would deliver for |target_kw| when the leader splits it
  * over the alive, non-draining nodes of |v| (see the file for how sigma

@@ -1,5 +1,6 @@
 /* GridOperator handlers: authentication, validation, the plant queries that
- * answer them, idempotent setpoints and the audit log. */
+ * answer them, idempotent setpoints, drain requests to the cluster and the
+ * audit log. */
 #include "operator_int.h"
 #include "vpp/clock.h"
 #include "vpp/error.h"
@@ -353,6 +354,9 @@ static void set_apply(op_call *c)
 	op_unref(c);
 }
 
+static void drain_done(op_call *c);
+
+/* The I/O loop: what the store and cluster threads finished (ol->done). */
 static void on_loop_async(uv_async_t *a)
 {
 	op_loop *ol = a->data;
@@ -365,10 +369,29 @@ static void on_loop_async(uv_async_t *a)
 		list = c->next;
 		/* Recorded is accepted: applied and audited even when its
 		 * caller has gone (a timeout), so that the database and the
-		 * fleet agree (a restart carries on with the newest row). */
-		set_apply(c);
+		 * fleet agree (a restart carries on with the newest row). A
+		 * drain request is audited the same way. */
+		if (c->kind == OP_DRAIN)
+			drain_done(c);
+		else
+			set_apply(c);
 		op_unref(c);
 	}
+}
+
+/* Store or cluster thread: hands |c| to its I/O loop (on_loop_async). */
+static void post_done(op_call *c)
+{
+	op_loop *ol = c->ol;
+	pthread_mutex_lock(&ol->lock);
+	if (ol->closed) {
+		pthread_mutex_unlock(&ol->lock);
+		return; /* the loop is gone; so is the call: the reference leaks at exit */
+	}
+	c->next = ol->done;
+	ol->done = c;
+	uv_async_send(&ol->async);
+	pthread_mutex_unlock(&ol->lock);
 }
 
 /* Store thread: the setpoint row is in (or was already). */
@@ -386,16 +409,7 @@ static void on_stored(int status, const vpp_setpoint *row, bool created, void *u
 		c->conflict = !created && !same_request(c->set, row->target_kw, row->valid_for_s,
 						       row->ramp_kw_per_s);
 	}
-	op_loop *ol = c->ol;
-	pthread_mutex_lock(&ol->lock);
-	if (ol->closed) {
-		pthread_mutex_unlock(&ol->lock);
-		return; /* the loop is gone; so is the call: the reference leaks at exit */
-	}
-	c->next = ol->done;
-	ol->done = c;
-	uv_async_send(&ol->async);
-	pthread_mutex_unlock(&ol->lock);
+	post_done(c);
 }
 
 /* Without a database: request_ids are remembered in memory (this node,
@@ -532,6 +546,98 @@ static void on_set(vpp_grpc_call *call, const uint8_t *req, size_t len)
 		c->refs--;
 		c->store_status = VPP_EDB;
 		set_apply(c);
+	}
+}
+
+/* ---- DrainNode ----------------------------------------------------------- */
+
+/* The I/O loop: the cluster's answer in c->drain_status (or the refusal of
+ * the request itself). Audited whether or not the caller is still there,
+ * since the request may have reached the database. Does not drop the
+ * caller's reference to |c|. */
+static void drain_done(op_call *c)
+{
+	vpp_grpc_status code;
+	char msg[200];
+	const char *result =
+		vpp__op_drain_outcome(c->drain_status, c->node_id, &code, msg, sizeof(msg));
+	audit(c->ol->op, c->principal, "DrainNode", NULL, c->detail, result);
+	if (!c->call)
+		return;
+	if (code != VPP_GRPC_OK) {
+		vpp_grpc_call_finish(c->call, code, msg);
+		return;
+	}
+	Vpp__V1__DrainNodeResponse resp = VPP__V1__DRAIN_NODE_RESPONSE__INIT;
+	resp.node_id = c->node_id;
+	resp.draining = c->drain;
+	send_msg(c->call, &resp.base);
+	vpp_grpc_call_finish(c->call, VPP_GRPC_OK, NULL);
+}
+
+/* Cluster thread: the request is in the database (0), or why not. */
+static void on_drained(int status, void *ud)
+{
+	op_call *c = ud;
+	c->drain_status = status;
+	post_done(c);
+}
+
+static void on_drain(vpp_grpc_call *call, const uint8_t *req, size_t len)
+{
+	vpp_operator *op = svc(call);
+	char principal[128];
+	if (!authorize(call, VPP_ROLE_OPERATOR, principal, sizeof(principal)))
+		return;
+	Vpp__V1__DrainNodeRequest *r = vpp__v1__drain_node_request__unpack(NULL, len, req);
+	if (!r) {
+		vpp_grpc_call_reject(call, VPP_GRPC_INVALID_ARGUMENT, "bad_message",
+				     "DrainNodeRequest does not parse");
+		return;
+	}
+	/* The detail is logged and stored: the id made printable (a refused
+	 * one is as sent), the reason cut at a whole character. */
+	char id[2 * VPP_CLUSTER_ID_MAX + 1], reason[101] = "-", detail[256], why[200] = "";
+	vpp_text_sanitize(id, sizeof(id), r->node_id);
+	bool drain = r->drain;
+	if (!vpp__op_node_id_ok(r->node_id))
+		snprintf(why, sizeof(why),
+			 "node_id must be 1 to %d characters of A-Z a-z 0-9 . _ - (vppctl nodes "
+			 "lists them)",
+			 VPP_CLUSTER_ID_MAX);
+	else if (!printable(r->reason, VPP_TEXT_CAP - 1))
+		snprintf(why, sizeof(why), "reason must be printable UTF-8, at most %d bytes",
+			 VPP_TEXT_CAP - 1);
+	else
+		vpp_utf8_copy(reason, sizeof(reason), r->reason);
+	vpp__v1__drain_node_request__free_unpacked(r, NULL);
+	snprintf(detail, sizeof(detail), "node_id=%s drain=%s reason=%s", id,
+		 drain ? "true" : "false", reason);
+	if (why[0]) {
+		audit(op, principal, "DrainNode", NULL, detail, "invalid");
+		vpp_grpc_call_finish(call, VPP_GRPC_INVALID_ARGUMENT, why);
+		return;
+	}
+	if (!op->o.cluster) {
+		audit(op, principal, "DrainNode", NULL, detail, "not_clustered");
+		vpp_grpc_call_finish(call, VPP_GRPC_FAILED_PRECONDITION,
+				     "this vppd is not in a cluster (--cluster): nothing to drain to");
+		return;
+	}
+	op_call *c = op_new(call, OP_DRAIN);
+	if (!c)
+		return;
+	snprintf(c->principal, sizeof(c->principal), "%s", principal);
+	memcpy(c->node_id, id, strlen(id) + 1); /* checked: at most VPP_CLUSTER_ID_MAX */
+	snprintf(c->detail, sizeof(c->detail), "%s", detail);
+	c->drain = drain;
+	/* A reference for the cluster thread's answer, dropped on this loop. */
+	c->refs++;
+	int rv = vpp_cluster_request_drain(op->o.cluster, c->node_id, drain, on_drained, c);
+	if (rv != 0) {
+		c->drain_status = rv;
+		drain_done(c);
+		op_unref(c);
 	}
 }
 
@@ -939,6 +1045,7 @@ int vpp_operator_new(const vpp_operator_opts *o, vpp_grpc_server *srv, vpp_grpc_
 		{.path = "/vpp.v1.GridOperator/ListDevices", .on_request = on_list},
 		{.path = "/vpp.v1.GridOperator/GetDevice", .on_request = on_get},
 		{.path = "/vpp.v1.GridOperator/ListNodes", .on_request = on_nodes},
+		{.path = "/vpp.v1.GridOperator/DrainNode", .on_request = on_drain},
 	};
 	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
 		vpp_grpc_method m = methods[i];

@@ -300,6 +300,36 @@ def body(r):
 
     r.case("ListNodes on a single vppd: itself, the leader, epoch 0; status without nodes", list_nodes_single)
 
+    def drain_single():
+        D = g.DrainNodeRequest
+        c, why = code_of(op.DrainNode, D(node_id="grid-test", drain=True, reason="upgrade"), metadata=tok(OP),
+                         timeout=5)
+        assert c == grpc.StatusCode.FAILED_PRECONDITION, (c, why)
+        assert why == "this vppd is not in a cluster (--cluster): nothing to drain to", why
+        c, why = code_of(op.DrainNode, D(node_id="grid-test", drain=False), metadata=tok(OP), timeout=5)
+        assert c == grpc.StatusCode.FAILED_PRECONDITION, (c, why)
+        c, why = code_of(op.DrainNode, D(node_id="grid-test", drain=True), metadata=tok(VIEW), timeout=5)
+        assert c == grpc.StatusCode.PERMISSION_DENIED, (c, why)
+        c, why = code_of(op.DrainNode, D(node_id="grid-test", drain=True), timeout=5)
+        assert c == grpc.StatusCode.UNAUTHENTICATED, (c, why)
+        for bad in ("", "node 2", "x" * 41, "node/2", "n\u00e9"):
+            c, why = code_of(op.DrainNode, D(node_id=bad, drain=True), metadata=tok(OP), timeout=5)
+            assert c == grpc.StatusCode.INVALID_ARGUMENT and "node_id must be 1 to 40" in why, (bad, c, why)
+        c, why = code_of(op.DrainNode, D(node_id="grid-test", drain=True, reason="x" * 300), metadata=tok(OP),
+                         timeout=5)
+        assert c == grpc.StatusCode.INVALID_ARGUMENT and "reason" in why, (c, why)
+        # Audited (in the log: this vppd has no database), refusals too.
+        log = open(env.proc.log_path).read()
+        assert "principal=token:ops action=DrainNode request_id=- result=not_clustered " \
+            "node_id=grid-test drain=true reason=upgrade" in log, log[-3000:]
+        assert "action=DrainNode request_id=- result=invalid node_id=node/2 drain=true" in log, log[-3000:]
+        # The node is still in service.
+        n = op.ListNodes(g.ListNodesRequest(), metadata=tok(VIEW), timeout=5).nodes[0]
+        assert not n.draining, n
+
+    r.case("DrainNode on a single vppd: FAILED_PRECONDITION; viewer, no token, bad id refused; audited",
+           drain_single)
+
     def setpoint_latency():
         # On one node a new target goes out at once, not at the next tick
         # (every 200 ms here). The sign alternates so that neither a lease

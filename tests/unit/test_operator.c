@@ -284,6 +284,48 @@ START_TEST(single_node_lists_itself)
 }
 END_TEST
 
+/* DrainNode: the ids a cluster accepts, and what each answer of the
+ * cluster becomes for the caller and in the audit log. */
+START_TEST(drain_ids_and_outcomes)
+{
+	char id40[41], id41[42];
+	memset(id40, 'n', 40);
+	id40[40] = 0;
+	memset(id41, 'n', 41);
+	id41[41] = 0;
+	ck_assert(vpp__op_node_id_ok("node-2"));
+	ck_assert(vpp__op_node_id_ok("a.B_9-z"));
+	ck_assert(vpp__op_node_id_ok(id40));
+	ck_assert(!vpp__op_node_id_ok(id41));
+	ck_assert(!vpp__op_node_id_ok(""));
+	ck_assert(!vpp__op_node_id_ok("node 2"));
+	ck_assert(!vpp__op_node_id_ok("node/2"));
+	ck_assert(!vpp__op_node_id_ok("n\xc3\xa9"));
+
+	vpp_grpc_status code;
+	char msg[200];
+	ck_assert_str_eq(vpp__op_drain_outcome(0, "node-2", &code, msg, sizeof(msg)), "accepted");
+	ck_assert_int_eq(code, VPP_GRPC_OK);
+	ck_assert_str_eq(msg, "");
+	ck_assert_str_eq(vpp__op_drain_outcome(VPP_ENOENT, "node-9", &code, msg, sizeof(msg)),
+			 "no_such_node");
+	ck_assert_int_eq(code, VPP_GRPC_NOT_FOUND);
+	ck_assert_msg(strstr(msg, "no live node 'node-9'") != NULL, "%s", msg);
+	ck_assert_str_eq(vpp__op_drain_outcome(VPP_EDB, "node-2", &code, msg, sizeof(msg)),
+			 "db_unavailable");
+	ck_assert_int_eq(code, VPP_GRPC_UNAVAILABLE);
+	ck_assert_str_eq(msg, "the database is unreachable: retry");
+	vpp__op_drain_outcome(VPP_ECLOSED, "node-2", &code, msg, sizeof(msg));
+	ck_assert_int_eq(code, VPP_GRPC_UNAVAILABLE);
+	vpp__op_drain_outcome(VPP_EFULL, "node-2", &code, msg, sizeof(msg));
+	ck_assert_int_eq(code, VPP_GRPC_RESOURCE_EXHAUSTED);
+	vpp__op_drain_outcome(VPP_EINVAL, "node-2", &code, msg, sizeof(msg));
+	ck_assert_int_eq(code, VPP_GRPC_INVALID_ARGUMENT);
+	vpp__op_drain_outcome(VPP_EIO, "node-2", &code, msg, sizeof(msg));
+	ck_assert_int_eq(code, VPP_GRPC_INTERNAL);
+}
+END_TEST
+
 Suite *test_operator_suite(void);
 
 Suite *test_operator_suite(void)
@@ -298,6 +340,7 @@ Suite *test_operator_suite(void)
 	tcase_add_test(cl, cluster_preview_splits_over_live_nodes);
 	tcase_add_test(cl, cluster_fleet_status_lists_nodes);
 	tcase_add_test(cl, single_node_lists_itself);
+	tcase_add_test(cl, drain_ids_and_outcomes);
 	suite_add_tcase(s, cl);
 	return s;
 }
