@@ -47,6 +47,7 @@ int main(int argc, char **argv)
 	    [VPP__CTL_SET] = vpp__ctl_cmd_set,         [VPP__CTL_PREVIEW] = vpp__ctl_cmd_preview,
 	    [VPP__CTL_DEVICES] = vpp__ctl_cmd_devices, [VPP__CTL_DEVICE] = vpp__ctl_cmd_device,
 	    [VPP__CTL_HEALTH] = vpp__ctl_cmd_health,   [VPP__CTL_NODES] = vpp__ctl_cmd_nodes,
+	    [VPP__CTL_DRAIN] = vpp__ctl_cmd_drain,     [VPP__CTL_UNDRAIN] = vpp__ctl_cmd_drain,
 	};
 	int rc = run[o.cmd](c, &o);
 	vpp__ctl_client_free(c);

@@ -201,6 +201,14 @@ def make_servicer(fake, grid_pb2_grpc, health_pb2, health_pb2_grpc):
             fake.record("ListNodes", req, ctx)
             return pb.ListNodesResponse(nodes=fake.nodes(), leader_node_id="node-a", leader_epoch=7)
 
+        def DrainNode(self, req, ctx):
+            operator = fake.record("DrainNode", req, ctx)
+            if not operator:
+                ctx.abort(grpc.StatusCode.PERMISSION_DENIED, "this needs the operator role; your token is a viewer's")
+            if req.node_id not in [n.node_id for n in fake.nodes() if n.alive]:
+                ctx.abort(grpc.StatusCode.NOT_FOUND, "no live node '%s' in this cluster" % req.node_id)
+            return pb.DrainNodeResponse(node_id=req.node_id, draining=req.drain)
+
         def GetDevice(self, req, ctx):
             fake.record("GetDevice", req, ctx)
             for d in fake.devices:
@@ -356,14 +364,17 @@ def run_cases(r, exe, fake, pb, certs, tls_port, h2c_port, mtls_port):
     def help_text():
         p = ctl("--help", base=False)
         expect(p, 0, out=[r"^usage: vppctl", r"0\s+ok", r"2\s+usage", r"3\s+cannot connect",
-                          r"--request-id", r"VPP_TOKEN"])
+                          r"--request-id", r"VPP_TOKEN", r"^  node drain <id> \[--reason TEXT\]$",
+                          r"^  node undrain <id>\s+put a drained node back", r"--reason TEXT .*\(set\) \(node drain\)"])
 
     def usage_errors():
         bad = [("set", "abc"), ("set", "nan"), ("set", "inf"), ("set", "1e400"), ("set",),
                ("set", "100", "--for", "-5m"), ("set", "100", "--for", "0"), ("set", "100", "--for", "5x"),
                ("set", "100", "--ramp", "-1"), ("devices", "--state", "sleeping"), ("devices", "--limit", "0"),
                ("frobnicate",), ("status", "--for", "15m"), ("status", "extra"), ("watch", "--count", "x"),
-               ("preview",), ("device",), ("status", "--timeout", "soon"), ("status", "--cert", certs.operator)]
+               ("preview",), ("device",), ("status", "--timeout", "soon"), ("status", "--cert", certs.operator),
+               ("node",), ("node", "remove", "node-a"), ("node", "drain"), ("node", "drain", "node a"),
+               ("node", "drain", "n" * 41), ("node", "undrain", "node-a", "--reason", "why")]
         for args in bad:
             p = ctl(*args)
             assert p.returncode == 2, "%s: exit %d, stderr %s" % (args, p.returncode, p.stderr)
@@ -466,6 +477,44 @@ def run_cases(r, exe, fake, pb, certs, tls_port, h2c_port, mtls_port):
         expect(ctl("nodes"), 1, err=[r"does not serve this call \(an older version\?\)"])
         fake.fail = None
         expect(ctl("nodes", "extra"), 2, err=[r"unexpected argument 'extra'"])
+
+    def node_drain():
+        p = ctl("node", "drain", "node-b", "--reason", "upgrade to 0.2")
+        expect(p, 0)
+        assert p.stdout == "node-b: draining (its devices move to the other nodes; watch `vppctl nodes`)\n", p.stdout
+        _, req, md, _ = fake.last("DrainNode")
+        assert req.node_id == "node-b" and req.drain is True and req.reason == "upgrade to 0.2", req
+        assert md["authorization"] == "Bearer op", md
+        p = ctl("node", "undrain", "node-b")
+        expect(p, 0)
+        assert p.stdout == "node-b: no longer draining\n", p.stdout
+        _, req, _, _ = fake.last("DrainNode")
+        assert req.node_id == "node-b" and req.drain is False and req.reason == "", req
+        assert one_json(ctl("--json", "node", "drain", "node-a")) == {"node_id": "node-a", "draining": True}
+        assert one_json(ctl("node", "undrain", "node-a", "--json")) == {"node_id": "node-a", "draining": False}
+        # No live node of that id (node-c is dead).
+        p = ctl("node", "drain", "node-c")
+        expect(p, 1, err=[r"^vppctl: not found: no live node 'node-c' in this cluster$"])
+        j = one_json(ctl("node", "drain", "node-9", "--json"))
+        assert j["error"]["code"] == "NOT_FOUND" and j["error"]["exit_code"] == 1, j
+        p = ctl("node", "drain", "node-b", "--token", "viewer")
+        expect(p, 1, err=[r"^vppctl: your role cannot do this \(node drain needs the operator role\)"])
+        p = ctl("node", "undrain", "node-b", "--token", "viewer")
+        expect(p, 1, err=[r"^vppctl: your role cannot do this \(node undrain needs the operator role\)"])
+        # A single vppd, the database down, and a vppd from before DrainNode.
+        cases = [(grpc.StatusCode.FAILED_PRECONDITION,
+                  "this vppd is not in a cluster (--cluster): nothing to drain to",
+                  r"^vppctl: refused in the current state: this vppd is not in a cluster \(--cluster\): nothing"),
+                 (grpc.StatusCode.UNAVAILABLE, "the database is unreachable: retry",
+                  r"^vppctl: vppd at 127\.0\.0\.1:\d+ is unavailable: the database is unreachable: retry$"),
+                 (grpc.StatusCode.UNIMPLEMENTED, "", r"does not serve this call \(an older version\?\)")]
+        for code, msg, rx in cases:
+            fake.fail = (code, msg)
+            expect(ctl("node", "drain", "node-b"), 1, err=[rx])
+        fake.fail = None
+        n = len(fake.calls)
+        expect(ctl("node", "drain", "node/b"), 2, err=[r"^vppctl: node drain 'node/b': a node id is 1 to 40"])
+        assert len(fake.calls) == n, "a bad id reached the server"
 
     def set_full():
         p = ctl("set", "1500", "--for", "90m", "--ramp", "25.5", "--reason", "evening \"peak\" ☀",
@@ -777,6 +826,7 @@ def run_cases(r, exe, fake, pb, certs, tls_port, h2c_port, mtls_port):
     case("status --json: every value from the server", status_json)
     case("status in a cluster: the fleet, then a line per node (and in --json)", status_per_node)
     case("nodes: role, devices, share, measured ± sigma, heartbeat, version, draining; --json", nodes_table)
+    case("node drain / undrain: request, output, --json, not found, viewer, single node", node_drain)
     case("set: request carries valid_for, ramp, reason, request_id", set_full)
     case("set: defaults, negative power, random request id", set_defaults_and_negative)
     case("set: shortfall warning and --json", set_shortfall)

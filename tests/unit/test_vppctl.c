@@ -266,6 +266,15 @@ START_TEST(other_commands)
 	ck_assert_int_eq(o.cmd, VPP__CTL_NODES);
 	ck_assert(o.json);
 	ck_assert_uint_eq(o.timeout_ms, 3000);
+	/* Two-word commands: node drain / undrain, flags anywhere. */
+	ck_assert_int_eq(parse(&o, err, "node", "drain", "node-2", "--reason", "upgrade", NULL), 0);
+	ck_assert_int_eq(o.cmd, VPP__CTL_DRAIN);
+	ck_assert_str_eq(o.node_id, "node-2");
+	ck_assert_str_eq(o.reason, "upgrade");
+	ck_assert_int_eq(parse(&o, err, "--json", "node", "undrain", "a.B_9-z", NULL), 0);
+	ck_assert_int_eq(o.cmd, VPP__CTL_UNDRAIN);
+	ck_assert_str_eq(o.node_id, "a.B_9-z");
+	ck_assert(o.json && !o.reason);
 	ck_assert_int_eq(parse(&o, err, "--help", NULL), 0);
 	ck_assert(o.help);
 	ck_assert_int_eq(parse(&o, err, "set", "--help", NULL), 0);
@@ -312,6 +321,14 @@ START_TEST(bad_command_lines)
 	    {{"status", "--token", " \n"}, "token is empty"},
 	    {{"nodes", "node-a"}, "unexpected argument 'node-a'"},
 	    {{"nodes", "--all"}, "--all does not apply to 'nodes'"},
+	    {{"node"}, "expected 'node drain' or 'node undrain'"},
+	    {{"node", "remove", "node-2"}, "not 'node remove'"},
+	    {{"node", "drain"}, "node drain: missing argument (usage: vppctl node drain <id>"},
+	    {{"node", "drain", "node 2"}, "a node id is 1 to 40"},
+	    {{"node", "drain", "n/2"}, "'n/2'"},
+	    {{"node", "drain", "n-2", "n-3"}, "unexpected argument 'n-3'"},
+	    {{"node", "undrain", "n-2", "--reason=x"}, "--reason does not apply to 'node undrain'"},
+	    {{"node", "drain", "n-2", "--all"}, "--all does not apply to 'node drain'"},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		vpp__ctl_opts o;
@@ -389,6 +406,10 @@ START_TEST(errors_explained)
 	oc = (vpp__ctl_outcome){.status = VPP_GRPC_PERMISSION_DENIED, .connected = true};
 	ck_assert_str_eq(vpp__ctl_explain(buf, sizeof(buf), &oc, &o),
 	                 "your role cannot do this (set needs the operator role)");
+	o.cmd = VPP__CTL_DRAIN;
+	ck_assert_str_eq(vpp__ctl_explain(buf, sizeof(buf), &oc, &o),
+	                 "your role cannot do this (node drain needs the operator role)");
+	o.cmd = VPP__CTL_NONE;
 
 	oc = (vpp__ctl_outcome){.status = VPP_GRPC_INVALID_ARGUMENT, .connected = true};
 	snprintf(oc.message, sizeof(oc.message), "target_kw is NaN");

@@ -4,6 +4,7 @@
  * VPP_<NAME> variable (VPP_FOR would silently change `set`), and treats
  * "-500" as an unknown flag where vppctl needs negative powers. */
 #include "ctl_int.h"
+#include "vpp/cluster.h"
 #include "vpp/error.h"
 
 #include <ctype.h>
@@ -63,7 +64,8 @@ static const flag flags[] = {
     {F_FOR, "for", "DURATION", NULL, CMD(VPP__CTL_SET),
      "how long the setpoint holds: 90s, 15m, 1h (default 15m)"},
     {F_RAMP, "ramp", "KW_PER_S", NULL, CMD(VPP__CTL_SET), "ramp rate in kW/s (default 0: step)"},
-    {F_REASON, "reason", "TEXT", NULL, CMD(VPP__CTL_SET), "why (stored in the audit log)"},
+    {F_REASON, "reason", "TEXT", NULL, CMD(VPP__CTL_SET) | CMD(VPP__CTL_DRAIN),
+     "why (stored in the audit log)"},
     {F_REQUEST_ID, "request-id", "ID", NULL, CMD(VPP__CTL_SET),
      "idempotency key: retry a set with the id it printed (default: random)"},
     {F_STATE, "state", "STATE", NULL, CMD(VPP__CTL_DEVICES), "online, stale, degraded or offline"},
@@ -75,25 +77,33 @@ static const flag flags[] = {
 
 static const struct {
 	const char *name;
+	const char *sub; /* the second word of a two-word command ("node drain") */
 	vpp__ctl_cmd cmd;
-	int npos; /* positional arguments after the command */
+	int npos; /* positional arguments after the command's words */
 	const char *synopsis;
 } commands[] = {
-    {"status", VPP__CTL_STATUS, 0,
+    {"status", NULL, VPP__CTL_STATUS, 0,
      "status                 the fleet now: power, headroom, devices (per node in a cluster)"},
-    {"watch", VPP__CTL_WATCH, 0, "watch [--count N]      one line per control tick until Ctrl-C"},
-    {"set", VPP__CTL_SET, 1,
+    {"watch", NULL, VPP__CTL_WATCH, 0,
+     "watch [--count N]      one line per control tick until Ctrl-C"},
+    {"set", NULL, VPP__CTL_SET, 1,
      "set <kW> [--for 15m] [--ramp X] [--reason TEXT] [--request-id ID]\n"
      "                         command the fleet (positive = discharge)"},
-    {"preview", VPP__CTL_PREVIEW, 1,
+    {"preview", NULL, VPP__CTL_PREVIEW, 1,
      "preview <kW>           what the fleet would deliver, sending nothing"},
-    {"devices", VPP__CTL_DEVICES, 0,
+    {"devices", NULL, VPP__CTL_DEVICES, 0,
      "devices [--state S] [--limit N] [--all]\n"
      "                         table of devices"},
-    {"device", VPP__CTL_DEVICE, 1, "device <id>            one device in detail"},
-    {"nodes", VPP__CTL_NODES, 0,
+    {"device", NULL, VPP__CTL_DEVICE, 1, "device <id>            one device in detail"},
+    {"nodes", NULL, VPP__CTL_NODES, 0,
      "nodes                  the cluster's vppd nodes: role, devices, share, heartbeat"},
-    {"health", VPP__CTL_HEALTH, 0,
+    {"node", "drain", VPP__CTL_DRAIN, 1,
+     "node drain <id> [--reason TEXT]\n"
+     "                         take a cluster node out of service (a rolling upgrade):\n"
+     "                         its devices move to the other nodes"},
+    {"node", "undrain", VPP__CTL_UNDRAIN, 1,
+     "node undrain <id>      put a drained node back in service"},
+    {"health", NULL, VPP__CTL_HEALTH, 0,
      "health                 SERVING or NOT_SERVING (exit 0 only if SERVING)"},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
@@ -192,6 +202,15 @@ static int parse_uint(const char *s, uint64_t lo, uint64_t hi, uint64_t *ret)
 		return VPP_EINVAL;
 	*ret = v;
 	return 0;
+}
+
+/* A cluster node id, as vppd checks it: 1..40 of [A-Za-z0-9._-]. */
+static bool node_id_ok(const char *s)
+{
+	size_t n = strlen(s);
+	return n >= 1 && n <= VPP_CLUSTER_ID_MAX &&
+	       strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	                 "0123456789._-") == n;
 }
 
 static bool truthy(const char *v)
@@ -456,26 +475,56 @@ int vpp__ctl_parse(int argc, char **argv, vpp__ctl_opts *o, char *err, size_t er
 		return VPP_EINVAL;
 	}
 	size_t c;
-	for (c = 0; c < NCOMMANDS; c++)
-		if (strcmp(pos[0], commands[c].name) == 0)
+	bool family = false; /* pos[0] is the first word of two-word commands */
+	for (c = 0; c < NCOMMANDS; c++) {
+		if (strcmp(pos[0], commands[c].name) != 0)
+			continue;
+		if (!commands[c].sub)
 			break;
+		family = true;
+		if (npos > 1 && strcmp(pos[1], commands[c].sub) == 0)
+			break;
+	}
+	if (c == NCOMMANDS && family) {
+		int n = snprintf(err, errlen, "%s: expected", pos[0]);
+		const char *sep = " ";
+		for (size_t k = 0; k < NCOMMANDS && n > 0 && (size_t)n < errlen; k++) {
+			if (commands[k].sub && strcmp(commands[k].name, pos[0]) == 0) {
+				n += snprintf(err + n, errlen - (size_t)n, "%s'%s %s'", sep, pos[0],
+				              commands[k].sub);
+				sep = " or ";
+			}
+		}
+		if (npos > 1 && n > 0 && (size_t)n < errlen)
+			snprintf(err + n, errlen - (size_t)n, ", not '%s %s'", pos[0], pos[1]);
+		return VPP_EINVAL;
+	}
 	if (c == NCOMMANDS) {
 		snprintf(err, errlen, "unknown command '%s'", pos[0]);
 		return VPP_EINVAL;
 	}
 	o->cmd = commands[c].cmd;
-	if (npos - 1 != commands[c].npos) {
-		if (npos - 1 < commands[c].npos)
-			snprintf(err, errlen, "%s: missing argument (usage: vppctl %s)", pos[0],
-			         commands[c].synopsis);
+	int words = commands[c].sub ? 2 : 1;
+	char name[64]; /* as typed: "set", "node drain" */
+	snprintf(name, sizeof(name), "%s%s%s", pos[0], words == 2 ? " " : "",
+	         words == 2 ? pos[1] : "");
+	if (npos - words != commands[c].npos) {
+		/* The synopsis up to its description. */
+		const char *syn = commands[c].synopsis, *gap = strstr(syn, "  ");
+		int synlen = (int)strcspn(syn, "\n");
+		if (gap && gap - syn < synlen)
+			synlen = (int)(gap - syn);
+		if (npos - words < commands[c].npos)
+			snprintf(err, errlen, "%s: missing argument (usage: vppctl %.*s)", name,
+			         synlen, syn);
 		else
-			snprintf(err, errlen, "%s: unexpected argument '%s'", pos[0],
-			         pos[1 + commands[c].npos]);
+			snprintf(err, errlen, "%s: unexpected argument '%s'", name,
+			         pos[words + commands[c].npos]);
 		return VPP_EINVAL;
 	}
 	for (size_t i = 0; i < nseen; i++) {
 		if (!(seen[i]->cmds & CMD(o->cmd))) {
-			snprintf(err, errlen, "--%s does not apply to '%s'", seen[i]->name, pos[0]);
+			snprintf(err, errlen, "--%s does not apply to '%s'", seen[i]->name, name);
 			return VPP_EINVAL;
 		}
 	}
@@ -496,6 +545,17 @@ int vpp__ctl_parse(int argc, char **argv, vpp__ctl_opts *o, char *err, size_t er
 			return VPP_EINVAL;
 		}
 		o->device_id = pos[1];
+		break;
+	case VPP__CTL_DRAIN:
+	case VPP__CTL_UNDRAIN:
+		if (!node_id_ok(pos[2])) {
+			snprintf(err, errlen,
+			         "%s '%s': a node id is 1 to %d of A-Z a-z 0-9 . _ - (vppctl nodes "
+			         "lists them)",
+			         name, pos[2], VPP_CLUSTER_ID_MAX);
+			return VPP_EINVAL;
+		}
+		o->node_id = pos[2];
 		break;
 	default:
 		break;
@@ -527,7 +587,9 @@ void vpp__ctl_usage(FILE *out)
 		if (f->cmds != ALL) {
 			for (size_t c = 0; c < NCOMMANDS; c++)
 				if (f->cmds & CMD(commands[c].cmd))
-					fprintf(out, " (%s)", commands[c].name);
+					fprintf(out, " (%s%s%s)", commands[c].name,
+					        commands[c].sub ? " " : "",
+					        commands[c].sub ? commands[c].sub : "");
 		}
 		fprintf(out, "\n");
 	}
@@ -542,5 +604,6 @@ void vpp__ctl_usage(FILE *out)
 	             "  vppctl --ca certs/ca.pem --token $T set 1200 --for 30m --ramp 50\n"
 	             "  vppctl status --json\n"
 	             "  vppctl nodes\n"
+	             "  vppctl node drain node-2 --reason 'upgrade to 0.2'\n"
 	             "  vppctl devices --state degraded --all\n");
 }

@@ -28,6 +28,8 @@ typedef enum {
 	VPP__CTL_DEVICE,
 	VPP__CTL_HEALTH,
 	VPP__CTL_NODES,
+	VPP__CTL_DRAIN,   /* node drain <id> */
+	VPP__CTL_UNDRAIN, /* node undrain <id> */
 } vpp__ctl_cmd;
 
 /* Everything the command line and environment say. Strings point into argv
@@ -45,7 +47,7 @@ typedef struct {
 	uint32_t timeout_ms;
 	bool json;
 	bool verbose;
-	/* set / preview */
+	/* set / preview (reason: set, node drain) */
 	double kw;
 	uint32_t valid_for_s;
 	double ramp_kw_per_s;
@@ -56,6 +58,8 @@ typedef struct {
 	uint32_t limit;
 	bool all;
 	const char *device_id;
+	/* node drain / undrain: a valid node id */
+	const char *node_id;
 	/* watch */
 	uint64_t count; /* 0: until Ctrl-C */
 } vpp__ctl_opts;
@@ -202,6 +206,7 @@ int vpp__ctl_cmd_devices(vpp__ctl_client *c, vpp__ctl_opts *o);
 int vpp__ctl_cmd_device(vpp__ctl_client *c, vpp__ctl_opts *o);
 int vpp__ctl_cmd_health(vpp__ctl_client *c, vpp__ctl_opts *o);
 int vpp__ctl_cmd_nodes(vpp__ctl_client *c, vpp__ctl_opts *o);
+int vpp__ctl_cmd_drain(vpp__ctl_client *c, vpp__ctl_opts *o); /* drain and undrain */
 
 /* Unix time now in ms (wall clock). */
 int64_t vpp__ctl_now_ms(void);

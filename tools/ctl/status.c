@@ -39,7 +39,10 @@ char *vpp__ctl_explain(char *buf, size_t len, const vpp__ctl_outcome *oc, const 
 		         m[0] ? " [server: " : "", m, m[0] ? "]" : "");
 		break;
 	case VPP_GRPC_PERMISSION_DENIED:
-		snprintf(buf, len, "your role cannot do this (set needs the operator role)%s%s%s",
+		snprintf(buf, len, "your role cannot do this (%s needs the operator role)%s%s%s",
+		         o->cmd == VPP__CTL_DRAIN     ? "node drain"
+		         : o->cmd == VPP__CTL_UNDRAIN ? "node undrain"
+		                                      : "set",
 		         m[0] ? " [server: " : "", m, m[0] ? "]" : "");
 		break;
 	case VPP_GRPC_UNAVAILABLE:
