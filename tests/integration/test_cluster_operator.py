@@ -7,7 +7,9 @@ setpoint recorded on one node is the fleet's target and active setpoint on
 the other, a later one recorded on the other node replaces it on both, and
 a retry of a request_id on the other node is the same setpoint;
 SetFleetSetpoint and PreviewDispatch answer for the whole fleet as the
-leader splits it; vppctl nodes and status show it all."""
+leader splits it; vppctl nodes and status show it all; DrainNode asked of
+one node drains the other (/readyz 404, draining in ListNodes) and undrains
+it, is audited, and refuses a node that does not exist."""
 import json
 import os
 import subprocess
@@ -161,6 +163,82 @@ def run(r, c):
         assert sum(n["devices_online"] + n["devices_stale"] for n in j["nodes"]) == N, j
 
     r.case("vppctl nodes and status against the cluster", vppctl_on_a_cluster)
+
+    def drain_via_other_node():
+        import grpc
+        # The follower, asked through the other node (the leader). Not the
+        # leader itself: a leader that drains gives up its lock connection,
+        # and registering again on the new one clears drain_requested
+        # (server/cluster/member.c), so it stops draining 30 ms later.
+        ln = o1.nodes()
+        victim = [n.node_id for n in ln.nodes if n.role == "follower"][0]
+        other = "node-1" if victim == "node-2" else "node-2"
+        ops = {"node-1": o1, "node-2": o2}
+        asker, nv = ops[other], c.node(victim)
+        assert nv.readyz()[0] == 200, nv.readyz()
+        seen = []  # every /readyz answer, for the failure message
+
+        def ready_is(code):
+            def ok():
+                x = nv.readyz()
+                seen.append((round(time.monotonic() - t0, 2), x))
+                return x if x[0] == code else None
+            return ok
+
+        def wait_ready(code, what):
+            try:
+                return cl.wait_for(ready_is(code), 5, what)
+            except AssertionError as e:
+                said = [x for n in c.nodes for x in n.log().splitlines() if '"comp":"cluster"' in x]
+                raise AssertionError("%s; /readyz seen: %s\n%s" % (e, seen[-4:], "\n".join(said[-20:])))
+
+        def draining_in(op, want):
+            def ok():
+                d = {n.node_id: n.draining for n in op.nodes().nodes}
+                return d if d.get(victim) is want and d.get(other) is False else None
+            return ok
+        t0 = time.monotonic()
+        a = asker.call("DrainNode", pb.DrainNodeRequest(node_id=victim, drain=True, reason="upgrade to 0.2"))
+        assert a.node_id == victim and a.draining, a
+        code, why = wait_ready(404, "%s's /readyz answering 404" % victim)
+        assert "draining" in why, why
+        for op in (o1, o2):
+            cl.wait_for(draining_in(op, True), 10, "%s draining in ListNodes" % victim)
+        # Still draining a few ticks later: nothing undoes it.
+        time.sleep(2)
+        assert nv.readyz()[0] == 404, nv.readyz()
+        b = asker.call("DrainNode", pb.DrainNodeRequest(node_id=victim, drain=False, reason="upgraded"))
+        assert b.node_id == victim and not b.draining, b
+        wait_ready(200, "%s's /readyz back to 200" % victim)
+        for op in (o1, o2):
+            cl.wait_for(draining_in(op, False), 10, "%s no longer draining in ListNodes" % victim)
+        try:
+            ops[victim].call("DrainNode", pb.DrainNodeRequest(node_id="node-9", drain=True))
+            raise AssertionError("DrainNode of node-9 answered OK")
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.NOT_FOUND and "node-9" in e.details(), (e.code(), e.details())
+        # vppctl asks the same of either node.
+        exe = os.path.join(vt.build_dir(), "tools", "vppctl")
+        base = [exe, "--server", nv.api_target, "--insecure-h2c", "--token", c.token]
+        p = subprocess.run(base + ["node", "drain", "node-9"], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 1 and "not found: no live node 'node-9'" in p.stderr, (p.returncode, p.stderr)
+        p = subprocess.run(base + ["node", "undrain", victim], capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0 and p.stdout == "%s: no longer draining\n" % victim, (p.returncode, p.stdout,
+                                                                                       p.stderr)
+        # Audited in the database, each where it was asked.
+        q = "SELECT node_id || ' ' || result || ' ' || detail FROM audit_log WHERE action = 'DrainNode' ORDER BY at, uid"
+
+        def rows():
+            got = c.psql(q).splitlines()
+            return got if len(got) >= 5 else None
+        got = cl.wait_for(rows, 10, "5 DrainNode rows in audit_log")
+        assert got[:2] == ["%s accepted node_id=%s drain=true reason=upgrade to 0.2" % (other, victim),
+                           "%s accepted node_id=%s drain=false reason=upgraded" % (other, victim)], got
+        assert "%s no_such_node node_id=node-9 drain=true reason=" % victim in got, got
+        assert "%s accepted node_id=%s drain=false reason=" % (victim, victim) in got, got
+
+    r.case("DrainNode of the follower through the leader: /readyz 404 draining, ListNodes; undrained; "
+           "node-9 not found; audited", drain_via_other_node)
 
     def no_sanitizer_reports():
         for n in c.nodes:
