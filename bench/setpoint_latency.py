@@ -10,12 +10,16 @@ called the first battery hears a setpoint for the new target (issue 15).
 leader, which splits it and publishes the shares back). Either way the
 nodes sit behind HAProxy (tests/integration/cluster.py) with an emulated
 fleet of --devices batteries through it, and one probe battery of our own
-(Google's gRPC for Python, mTLS) connected straight to each node: it
-reports the setpoint it was last given as its power, so it tracks exactly
-and is always dispatched. Each trial sends +target or -target (alternating)
+(Google's gRPC for Python, mTLS; --probes per node, 4) connected straight to
+each node: each reports the setpoint it was last given as its power, so it
+tracks exactly and is always dispatched. A probe hears its command at its
+place in its node's fan-out: the earliest probe samples the first command. Each trial sends +target or -target (alternating)
 at a random moment within the control tick, and measures from just before
 the call to the first probe setpoint whose sign matches: the first
-command of the new target to leave any node. Prints p50 / p90 / p99 / max.
+command of the new target to leave any node. Prints p50 / p90 / p99 / max,
+and the part of it until the tick that issued the command (its
+server_time_ms): the rest is the fan-out to the sessions and the probe's
+own receipt, on cores the emulator shares.
 """
 import argparse
 import os
@@ -37,9 +41,10 @@ class Probe(tds.Device):
     def __init__(self, env, dev_id):
         self.heard = []  # (monotonic s, power_kw)
         self.power = 0.0
+        self.dev_id = dev_id
         super().__init__(env, dev_id, ratings=dict(rated_charge_kw=50, rated_discharge_kw=50,
                                                    capacity_kwh=500, min_soc=0.0, max_soc=1.0,
-                                                   ramp_kw_per_s=0))
+                                                   ramp_kw_per_s=500))
         threading.Thread(target=self._report, daemon=True).start()
 
     def _read(self):
@@ -47,14 +52,16 @@ class Probe(tds.Device):
             for m in self.call:
                 kind = m.WhichOneof("msg")
                 if kind == "setpoint":
-                    self.heard.append((time.monotonic(), m.setpoint.power_kw))
+                    self.heard.append((time.monotonic(), m.setpoint.power_kw, time.time(),
+                                       m.setpoint.server_time_ms))
                     self.power = m.setpoint.power_kw
                     self.q.put(self.d.DeviceMessage(ack=self.d.Ack(setpoint_seq=m.setpoint.seq, accepted=True)))
                 elif kind == "ping":
                     self.q.put(self.d.DeviceMessage(pong=self.d.Pong(ping_id=m.ping.ping_id,
                                                                      device_time_ms=int(time.time() * 1000))))
-        except Exception:
-            pass
+        except Exception as e:  # noqa: BLE001 (said, then the probe is gone)
+            self.status = getattr(e, "code", lambda: None)()
+            self.details = getattr(e, "details", lambda: str(e))()
 
     def _report(self):
         while True:
@@ -62,9 +69,11 @@ class Probe(tds.Device):
             time.sleep(0.5)
 
     def first_after(self, t0, sign):
-        for t, p in self.heard:
+        """(monotonic s, vppd's tick time in Unix ms) of the first setpoint
+        of |sign| heard from |t0| on; None before."""
+        for t, p, _, issued in self.heard:
             if t >= t0 and p * sign > 0:
-                return t
+                return t, issued
         return None
 
 
@@ -90,38 +99,47 @@ def main():
     ap.add_argument("--trials", type=int, default=30)
     ap.add_argument("--target", type=float, default=300.0)
     ap.add_argument("--tick-ms", type=int, default=1000)
+    ap.add_argument("--probes", type=int, default=4, help="probe batteries per node")
     a = ap.parse_args()
     os.environ.setdefault("VPP_BUILD", os.path.join(vt.ROOT, "build"))
-    c = cl.Cluster(nodes=a.nodes, devices=a.devices, spare_devices=a.nodes, cluster=a.nodes > 1,
+    c = cl.Cluster(nodes=a.nodes, devices=a.devices, spare_devices=a.nodes * a.probes, cluster=a.nodes > 1,
                    vppd_args=["--tick-ms", str(a.tick_ms)])
     try:
         c.start()
         c.wait_online(int(a.devices * 0.98), timeout=120)
-        probes = [Probe(Env(c, n), "dev-%05d" % (a.devices + i)) for i, n in enumerate(c.nodes)]
+        probes = [Probe(Env(c, n), "dev-%05d" % (a.devices + i * a.probes + k))
+                  for i, n in enumerate(c.nodes) for k in range(a.probes)]
         time.sleep(3)
+        for p in probes:
+            if not p.heard:
+                raise RuntimeError("probe %s heard no setpoint: %s %s" % (p.dev_id, p.status, p.details))
         op = c.operator(c.nodes[-1])  # a follower, in a cluster (node-1 usually leads)
-        lat, rpc = [], []
+        lat, rpc, tick = [], [], []
         for i in range(a.trials):
             sign = 1 if i % 2 == 0 else -1
             time.sleep(2 + random.random() * a.tick_ms / 1000.0)
-            t0 = time.monotonic()
+            t0, w0 = time.monotonic(), time.time()
             op.set(sign * a.target, valid_for_s=60, request_id="lat-%d-%f" % (i, time.time()))
             rpc.append(time.monotonic() - t0)
             deadline = t0 + 5
             first = None
             while first is None and time.monotonic() < deadline:
-                hits = [t for t in (p.first_after(t0, sign) for p in probes) if t is not None]
+                hits = [h for h in (p.first_after(t0, sign) for p in probes) if h is not None]
                 first = min(hits) if hits else None
                 time.sleep(0.002)
             if first is None:
                 print("trial %d: no command within 5 s" % i, flush=True)
                 continue
-            lat.append(first - t0)
+            lat.append(first[0] - t0)
+            tick.append(first[1] / 1000.0 - w0)
         ms = [x * 1000 for x in lat]
         print("nodes=%d devices=%d trials=%d tick=%d ms" % (a.nodes, a.devices, len(ms), a.tick_ms))
         print("call -> first command: p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms" % (
             pct(ms, 0.5), pct(ms, 0.9), pct(ms, 0.99), max(ms)))
         print("the call itself: p50 %.1f ms, max %.1f ms" % (pct(rpc, 0.5) * 1000, max(rpc) * 1000))
+        tk = [x * 1000 for x in tick]
+        print("call -> the tick that issued it (vppd's clock): p50 %.1f ms, p99 %.1f ms, max %.1f ms" % (
+            pct(tk, 0.5), pct(tk, 0.99), max(tk)))
     finally:
         c.close()
         vt.cleanup_all()

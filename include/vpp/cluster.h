@@ -132,6 +132,8 @@ void vpp_cluster_kick(vpp_cluster *c);
 
 /* Copies the newest view. Thread-safe. */
 void vpp_cluster_view_get(vpp_cluster *c, vpp_cluster_view *out);
+/* When the newest view was read (its as_of_ms), without copying it. */
+int64_t vpp_cluster_view_as_of(vpp_cluster *c);
 
 /* This node drains (or not): it gives up leading, is given no share, says
  * so in its heartbeat and on /readyz, and moves its devices to other nodes

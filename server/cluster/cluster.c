@@ -524,6 +524,14 @@ void vpp_cluster_view_get(vpp_cluster *c, vpp_cluster_view *out)
 	pthread_mutex_unlock(&c->view_lock);
 }
 
+int64_t vpp_cluster_view_as_of(vpp_cluster *c)
+{
+	pthread_mutex_lock(&c->view_lock);
+	int64_t t = c->view.as_of_ms;
+	pthread_mutex_unlock(&c->view_lock);
+	return t;
+}
+
 void vpp_cluster_set_draining(vpp_cluster *c, bool draining)
 {
 	atomic_store(&c->draining, draining);

@@ -172,7 +172,11 @@ int vpp__cl_register(vpp_cluster *c, char *err, size_t errlen)
 		"started_at = CASE WHEN cluster_nodes.incarnation = $3 THEN cluster_nodes.started_at "
 		"ELSE now() END, heartbeat_at = now(), incarnation = $3, protocol = $4::int, "
 		"schema_version = $5::int, api_addr = $6, device_addr = $7, role = 'follower', "
-		"draining = false, drain_requested = false, left_at = NULL, epoch = 0, share_kw = 0",
+		"left_at = NULL, epoch = 0, share_kw = 0, "
+		/* The same life registering again (after a lost connection)
+		 * keeps an operator's drain request. */
+		"draining = cluster_nodes.incarnation = $3 AND cluster_nodes.draining, "
+		"drain_requested = cluster_nodes.incarnation = $3 AND cluster_nodes.drain_requested",
 		7, p, vpp__cl_timeout(c), err, errlen);
 	if (!r)
 		return VPP_EDB;

@@ -713,13 +713,18 @@ static void on_watch_timer(uv_timer_t *t)
 		return;
 	vpp_plant_snapshot snap;
 	vpp_plant_snapshot_get(op->o.plant, &snap);
-	if (snap.tick == c->last_tick)
+	/* In a cluster the status is the view's: new when the view was read
+	 * again (once a tick, after this node's tick), not at each local tick. */
+	uint64_t tick = op->o.cluster && vpp_cluster_view_as_of(op->o.cluster)
+				? (uint64_t)vpp_cluster_view_as_of(op->o.cluster)
+				: snap.tick;
+	if (tick == c->last_tick)
 		return;
 	/* A watcher that does not keep up skips ticks: nothing is queued
 	 * beyond what its stream already holds. */
 	if (vpp_grpc_call_outbound_bytes(c->call) > 16 * 1024)
 		return;
-	c->last_tick = snap.tick;
+	c->last_tick = tick;
 	send_status(c->call, c->ol, &snap);
 }
 

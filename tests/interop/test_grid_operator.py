@@ -138,6 +138,9 @@ def body(r):
     r.case("a target beyond the fleet reports its shortfall, and how long its energy lasts", beyond)
 
     def ramp_too_slow():
+        # The operator's target is the fleet's effective one once a tick
+        # has run since it was set (a new setpoint's tick follows at once).
+        time.sleep(0.1)
         eff = op.GetFleetStatus(g.GetFleetStatusRequest(), metadata=tok(OP), timeout=5).target_kw
         a = op.SetFleetSetpoint(g.SetFleetSetpointRequest(target_kw=eff + 500, valid_for_s=10, ramp_kw_per_s=2,
                                                           request_id="grid-ramp"), metadata=tok(OP), timeout=5)
