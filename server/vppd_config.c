@@ -143,8 +143,9 @@ const vpp_config_opt vppd_config_table[] = {
 	OPT("cluster-share-lease-ms", VPP_CFG_INT, cluster_share_lease_ms, 0, 600000, "0",
 	    "validity of a node's share; with no new one by then its target returns to 0 "
 	    "(0: 3 ticks, at least 3 s)"),
-	OPT("cluster-max-clock-skew-ms", VPP_CFG_INT, cluster_max_clock_skew_ms, 10, 60000, "1000",
-	    "a node whose clock is further than this off the database's is refused"),
+	OPT("cluster-max-clock-skew-ms", VPP_CFG_INT, cluster_max_clock_skew_ms, 10, 60000, "250",
+	    "a node whose clock is further than this off the database's is refused; after a "
+	    "leader's crash its successor waits this long past the old shares' end"),
 	OPT("cluster-join-timeout-ms", VPP_CFG_INT, cluster_join_timeout_ms, 1000, 600000, "30000",
 	    "how long start-up waits for the database to join the cluster"),
 };

@@ -35,10 +35,10 @@
 
 /* A node as one aggregate device (vpp_fleet_aggregate). */
 typedef struct vpp_cluster_agg {
-	double a;	      /* 1 when it has dispatchable devices, else 0 */
-	double e_dis_kwh;     /* sum a_i^2 e_dis_i */
-	double e_chg_kwh;     /* sum a_i^2 e_chg_i */
-	double lo_kw, hi_kw;  /* feasible range of its expected delivery */
+	double a;            /* 1 when it has dispatchable devices, else 0 */
+	double e_dis_kwh;    /* sum a_i^2 e_dis_i */
+	double e_chg_kwh;    /* sum a_i^2 e_chg_i */
+	double lo_kw, hi_kw; /* feasible range of its expected delivery */
 } vpp_cluster_agg;
 
 /* Splits |target_kw| over the |n| nodes |nodes| with the exact allocator:
@@ -46,7 +46,7 @@ typedef struct vpp_cluster_agg {
  * summary to |res| (may be NULL). Nodes with a <= 0 get 0. Returns 0,
  * VPP_EINVAL (non-finite numbers, lo > hi) or VPP_ENOMEM. */
 int vpp_cluster_split(const vpp_cluster_agg *nodes, size_t n, double target_kw, double *shares,
-		      vpp_alloc_result *res);
+                      vpp_alloc_result *res);
 
 /* ---- the view: what every node knows of the cluster --------------------- */
 
@@ -61,24 +61,24 @@ typedef struct vpp_cluster_node {
 	char node_id[VPP_CLUSTER_ID_MAX + 1];
 	char version[32];
 	char api_addr[64], device_addr[64];
-	int role;      /* vpp_node_role, as the node last said */
+	int role; /* vpp_node_role, as the node last said */
 	bool draining;
-	bool alive;    /* heartbeat within the node timeout */
+	bool alive; /* heartbeat within the node timeout */
 	int64_t started_at_ms, heartbeat_at_ms;
 	int64_t heartbeat_age_ms; /* by the database's clock */
 	uint64_t epoch;           /* of the share it obeys (0: none) */
 	double share_kw;          /* the share it obeys (its target) */
 	vpp_cluster_agg agg;
-	vpp_fleet_status status;  /* its last tick (counts, Estimates) */
+	vpp_fleet_status status; /* its last tick (counts, Estimates) */
 } vpp_cluster_node;
 
 #define VPP_CLUSTER_NODES_MAX 64
 
 typedef struct vpp_cluster_view {
-	int64_t as_of_ms;        /* when it was read (0: never) */
-	bool db_up;              /* the last cycle reached PostgreSQL */
-	bool leader;             /* this node leads now */
-	uint64_t leader_epoch;   /* newest epoch in the database */
+	int64_t as_of_ms;      /* when it was read (0: never) */
+	bool db_up;            /* the last cycle reached PostgreSQL */
+	bool leader;           /* this node leads now */
+	uint64_t leader_epoch; /* newest epoch in the database */
 	char leader_id[VPP_CLUSTER_ID_MAX + 1];
 	/* From this node's share: the fleet target the leader split (the
 	 * operator's, and after its ramp). */
@@ -149,6 +149,6 @@ bool vpp_cluster_draining(vpp_cluster *c);
  * requests pending) / VPP_EINVAL (bad id). */
 typedef void (*vpp_cluster_drain_cb)(int status, void *ud);
 int vpp_cluster_request_drain(vpp_cluster *c, const char *node_id, bool drain,
-			      vpp_cluster_drain_cb cb, void *ud);
+                              vpp_cluster_drain_cb cb, void *ud);
 
 #endif

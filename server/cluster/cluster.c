@@ -40,48 +40,50 @@ static void db_error(vpp_cluster *c, const char *what, const char *err)
 		return;
 	snprintf(c->last_err, sizeof(c->last_err), "%s", line);
 	vpp_log(VPP_LOG_WARN, "cluster", "node=%s %s (keeps its share until it ends)", c->node_id,
-		line);
+	        line);
 }
 
 static void metrics_init(vpp_cluster *c)
 {
 	c->met.cycles = vpp_counter_get("vpp_cluster_cycles_total", NULL,
-					"Cluster cycles (heartbeat, leadership, shares)");
+	                                "Cluster cycles (heartbeat, leadership, shares)");
 	c->met.db_errors = vpp_counter_get("vpp_cluster_db_errors_total", NULL,
-					   "Cluster statements that failed or timed out");
+	                                   "Cluster statements that failed or timed out");
 	c->met.notifies = vpp_counter_get("vpp_cluster_notifies_total", NULL,
-					  "NOTIFYs received (setpoints, shares)");
-	c->met.elections = vpp_counter_get("vpp_cluster_elections_total", NULL,
-					   "Leaderships this node took");
+	                                  "NOTIFYs received (setpoints, shares)");
+	c->met.elections =
+	    vpp_counter_get("vpp_cluster_elections_total", NULL, "Leaderships this node took");
 	c->met.lost = vpp_counter_get("vpp_cluster_leadership_lost_total", NULL,
-				      "Leaderships this node gave up or lost");
+	                              "Leaderships this node gave up or lost");
 	c->met.published = vpp_counter_get("vpp_cluster_share_publications_total", NULL,
-					   "Share sets published as leader");
-	c->met.stale_shares = vpp_counter_get(
-		"vpp_cluster_shares_rejected_total", "reason=\"old_epoch\"",
-		"Shares this node did not obey");
+	                                   "Share sets published as leader");
+	c->met.stale_shares =
+	    vpp_counter_get("vpp_cluster_shares_rejected_total", "reason=\"old_epoch\"",
+	                    "Shares this node did not obey");
 	c->met.bad_shares =
-		vpp_counter_get("vpp_cluster_shares_rejected_total", "reason=\"invalid\"", NULL);
+	    vpp_counter_get("vpp_cluster_shares_rejected_total", "reason=\"invalid\"", NULL);
 	c->met.bad_nodes = vpp_counter_get("vpp_cluster_node_rows_rejected_total", NULL,
-					   "cluster_nodes rows ignored (bad id or status)");
+	                                   "cluster_nodes rows ignored (bad id or status)");
 	c->met.skew = vpp_counter_get("vpp_cluster_clock_skew_total", NULL,
-				      "Times this node's clock was found too far off the "
-				      "database's");
+	                              "Times this node's clock was found too far off the "
+	                              "database's");
 	c->met.leader = vpp_gauge_get("vpp_cluster_leader", NULL, "1 while this node leads");
-	c->met.nodes_alive = vpp_gauge_get("vpp_cluster_nodes_alive", NULL,
-					   "Nodes with a fresh heartbeat");
+	c->met.nodes_alive =
+	    vpp_gauge_get("vpp_cluster_nodes_alive", NULL, "Nodes with a fresh heartbeat");
 	c->met.epoch = vpp_gauge_get("vpp_cluster_epoch", NULL,
-				     "Epoch of this node's leadership, or of the share it obeys");
+	                             "Epoch of this node's leadership, or of the share it obeys");
 }
 
 int vpp__cl_read_share(vpp_cluster *c, char *err, size_t errlen)
 {
 	const char *p[1] = {c->node_id};
 	PGresult *r = vpp__cl_exec(c->main,
-				   "SELECT epoch, share_kw, valid_until_ms, fleet_target_kw, "
-				   "fleet_eff_kw, setpoint_id, setpoint_valid_until_ms FROM "
-				   "cluster_shares WHERE node_id = $1",
-				   1, p, vpp__cl_timeout(c), err, errlen);
+	                           "SELECT s.epoch, share_kw, valid_until_ms, fleet_target_kw, "
+	                           "fleet_eff_kw, setpoint_id, setpoint_valid_until_ms, "
+	                           "l.released_at IS NOT NULL AND EXISTS (SELECT 1 FROM "
+	                           "cluster_leaders n WHERE n.epoch > s.epoch) FROM cluster_shares s "
+	                           "LEFT JOIN cluster_leaders l ON l.epoch = s.epoch WHERE node_id = $1",
+	                           1, p, vpp__cl_timeout(c), err, errlen);
 	if (!r)
 		return VPP_EDB;
 	if (PQntuples(r) != 1) {
@@ -95,7 +97,13 @@ int vpp__cl_read_share(vpp_cluster *c, char *err, size_t errlen)
 	double fleet_eff = strtod(PQgetvalue(r, 0, 4), NULL);
 	int64_t spid = strtoll(PQgetvalue(r, 0, 5), NULL, 10);
 	int64_t sp_until = strtoll(PQgetvalue(r, 0, 6), NULL, 10);
+	/* A share of a leadership released on purpose, with a newer one in
+	 * place: superseded, whatever its validity (the new leader does not
+	 * wait it out, so it must not be obeyed alongside the new shares). */
+	bool superseded = PQgetvalue(r, 0, 7)[0] == 't';
 	PQclear(r);
+	if (superseded)
+		return 0;
 	if (epoch == c->share_seen_epoch && kw == c->share_seen_kw && until == c->share_seen_until)
 		return 0; /* nothing new */
 	c->share_seen_epoch = epoch;
@@ -104,8 +112,8 @@ int vpp__cl_read_share(vpp_cluster *c, char *err, size_t errlen)
 	if (epoch < c->share_epoch) {
 		vpp_counter_inc(c->met.stale_shares);
 		vpp_log(VPP_LOG_WARN, "cluster",
-			"node=%s ignores a share of epoch %" PRIu64 ": it obeys epoch %" PRIu64,
-			c->node_id, epoch, c->share_epoch);
+		        "node=%s ignores a share of epoch %" PRIu64 ": it obeys epoch %" PRIu64,
+		        c->node_id, epoch, c->share_epoch);
 		return 0;
 	}
 	if (!c->clock_ok)
@@ -114,7 +122,7 @@ int vpp__cl_read_share(vpp_cluster *c, char *err, size_t errlen)
 	if (rv == VPP_EINVAL) {
 		vpp_counter_inc(c->met.bad_shares);
 		vpp_log(VPP_LOG_WARN, "cluster", "node=%s ignores a share that is not a number",
-			c->node_id);
+		        c->node_id);
 		return 0;
 	}
 	if (rv == 0) {
@@ -144,7 +152,8 @@ static bool ensure_connected(vpp_cluster *c, int64_t now)
 	int rv = 0;
 	if (!c->main && !(c->main = vpp__cl_connect(c->conninfo, 2000, err, sizeof(err))))
 		rv = VPP_EDB;
-	if (rv == 0 && !c->lock && !(c->lock = vpp__cl_connect(c->conninfo, 2000, err, sizeof(err))))
+	if (rv == 0 && !c->lock &&
+	    !(c->lock = vpp__cl_connect(c->conninfo, 2000, err, sizeof(err))))
 		rv = VPP_EDB;
 	if (rv == 0)
 		rv = vpp__cl_register(c, err, sizeof(err));
@@ -187,7 +196,7 @@ static void cycle(vpp_cluster *c)
 	c->last_cycle_ms = now;
 	vpp_counter_inc(c->met.cycles);
 	if (!ensure_connected(c, now)) {
-		vpp__cl_resign(c, "the database is unreachable");
+		vpp__cl_resign(c, "the database is unreachable", false);
 		return;
 	}
 	if (vpp__cl_check_clock(c, c->main, false, err, sizeof(err)) == VPP_ERANGE) {
@@ -205,13 +214,13 @@ static void cycle(vpp_cluster *c)
 	bool drain = atomic_load(&c->draining);
 	if (vpp__cl_heartbeat(c, &snap, &drain, err, sizeof(err)) != 0) {
 		fail_main(c, "heartbeat failed", err);
-		vpp__cl_resign(c, "its heartbeat failed");
+		vpp__cl_resign(c, "its heartbeat failed", false);
 		return;
 	}
 	if (drain != atomic_load(&c->draining) && !atomic_load(&c->stopping)) {
 		vpp_log(VPP_LOG_WARN, "cluster", "node=%s %s, as an operator asked", c->node_id,
-			drain ? "drains: its share goes to the others, its devices move away"
-			      : "stops draining");
+		        drain ? "drains: its share goes to the others, its devices move away"
+		              : "stops draining");
 		vpp_cluster_set_draining(c, drain);
 	}
 	if (vpp__cl_lead(c, err, sizeof(err)) != 0)
@@ -252,14 +261,17 @@ static void run_requests(vpp_cluster *c)
 		char err[300], timeout[32];
 		snprintf(timeout, sizeof(timeout), "%lld", (long long)c->o.node_timeout_ms);
 		const char *p[3] = {req[i].node_id, req[i].drain ? "t" : "f", timeout};
-		PGresult *r = c->main ? vpp__cl_exec(c->main,
-						     "WITH u AS (UPDATE cluster_nodes SET "
-						     "drain_requested = $2::bool WHERE node_id = $1 "
-						     "AND heartbeat_at > now() - $3::bigint * "
-						     "interval '1 millisecond' AND left_at IS NULL RETURNING 1) SELECT "
-						     "(SELECT count(*) FROM u), pg_notify('vpp_drain', $1)",
-						     3, p, vpp__cl_timeout(c), err, sizeof(err))
-				      : NULL;
+		PGresult *r =
+		    c->main
+		        ? vpp__cl_exec(
+		              c->main,
+		              "WITH u AS (UPDATE cluster_nodes SET "
+		              "drain_requested = $2::bool WHERE node_id = $1 "
+		              "AND heartbeat_at > now() - $3::bigint * "
+		              "interval '1 millisecond' AND left_at IS NULL RETURNING 1) SELECT "
+		              "(SELECT count(*) FROM u), pg_notify('vpp_drain', $1)",
+		              3, p, vpp__cl_timeout(c), err, sizeof(err))
+		        : NULL;
 		if (r) {
 			status = strcmp(PQgetvalue(r, 0, 0), "1") == 0 ? 0 : VPP_ENOENT;
 			PQclear(r);
@@ -271,7 +283,7 @@ static void run_requests(vpp_cluster *c)
 }
 
 int vpp_cluster_request_drain(vpp_cluster *c, const char *node_id, bool drain,
-			      vpp_cluster_drain_cb cb, void *ud)
+                              vpp_cluster_drain_cb cb, void *ud)
 {
 	if (!vpp__cl_node_id_ok(node_id))
 		return VPP_EINVAL;
@@ -334,7 +346,7 @@ static void *thread_main(void *arg)
 	vpp_cluster *c = arg;
 	while (!atomic_load(&c->stopping)) {
 		struct pollfd p[2] = {{.fd = c->efd, .events = POLLIN},
-				      {.fd = c->main ? PQsocket(c->main) : -1, .events = POLLIN}};
+		                      {.fd = c->main ? PQsocket(c->main) : -1, .events = POLLIN}};
 		/* Cycles follow the plant's ticks; without them (a stuck
 		 * plant), every two ticks all the same. */
 		int64_t wait = c->last_cycle_ms + 2 * c->o.tick_ms - vpp_wall_ms();
@@ -352,7 +364,8 @@ static void *thread_main(void *arg)
 			on_notifies(c);
 		if (kicked)
 			run_requests(c);
-		if (kicked || c->want_cycle || vpp_wall_ms() - c->last_cycle_ms >= 2 * c->o.tick_ms) {
+		if (kicked || c->want_cycle ||
+		    vpp_wall_ms() - c->last_cycle_ms >= 2 * c->o.tick_ms) {
 			c->want_cycle = false;
 			cycle(c);
 		}
@@ -376,7 +389,7 @@ static void opts_defaults(vpp_cluster_opts *o)
 	if (o->share_lease_ms <= 0)
 		o->share_lease_ms = 3 * o->tick_ms < 3000 ? 3000 : 3 * o->tick_ms;
 	if (o->max_clock_skew_ms <= 0)
-		o->max_clock_skew_ms = 1000;
+		o->max_clock_skew_ms = 250;
 	if (o->join_timeout_ms <= 0)
 		o->join_timeout_ms = 30000;
 }
@@ -410,7 +423,8 @@ static int join(vpp_cluster *c, char *err, size_t errlen)
 		int rv = 0;
 		if (!c->main && !(c->main = vpp__cl_connect(c->conninfo, 2000, err, errlen)))
 			rv = VPP_EDB;
-		if (rv == 0 && !c->lock && !(c->lock = vpp__cl_connect(c->conninfo, 2000, err, errlen)))
+		if (rv == 0 && !c->lock &&
+		    !(c->lock = vpp__cl_connect(c->conninfo, 2000, err, errlen)))
 			rv = VPP_EDB;
 		if (rv == 0)
 			rv = vpp__cl_check_clock(c, c->main, true, err, errlen);
@@ -424,12 +438,12 @@ static int join(vpp_cluster *c, char *err, size_t errlen)
 			char why[300];
 			snprintf(why, sizeof(why), "%s", err);
 			snprintf(err, errlen, "cannot join the cluster within %lld ms: %s",
-				 (long long)c->o.join_timeout_ms, why);
+			         (long long)c->o.join_timeout_ms, why);
 			return VPP_EDB;
 		}
 		if (attempt == 0)
 			vpp_log(VPP_LOG_WARN, "cluster", "node=%s waiting for the database: %s",
-				c->node_id, err);
+			        c->node_id, err);
 		usleep(500 * 1000);
 	}
 }
@@ -455,7 +469,7 @@ int vpp_cluster_start(const vpp_cluster_opts *o, vpp_cluster **ret, char *err, s
 	c->device_addr = dup_or_empty(o->device_addr);
 	c->clock_ok = true;
 	snprintf(c->incarnation, sizeof(c->incarnation), "%d-%lld", (int)getpid(),
-		 (long long)vpp_wall_ms());
+	         (long long)vpp_wall_ms());
 	metrics_init(c);
 	int rv = VPP_ENOMEM;
 	if (!c->conninfo || !c->node_id || !c->version || !c->api_addr || !c->device_addr)
@@ -469,14 +483,14 @@ int vpp_cluster_start(const vpp_cluster_opts *o, vpp_cluster **ret, char *err, s
 	char e2[300];
 	if (vpp__cl_read_view(c, e2, sizeof(e2)) != 0)
 		vpp_log(VPP_LOG_WARN, "cluster", "node=%s cannot read the cluster yet: %s",
-			c->node_id, e2);
+		        c->node_id, e2);
 	if (pthread_create(&c->thread, NULL, thread_main, c) != 0) {
 		rv = VPP_EIO;
 		goto fail;
 	}
 	c->thread_started = true;
 	vpp_log(VPP_LOG_INFO, "cluster", "node=%s joined the cluster (%zu nodes known)", c->node_id,
-		c->view.n);
+	        c->view.n);
 	*ret = c;
 	return 0;
 fail:
@@ -506,13 +520,12 @@ void vpp_cluster_stop(vpp_cluster *c)
 		char err[200];
 		const char *p[2] = {c->node_id, c->incarnation};
 		PGresult *r = vpp__cl_exec(c->main,
-					   "UPDATE cluster_nodes SET left_at = now(), role = "
-					   "'follower' WHERE node_id = $1 AND incarnation = $2",
-					   2, p, 1000, err, sizeof(err));
+		                           "UPDATE cluster_nodes SET left_at = now(), role = "
+		                           "'follower' WHERE node_id = $1 AND incarnation = $2",
+		                           2, p, 1000, err, sizeof(err));
 		PQclear(r);
 	}
-	if (c->leader)
-		vpp_log(VPP_LOG_INFO, "cluster", "node=%s stops leading: shutting down", c->node_id);
+	vpp__cl_resign(c, "shutting down", true);
 	vpp_log(VPP_LOG_INFO, "cluster", "node=%s left the cluster", c->node_id);
 	cluster_free(c);
 }

@@ -34,19 +34,19 @@ struct vpp_cluster {
 	PGconn *lock; /* the node id lock and the leadership lock */
 	int64_t retry_at_ms, backoff_ms;
 	bool leader;
-	uint64_t epoch;		 /* of this node's leadership */
+	uint64_t epoch;           /* of this node's leadership */
 	int64_t publish_after_ms; /* a new leader waits out the older shares */
 	bool clock_ok;
-	double eff_kw;		 /* the fleet target after its ramp, as split */
+	double eff_kw; /* the fleet target after its ramp, as split */
 	bool eff_known;
 	int64_t eff_at_ms;
-	uint64_t share_epoch;	 /* newest epoch obeyed */
+	uint64_t share_epoch; /* newest epoch obeyed */
 	uint64_t share_seen_epoch;
 	double share_seen_kw;
 	int64_t share_seen_until;
 	bool want_publish, want_share, want_cycle;
 	int64_t last_cycle_ms;
-	char last_err[640];	 /* the last database error logged */
+	char last_err[640]; /* the last database error logged */
 
 	pthread_mutex_t view_lock;
 	vpp_cluster_view view;
@@ -70,22 +70,24 @@ struct vpp_cluster {
  * (TUPLES_OK or COMMAND_OK; the caller clears it) or NULL with the reason
  * in |err|; after NULL the connection may be unusable: drop it. */
 PGconn *vpp__cl_connect(const char *conninfo, int timeout_ms, char *err, size_t errlen);
-PGresult *vpp__cl_exec(PGconn *c, const char *sql, int n, const char *const *params,
-		       int timeout_ms, char *err, size_t errlen);
+PGresult *vpp__cl_exec(PGconn *c, const char *sql, int n, const char *const *params, int timeout_ms,
+                       char *err, size_t errlen);
 int vpp__cl_pump(PGconn *c);
 
 /* member.c */
 int vpp__cl_register(vpp_cluster *c, char *err, size_t errlen);
 /* Sets |*drain| to the drain request an operator left in the row. */
 int vpp__cl_heartbeat(vpp_cluster *c, const vpp_plant_snapshot *snap, bool *drain, char *err,
-		      size_t errlen);
+                      size_t errlen);
 int vpp__cl_read_view(vpp_cluster *c, char *err, size_t errlen);
 int vpp__cl_check_clock(vpp_cluster *c, PGconn *conn, bool at_start, char *err, size_t errlen);
 
 /* leader.c */
 int vpp__cl_lead(vpp_cluster *c, char *err, size_t errlen);
 int vpp__cl_publish(vpp_cluster *c, char *err, size_t errlen);
-void vpp__cl_resign(vpp_cluster *c, const char *why);
+/* Stops leading at once; |clean|: on purpose, after its last shares
+ * (the next leader need not wait them out). */
+void vpp__cl_resign(vpp_cluster *c, const char *why, bool clean);
 
 /* cluster.c */
 int vpp__cl_read_share(vpp_cluster *c, char *err, size_t errlen);

@@ -12,15 +12,25 @@
 #include <string.h>
 #include <unistd.h>
 
-void vpp__cl_resign(vpp_cluster *c, const char *why)
+void vpp__cl_resign(vpp_cluster *c, const char *why, bool clean)
 {
 	if (!c->leader)
 		return;
 	c->leader = false;
+	if (clean && c->lock) {
+		/* Nothing more of this epoch will be written (this thread was
+		 * the one writing): the next leader may publish at once. */
+		char epoch[24], err[200];
+		snprintf(epoch, sizeof(epoch), "%" PRIu64, c->epoch);
+		const char *p[1] = {epoch};
+		PQclear(vpp__cl_exec(c->lock,
+				     "UPDATE cluster_leaders SET released_at = now() WHERE epoch = $1",
+				     1, p, vpp__cl_timeout(c), err, sizeof(err)));
+	}
 	vpp_gauge_set(c->met.leader, 0);
 	vpp_counter_inc(c->met.lost);
 	vpp_log(VPP_LOG_WARN, "cluster", "node=%s stops leading (epoch %" PRIu64 "): %s",
-		c->node_id, c->epoch, why);
+	        c->node_id, c->epoch, why);
 	/* The lock goes with its session: a new connection starts without it,
 	 * and PostgreSQL frees it when it notices this one is gone. */
 	vpp__cl_drop(c, &c->lock);
@@ -31,11 +41,11 @@ void vpp__cl_resign(vpp_cluster *c, const char *why)
 static int confirm(vpp_cluster *c, char *err, size_t errlen)
 {
 	PGresult *r = vpp__cl_exec(c->lock, "SELECT max(epoch) FROM cluster_leaders", 0, NULL,
-				   vpp__cl_timeout(c), err, errlen);
+	                           vpp__cl_timeout(c), err, errlen);
 	if (!r) {
 		char why[300];
 		snprintf(why, sizeof(why), "cannot confirm the leadership lock: %s", err);
-		vpp__cl_resign(c, why);
+		vpp__cl_resign(c, why, false);
 		return VPP_EDB;
 	}
 	uint64_t newest = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
@@ -43,7 +53,7 @@ static int confirm(vpp_cluster *c, char *err, size_t errlen)
 	if (newest != c->epoch) {
 		char why[120];
 		snprintf(why, sizeof(why), "a newer epoch (%" PRIu64 ") exists", newest);
-		vpp__cl_resign(c, why);
+		vpp__cl_resign(c, why, false);
 	}
 	return 0;
 }
@@ -60,23 +70,23 @@ static int end_silent_leader(vpp_cluster *c, char *err, size_t errlen)
 	snprintf(limit, sizeof(limit), "%lld", (long long)(2 * c->o.tick_ms + 1000));
 	const char *p[1] = {limit};
 	PGresult *r = vpp__cl_exec(
-		c->lock,
-		"SELECT n.node_id, (extract(epoch from now() - n.heartbeat_at) * 1000)::bigint, "
-		"pg_terminate_backend(l.pid) FROM pg_locks l "
-		"JOIN cluster_leaders e ON e.epoch = (SELECT max(epoch) FROM cluster_leaders) "
-		"JOIN cluster_nodes n ON n.node_id = e.node_id "
-		"WHERE l.locktype = 'advisory' AND l.classid = " VPP__CL_LOCK_CLASS_LEAD " AND "
-		"l.objid = 0 AND l.objsubid = 2 AND l.granted AND l.pid <> pg_backend_pid() AND "
-		"n.heartbeat_at < now() - $1::bigint * interval '1 millisecond'",
-		1, p, vpp__cl_timeout(c), err, errlen);
+	    c->lock,
+	    "SELECT n.node_id, (extract(epoch from now() - n.heartbeat_at) * 1000)::bigint, "
+	    "pg_terminate_backend(l.pid) FROM pg_locks l "
+	    "JOIN cluster_leaders e ON e.epoch = (SELECT max(epoch) FROM cluster_leaders) "
+	    "JOIN cluster_nodes n ON n.node_id = e.node_id "
+	    "WHERE l.locktype = 'advisory' AND l.classid = " VPP__CL_LOCK_CLASS_LEAD " AND "
+	    "l.objid = 0 AND l.objsubid = 2 AND l.granted AND l.pid <> pg_backend_pid() AND "
+	    "n.heartbeat_at < now() - $1::bigint * interval '1 millisecond'",
+	    1, p, vpp__cl_timeout(c), err, errlen);
 	if (!r)
 		return VPP_EDB;
 	int ended = PQntuples(r) > 0 && PQgetvalue(r, 0, 2)[0] == 't';
 	if (ended)
 		vpp_log(VPP_LOG_WARN, "cluster",
-			"node=%s ended the database session of leader %s, silent for %s ms: it "
-			"held the leadership lock",
-			c->node_id, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1));
+		        "node=%s ended the database session of leader %s, silent for %s ms: it "
+		        "held the leadership lock",
+		        c->node_id, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1));
 	PQclear(r);
 	return ended;
 }
@@ -107,27 +117,42 @@ static int elect(vpp_cluster *c, char *err, size_t errlen)
 		if (!got)
 			return 0;
 	}
+	/* The fence moves to the new epoch once any publication in flight has
+	 * committed; every share of an older epoch is then in the table. */
 	const char *p[2] = {c->node_id, NULL};
-	char lease[32];
-	snprintf(lease, sizeof(lease), "%lld", (long long)c->o.share_lease_ms);
-	p[1] = lease;
 	r = vpp__cl_exec(c->lock,
-			 "WITH l AS (INSERT INTO cluster_leaders (node_id) VALUES ($1) RETURNING epoch) "
-			 "SELECT l.epoch, (SELECT coalesce(max(valid_until_ms), 0) FROM cluster_shares "
-			 "s WHERE s.epoch < l.epoch), EXISTS (SELECT 1 FROM cluster_shares s WHERE "
-			 "s.epoch < l.epoch AND s.issued_at > now() - $2::bigint * interval '1 "
-			 "millisecond') FROM l",
-			 2, p, vpp__cl_timeout(c), err, errlen);
+			 "WITH l AS (INSERT INTO cluster_leaders (node_id) VALUES ($1) RETURNING epoch), "
+			 "f AS (UPDATE cluster_fence SET epoch = l.epoch FROM l WHERE id = 1 "
+			 "RETURNING cluster_fence.epoch) SELECT epoch FROM f",
+			 1, p, vpp__cl_timeout(c), err, errlen);
 	if (!r)
 		return VPP_EDB;
 	c->epoch = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
-	int64_t old_until = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
-	bool recent = PQgetvalue(r, 0, 2)[0] == 't';
 	PQclear(r);
+	char epoch[24], now_s[24];
 	int64_t now = vpp_wall_ms();
-	if (recent && old_until < now + c->o.share_lease_ms)
-		old_until = now + c->o.share_lease_ms;
-	c->publish_after_ms = old_until > now ? old_until + c->o.max_clock_skew_ms : 0;
+	snprintf(epoch, sizeof(epoch), "%" PRIu64, c->epoch);
+	snprintf(now_s, sizeof(now_s), "%lld", (long long)now);
+	p[0] = epoch;
+	p[1] = now_s;
+	/* Shares of older epochs still running: waited out, unless their
+	 * leader released its leadership on purpose after writing them. */
+	r = vpp__cl_exec(c->lock,
+			 "SELECT coalesce(max(s.valid_until_ms), 0), "
+			 "coalesce(bool_and(l.released_at IS NOT NULL), true) FROM cluster_shares s "
+			 "JOIN cluster_leaders l ON l.epoch = s.epoch WHERE s.epoch < $1::bigint AND "
+			 "s.valid_until_ms > $2::bigint",
+			 2, p, vpp__cl_timeout(c), err, errlen);
+	if (!r) {
+		/* Leading, but not knowing what runs: wait a whole lease. */
+		c->publish_after_ms = now + c->o.share_lease_ms + c->o.max_clock_skew_ms;
+	} else {
+		int64_t old_until = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+		bool released = PQgetvalue(r, 0, 1)[0] == 't';
+		PQclear(r);
+		c->publish_after_ms =
+			old_until > now && !released ? old_until + c->o.max_clock_skew_ms : 0;
+	}
 	c->leader = true;
 	c->eff_known = false;
 	vpp_gauge_set(c->met.leader, 1);
@@ -135,12 +160,12 @@ static int elect(vpp_cluster *c, char *err, size_t errlen)
 	vpp_counter_inc(c->met.elections);
 	if (c->publish_after_ms)
 		vpp_log(VPP_LOG_WARN, "cluster",
-			"node=%s leads with epoch %" PRIu64 "; shares of the previous leader may "
-			"run for %lld ms more, its first shares follow then",
-			c->node_id, c->epoch, (long long)(c->publish_after_ms - now));
+		        "node=%s leads with epoch %" PRIu64 "; shares of the previous leader may "
+		        "run for %lld ms more, its first shares follow then",
+		        c->node_id, c->epoch, (long long)(c->publish_after_ms - now));
 	else
 		vpp_log(VPP_LOG_WARN, "cluster", "node=%s leads with epoch %" PRIu64, c->node_id,
-			c->epoch);
+		        c->epoch);
 	return 0;
 }
 
@@ -148,9 +173,9 @@ int vpp__cl_lead(vpp_cluster *c, char *err, size_t errlen)
 {
 	if (c->leader) {
 		if (!c->clock_ok)
-			vpp__cl_resign(c, "its clock is off the database's");
+			vpp__cl_resign(c, "its clock is off the database's", false);
 		else if (atomic_load(&c->draining))
-			vpp__cl_resign(c, "draining");
+			vpp__cl_resign(c, "draining", true);
 		else
 			return confirm(c, err, errlen);
 		return 0;
@@ -170,11 +195,11 @@ typedef struct {
 static int read_setpoint(vpp_cluster *c, fleet_setpoint *sp, char *err, size_t errlen)
 {
 	PGresult *r = vpp__cl_exec(
-		c->main,
-		"SELECT setpoint_id, target_kw, ramp_kw_per_s, (extract(epoch from created_at) * "
-		"1000)::bigint + (valid_for_s * 1000)::bigint FROM setpoints ORDER BY setpoint_id "
-		"DESC LIMIT 1",
-		0, NULL, vpp__cl_timeout(c), err, errlen);
+	    c->main,
+	    "SELECT setpoint_id, target_kw, ramp_kw_per_s, (extract(epoch from created_at) * "
+	    "1000)::bigint + (valid_for_s * 1000)::bigint FROM setpoints ORDER BY setpoint_id "
+	    "DESC LIMIT 1",
+	    0, NULL, vpp__cl_timeout(c), err, errlen);
 	if (!r)
 		return VPP_EDB;
 	memset(sp, 0, sizeof(*sp));
@@ -183,7 +208,8 @@ static int read_setpoint(vpp_cluster *c, fleet_setpoint *sp, char *err, size_t e
 		sp->target_kw = strtod(PQgetvalue(r, 0, 1), NULL);
 		sp->ramp_kw_per_s = strtod(PQgetvalue(r, 0, 2), NULL);
 		sp->valid_until_ms = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
-		if (!isfinite(sp->target_kw) || !isfinite(sp->ramp_kw_per_s) || sp->ramp_kw_per_s < 0)
+		if (!isfinite(sp->target_kw) || !isfinite(sp->ramp_kw_per_s) ||
+		    sp->ramp_kw_per_s < 0)
 			memset(sp, 0, sizeof(*sp));
 	}
 	PQclear(r);
@@ -193,7 +219,7 @@ static int read_setpoint(vpp_cluster *c, fleet_setpoint *sp, char *err, size_t e
 /* Moves the fleet's effective target towards the setpoint at its ramp.
  * A new leader starts from where the nodes are. */
 static double effective(vpp_cluster *c, const fleet_setpoint *sp, const vpp_cluster_view *v,
-			int64_t now)
+                        int64_t now)
 {
 	double target = sp->valid_until_ms > now ? sp->target_kw : 0;
 	if (!c->eff_known) {
@@ -255,7 +281,7 @@ int vpp__cl_publish(vpp_cluster *c, char *err, size_t errlen)
 	vpp_alloc_result res;
 	if ((rv = vpp_cluster_split(agg, n, eff, shares, &res)) != 0) {
 		snprintf(err, errlen, "cannot split %.3f kW over %zu nodes: %s", eff, n,
-			 vpp_strerror(rv));
+		         vpp_strerror(rv));
 		return rv;
 	}
 	int64_t until = now + c->o.share_lease_ms;
@@ -279,32 +305,34 @@ int vpp__cl_publish(vpp_cluster *c, char *err, size_t errlen)
 	snprintf(target, sizeof(target), "%.17g", sp.valid_until_ms > now ? sp.target_kw : 0.0);
 	snprintf(effs, sizeof(effs), "%.17g", eff);
 	snprintf(sp_until, sizeof(sp_until), "%lld",
-		 (long long)(sp.valid_until_ms > now ? sp.valid_until_ms : 0));
+	         (long long)(sp.valid_until_ms > now ? sp.valid_until_ms : 0));
 	const char *p[8] = {ids, kws, epoch, until_s, spid, target, effs, sp_until};
 	/* Fenced twice: nothing is written unless this epoch is the newest,
 	 * and a share is never replaced by an older epoch's. */
 	PGresult *r = vpp__cl_exec(
-		c->main,
-		"WITH up AS (INSERT INTO cluster_shares (node_id, epoch, share_kw, valid_until_ms, "
-		"setpoint_id, fleet_target_kw, fleet_eff_kw, setpoint_valid_until_ms, issued_at) "
-		"SELECT v.id, $3::bigint, v.kw, $4::bigint, $5::bigint, $6::float8, $7::float8, "
-		"$8::bigint, now() "
-		"FROM unnest($1::text[], $2::float8[]) AS v(id, kw) "
-		"WHERE $3::bigint = (SELECT max(epoch) FROM cluster_leaders) "
-		"ON CONFLICT (node_id) DO UPDATE SET epoch = EXCLUDED.epoch, share_kw = "
-		"EXCLUDED.share_kw, valid_until_ms = EXCLUDED.valid_until_ms, setpoint_id = "
-		"EXCLUDED.setpoint_id, fleet_target_kw = EXCLUDED.fleet_target_kw, fleet_eff_kw = "
-		"EXCLUDED.fleet_eff_kw, setpoint_valid_until_ms = EXCLUDED.setpoint_valid_until_ms, "
-		"issued_at = now() WHERE cluster_shares.epoch <= "
-		"EXCLUDED.epoch RETURNING 1) "
-		"SELECT (SELECT count(*) FROM up), pg_notify('vpp_shares', $3::bigint::text)",
-		8, p, vpp__cl_timeout(c), err, errlen);
+	    c->main,
+	    "WITH f AS (UPDATE cluster_fence SET epoch = epoch WHERE id = 1 AND epoch = $3::bigint "
+	    "RETURNING 1), "
+	    "up AS (INSERT INTO cluster_shares (node_id, epoch, share_kw, valid_until_ms, "
+	    "setpoint_id, fleet_target_kw, fleet_eff_kw, setpoint_valid_until_ms, issued_at) "
+	    "SELECT v.id, $3::bigint, v.kw, $4::bigint, $5::bigint, $6::float8, $7::float8, "
+	    "$8::bigint, now() "
+	    "FROM unnest($1::text[], $2::float8[]) AS v(id, kw) "
+	    "WHERE EXISTS (SELECT 1 FROM f) "
+	    "ON CONFLICT (node_id) DO UPDATE SET epoch = EXCLUDED.epoch, share_kw = "
+	    "EXCLUDED.share_kw, valid_until_ms = EXCLUDED.valid_until_ms, setpoint_id = "
+	    "EXCLUDED.setpoint_id, fleet_target_kw = EXCLUDED.fleet_target_kw, fleet_eff_kw = "
+	    "EXCLUDED.fleet_eff_kw, setpoint_valid_until_ms = EXCLUDED.setpoint_valid_until_ms, "
+	    "issued_at = now() WHERE cluster_shares.epoch <= "
+	    "EXCLUDED.epoch RETURNING 1) "
+	    "SELECT (SELECT count(*) FROM up), pg_notify('vpp_shares', $3::bigint::text)",
+	    8, p, vpp__cl_timeout(c), err, errlen);
 	if (!r)
 		return VPP_EDB;
 	long written = strtol(PQgetvalue(r, 0, 0), NULL, 10);
 	PQclear(r);
 	if (n > 0 && written == 0) {
-		vpp__cl_resign(c, "its shares were refused: a newer epoch exists");
+		vpp__cl_resign(c, "its shares were refused: a newer epoch exists", false);
 		return 0;
 	}
 	vpp_counter_inc(c->met.published);

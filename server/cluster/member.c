@@ -18,8 +18,8 @@
 int vpp__cl_check_clock(vpp_cluster *c, PGconn *conn, bool at_start, char *err, size_t errlen)
 {
 	int64_t t0 = vpp_wall_ms();
-	PGresult *r = vpp__cl_exec(conn, "SELECT " DB_NOW_MS, 0, NULL, vpp__cl_timeout(c), err,
-				   errlen);
+	PGresult *r =
+	    vpp__cl_exec(conn, "SELECT " DB_NOW_MS, 0, NULL, vpp__cl_timeout(c), err, errlen);
 	int64_t t1 = vpp_wall_ms();
 	if (!r)
 		return VPP_EDB;
@@ -30,18 +30,19 @@ int vpp__cl_check_clock(vpp_cluster *c, PGconn *conn, bool at_start, char *err, 
 	int64_t bad = llabs(off) - slack;
 	if (bad > c->o.max_clock_skew_ms) {
 		snprintf(err, errlen,
-			 "this node's clock is %+lld ms off the database's (more than "
-			 "cluster-max-clock-skew-ms, %lld): shares and leases are in Unix ms, so "
-			 "it cannot take part until its clock is synchronised (NTP)",
-			 (long long)-off, (long long)c->o.max_clock_skew_ms);
+		         "this node's clock is %+lld ms off the database's (more than "
+		         "cluster-max-clock-skew-ms, %lld): shares and leases are in Unix ms, so "
+		         "it cannot take part until its clock is synchronised (NTP)",
+		         (long long)-off, (long long)c->o.max_clock_skew_ms);
 		if (c->clock_ok || at_start)
 			vpp_counter_inc(c->met.skew);
 		c->clock_ok = false;
 		return VPP_ERANGE;
 	}
 	if (!c->clock_ok && !at_start)
-		vpp_log(VPP_LOG_INFO, "cluster", "node=%s clock back within %lld ms of the database's",
-			c->node_id, (long long)c->o.max_clock_skew_ms);
+		vpp_log(VPP_LOG_INFO, "cluster",
+		        "node=%s clock back within %lld ms of the database's", c->node_id,
+		        (long long)c->o.max_clock_skew_ms);
 	c->clock_ok = true;
 	return 0;
 }
@@ -54,35 +55,35 @@ static int check_versions(vpp_cluster *c, char *err, size_t errlen)
 	snprintf(timeout, sizeof(timeout), "%lld", (long long)c->o.node_timeout_ms);
 	snprintf(proto, sizeof(proto), "%d", VPP_CLUSTER_PROTOCOL);
 	const char *p[3] = {c->node_id, timeout, proto};
-	PGresult *r = vpp__cl_exec(c->main,
-				   "SELECT node_id, protocol, version FROM cluster_nodes WHERE "
-				   "node_id <> $1 AND protocol <> $3::int AND heartbeat_at > now() - "
-				   "$2::bigint * interval '1 millisecond' AND left_at IS NULL ORDER BY node_id LIMIT 1",
-				   3, p, vpp__cl_timeout(c), err, errlen);
+	PGresult *r = vpp__cl_exec(
+	    c->main,
+	    "SELECT node_id, protocol, version FROM cluster_nodes WHERE "
+	    "node_id <> $1 AND protocol <> $3::int AND heartbeat_at > now() - "
+	    "$2::bigint * interval '1 millisecond' AND left_at IS NULL ORDER BY node_id LIMIT 1",
+	    3, p, vpp__cl_timeout(c), err, errlen);
 	if (!r)
 		return VPP_EDB;
 	int rv = 0;
 	if (PQntuples(r) == 1) {
 		snprintf(err, errlen,
-			 "live node %s (vppd %s) speaks cluster protocol %s, this vppd %d: "
-			 "upgrade all nodes to one protocol (see README, rolling upgrade)",
-			 PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 1),
-			 VPP_CLUSTER_PROTOCOL);
+		         "live node %s (vppd %s) speaks cluster protocol %s, this vppd %d: "
+		         "upgrade all nodes to one protocol (see README, rolling upgrade)",
+		         PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 1),
+		         VPP_CLUSTER_PROTOCOL);
 		rv = VPP_ESCHEMA;
 	}
 	PQclear(r);
 	if (rv)
 		return rv;
-	r = vpp__cl_exec(c->main, "SELECT coalesce(max(version), 0) FROM schema_migrations", 0, NULL,
-			 vpp__cl_timeout(c), err, errlen);
+	r = vpp__cl_exec(c->main, "SELECT coalesce(max(version), 0) FROM schema_migrations", 0,
+	                 NULL, vpp__cl_timeout(c), err, errlen);
 	if (!r)
 		return VPP_EDB;
 	int db = atoi(PQgetvalue(r, 0, 0)), mine = vpp_store_schema_version();
 	PQclear(r);
 	if (db != mine) {
-		snprintf(err, errlen,
-			 "the database schema is at version %d, this vppd's is %d: %s", db, mine,
-			 db > mine ? "upgrade this vppd" : "run `vppd migrate` first");
+		snprintf(err, errlen, "the database schema is at version %d, this vppd's is %d: %s",
+		         db, mine, db > mine ? "upgrade this vppd" : "run `vppd migrate` first");
 		return VPP_ESCHEMA;
 	}
 	return 0;
@@ -93,10 +94,9 @@ static int check_versions(vpp_cluster *c, char *err, size_t errlen)
 static int lock_node_id(vpp_cluster *c, char *err, size_t errlen)
 {
 	const char *p[1] = {c->node_id};
-	PGresult *r = vpp__cl_exec(c->lock,
-				   "SELECT pg_try_advisory_lock(" VPP__CL_LOCK_CLASS_NODE
-				   ", hashtext($1))",
-				   1, p, vpp__cl_timeout(c), err, errlen);
+	PGresult *r = vpp__cl_exec(
+	    c->lock, "SELECT pg_try_advisory_lock(" VPP__CL_LOCK_CLASS_NODE ", hashtext($1))", 1, p,
+	    vpp__cl_timeout(c), err, errlen);
 	if (!r)
 		return VPP_EDB;
 	bool got = PQgetvalue(r, 0, 0)[0] == 't';
@@ -110,24 +110,25 @@ static int lock_node_id(vpp_cluster *c, char *err, size_t errlen)
 	char timeout[32];
 	snprintf(timeout, sizeof(timeout), "%lld", (long long)c->o.node_timeout_ms);
 	const char *q[2] = {c->node_id, timeout};
-	r = vpp__cl_exec(c->lock,
-			 "SELECT pg_terminate_backend(l.pid) FROM pg_locks l, cluster_nodes n "
-			 "WHERE l.locktype = 'advisory' AND l.classid = " VPP__CL_LOCK_CLASS_NODE
-			 " AND l.objid = hashtext($1)::oid AND l.objsubid = 2 AND l.granted AND "
-			 "l.pid <> pg_backend_pid() AND n.node_id = $1 AND n.heartbeat_at < now() - "
-			 "$2::bigint * interval '1 millisecond'",
-			 2, q, vpp__cl_timeout(c), err, errlen);
+	r = vpp__cl_exec(
+	    c->lock,
+	    "SELECT pg_terminate_backend(l.pid) FROM pg_locks l, cluster_nodes n "
+	    "WHERE l.locktype = 'advisory' AND l.classid = " VPP__CL_LOCK_CLASS_NODE
+	    " AND l.objid = hashtext($1)::oid AND l.objsubid = 2 AND l.granted AND "
+	    "l.pid <> pg_backend_pid() AND n.node_id = $1 AND n.heartbeat_at < now() - "
+	    "$2::bigint * interval '1 millisecond'",
+	    2, q, vpp__cl_timeout(c), err, errlen);
 	bool ended = r && PQntuples(r) > 0 && PQgetvalue(r, 0, 0)[0] == 't';
 	PQclear(r);
 	if (ended) {
 		vpp_log(VPP_LOG_WARN, "cluster",
-			"node=%s ended a silent database session that held its id lock",
-			c->node_id);
+		        "node=%s ended a silent database session that held its id lock",
+		        c->node_id);
 		usleep(50 * 1000);
 		if ((r = vpp__cl_exec(c->lock,
-				      "SELECT pg_try_advisory_lock(" VPP__CL_LOCK_CLASS_NODE
-				      ", hashtext($1))",
-				      1, p, vpp__cl_timeout(c), err, errlen)) == NULL)
+		                      "SELECT pg_try_advisory_lock(" VPP__CL_LOCK_CLASS_NODE
+		                      ", hashtext($1))",
+		                      1, p, vpp__cl_timeout(c), err, errlen)) == NULL)
 			return VPP_EDB;
 		got = PQgetvalue(r, 0, 0)[0] == 't';
 		PQclear(r);
@@ -135,20 +136,21 @@ static int lock_node_id(vpp_cluster *c, char *err, size_t errlen)
 			return 0;
 	}
 	char why[200] = "";
-	r = vpp__cl_exec(c->main,
-			 "SELECT version, " MS("now() - heartbeat_at") ", api_addr FROM cluster_nodes "
-			 "WHERE node_id = $1",
-			 1, p, vpp__cl_timeout(c), why, sizeof(why));
+	r = vpp__cl_exec(
+	    c->main,
+	    "SELECT version, " MS("now() - heartbeat_at") ", api_addr FROM cluster_nodes "
+	                                                  "WHERE node_id = $1",
+	    1, p, vpp__cl_timeout(c), why, sizeof(why));
 	if (r && PQntuples(r) == 1)
-		snprintf(why, sizeof(why), " (vppd %s at %s, heartbeat %s ms ago)", PQgetvalue(r, 0, 0),
-			 PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 1));
+		snprintf(why, sizeof(why), " (vppd %s at %s, heartbeat %s ms ago)",
+		         PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 1));
 	else
 		why[0] = 0;
 	PQclear(r);
 	snprintf(err, errlen,
-		 "another live node already has node id %s%s: give each node its own "
-		 "--node-id (or stop the other one first)",
-		 c->node_id, why);
+	         "another live node already has node id %s%s: give each node its own "
+	         "--node-id (or stop the other one first)",
+	         c->node_id, why);
 	return VPP_EEXIST;
 }
 
@@ -162,22 +164,22 @@ int vpp__cl_register(vpp_cluster *c, char *err, size_t errlen)
 	char proto[16], schema[16];
 	snprintf(proto, sizeof(proto), "%d", VPP_CLUSTER_PROTOCOL);
 	snprintf(schema, sizeof(schema), "%d", vpp_store_schema_version());
-	const char *p[7] = {c->node_id, c->version, c->incarnation, proto, schema, c->api_addr,
-			    c->device_addr};
+	const char *p[7] = {c->node_id, c->version,  c->incarnation, proto,
+	                    schema,     c->api_addr, c->device_addr};
 	PGresult *r = vpp__cl_exec(
-		c->main,
-		"INSERT INTO cluster_nodes (node_id, version, started_at, heartbeat_at, incarnation, "
-		"protocol, schema_version, api_addr, device_addr) VALUES ($1, $2, now(), now(), $3, "
-		"$4::int, $5::int, $6, $7) ON CONFLICT (node_id) DO UPDATE SET version = $2, "
-		"started_at = CASE WHEN cluster_nodes.incarnation = $3 THEN cluster_nodes.started_at "
-		"ELSE now() END, heartbeat_at = now(), incarnation = $3, protocol = $4::int, "
-		"schema_version = $5::int, api_addr = $6, device_addr = $7, role = 'follower', "
-		"left_at = NULL, epoch = 0, share_kw = 0, "
-		/* The same life registering again (after a lost connection)
-		 * keeps an operator's drain request. */
-		"draining = cluster_nodes.incarnation = $3 AND cluster_nodes.draining, "
-		"drain_requested = cluster_nodes.incarnation = $3 AND cluster_nodes.drain_requested",
-		7, p, vpp__cl_timeout(c), err, errlen);
+	    c->main,
+	    "INSERT INTO cluster_nodes (node_id, version, started_at, heartbeat_at, incarnation, "
+	    "protocol, schema_version, api_addr, device_addr) VALUES ($1, $2, now(), now(), $3, "
+	    "$4::int, $5::int, $6, $7) ON CONFLICT (node_id) DO UPDATE SET version = $2, "
+	    "started_at = CASE WHEN cluster_nodes.incarnation = $3 THEN cluster_nodes.started_at "
+	    "ELSE now() END, heartbeat_at = now(), incarnation = $3, protocol = $4::int, "
+	    "schema_version = $5::int, api_addr = $6, device_addr = $7, role = 'follower', "
+	    "left_at = NULL, epoch = 0, share_kw = 0, "
+	    /* The same life registering again (after a lost connection)
+	     * keeps an operator's drain request. */
+	    "draining = cluster_nodes.incarnation = $3 AND cluster_nodes.draining, "
+	    "drain_requested = cluster_nodes.incarnation = $3 AND cluster_nodes.drain_requested",
+	    7, p, vpp__cl_timeout(c), err, errlen);
 	if (!r)
 		return VPP_EDB;
 	PQclear(r);
@@ -203,7 +205,7 @@ enum { NSTATUS = 31 };
 static void status_fields(const vpp_fleet_status *s, double *v)
 {
 	const vpp_estimate *e[5] = {&s->measured_kw, &s->discharge_headroom_kw,
-				    &s->charge_headroom_kw, &s->stored_energy_kwh, &s->expected_kw};
+	                            &s->charge_headroom_kw, &s->stored_energy_kwh, &s->expected_kw};
 	int k = 0;
 	v[k++] = (double)s->now_ms;
 	v[k++] = s->target_kw;
@@ -271,7 +273,7 @@ static bool status_parse(const char *text, vpp_fleet_status *s)
 	s->tracking_error_kw = v[k++];
 	s->shortfall_kw = v[k++];
 	vpp_estimate *e[5] = {&s->measured_kw, &s->discharge_headroom_kw, &s->charge_headroom_kw,
-			      &s->stored_energy_kwh, &s->expected_kw};
+	                      &s->stored_energy_kwh, &s->expected_kw};
 	for (int i = 0; i < 5; i++, k += 3)
 		estimate_from(v[k], v[k + 1], v[k + 2], e[i]);
 	s->n_devices = count_of(v[k++]);
@@ -291,7 +293,7 @@ static void fmt_double(char *buf, size_t len, double x)
 }
 
 int vpp__cl_heartbeat(vpp_cluster *c, const vpp_plant_snapshot *snap, bool *drain, char *err,
-		      size_t errlen)
+                      size_t errlen)
 {
 	double v[NSTATUS];
 	status_fields(&snap->status, v);
@@ -300,7 +302,7 @@ int vpp__cl_heartbeat(vpp_cluster *c, const vpp_plant_snapshot *snap, bool *drai
 	status[off++] = '{';
 	for (int k = 0; k < NSTATUS; k++)
 		off += (size_t)snprintf(status + off, sizeof(status) - off, "%s%.17g", k ? "," : "",
-					isfinite(v[k]) ? v[k] : 0.0);
+		                        isfinite(v[k]) ? v[k] : 0.0);
 	snprintf(status + off, sizeof(status) - off, "}");
 	char num[7][32], epoch[24], tick_at[24];
 	fmt_double(num[0], sizeof(num[0]), snap->share_epoch ? snap->share_kw : 0);
@@ -311,18 +313,27 @@ int vpp__cl_heartbeat(vpp_cluster *c, const vpp_plant_snapshot *snap, bool *drai
 	fmt_double(num[5], sizeof(num[5]), snap->agg_hi_kw);
 	snprintf(epoch, sizeof(epoch), "%" PRIu64, snap->share_epoch);
 	snprintf(tick_at, sizeof(tick_at), "%lld", (long long)snap->last_tick_at_ms);
-	const char *p[13] = {c->node_id,     c->incarnation, c->leader ? "leader" : "follower",
-			     atomic_load(&c->draining) ? "t" : "f",
-			     epoch,	     num[0], num[1], num[2], num[3], num[4], num[5],
-			     tick_at,	     status};
+	const char *p[13] = {c->node_id,
+	                     c->incarnation,
+	                     c->leader ? "leader" : "follower",
+	                     atomic_load(&c->draining) ? "t" : "f",
+	                     epoch,
+	                     num[0],
+	                     num[1],
+	                     num[2],
+	                     num[3],
+	                     num[4],
+	                     num[5],
+	                     tick_at,
+	                     status};
 	PGresult *r = vpp__cl_exec(
-		c->main,
-		"UPDATE cluster_nodes SET heartbeat_at = now(), role = $3, draining = $4::bool, "
-		"epoch = $5::bigint, share_kw = $6::float8, agg_a = $7::float8, "
-		"agg_e_dis_kwh = $8::float8, agg_e_chg_kwh = $9::float8, agg_lo_kw = $10::float8, "
-		"agg_hi_kw = $11::float8, tick_at_ms = $12::bigint, status = $13::float8[] "
-		"WHERE node_id = $1 AND incarnation = $2 RETURNING drain_requested",
-		13, p, vpp__cl_timeout(c), err, errlen);
+	    c->main,
+	    "UPDATE cluster_nodes SET heartbeat_at = now(), role = $3, draining = $4::bool, "
+	    "epoch = $5::bigint, share_kw = $6::float8, agg_a = $7::float8, "
+	    "agg_e_dis_kwh = $8::float8, agg_e_chg_kwh = $9::float8, agg_lo_kw = $10::float8, "
+	    "agg_hi_kw = $11::float8, tick_at_ms = $12::bigint, status = $13::float8[] "
+	    "WHERE node_id = $1 AND incarnation = $2 RETURNING drain_requested",
+	    13, p, vpp__cl_timeout(c), err, errlen);
 	if (!r)
 		return VPP_EDB;
 	bool found = PQntuples(r) == 1;
@@ -332,8 +343,8 @@ int vpp__cl_heartbeat(vpp_cluster *c, const vpp_plant_snapshot *snap, bool *drai
 	if (!found) {
 		/* The row is gone (deleted by hand) or another incarnation
 		 * wrote it: register again; the id lock is ours. */
-		vpp_log(VPP_LOG_WARN, "cluster", "node=%s row missing in cluster_nodes: registering again",
-			c->node_id);
+		vpp_log(VPP_LOG_WARN, "cluster",
+		        "node=%s row missing in cluster_nodes: registering again", c->node_id);
 		return vpp__cl_register(c, err, errlen);
 	}
 	return 0;
@@ -362,16 +373,22 @@ int vpp__cl_read_view(vpp_cluster *c, char *err, size_t errlen)
 	char timeout[32];
 	snprintf(timeout, sizeof(timeout), "%lld", (long long)c->o.node_timeout_ms);
 	const char *p[1] = {timeout};
-	PGresult *r = vpp__cl_exec(
-		c->main,
-		"SELECT node_id, version, api_addr, device_addr, role, draining, epoch, share_kw, "
-		"agg_a, agg_e_dis_kwh, agg_e_chg_kwh, agg_lo_kw, agg_hi_kw, status::text, "
-		MS("started_at") ", " MS("heartbeat_at") ", " MS("now() - heartbeat_at") ", "
-		"heartbeat_at > now() - $1::bigint * interval '1 millisecond' AND left_at IS NULL, "
-		"(SELECT epoch || ' ' || node_id FROM cluster_leaders ORDER BY epoch DESC LIMIT 1) "
-		"FROM cluster_nodes WHERE heartbeat_at > now() - interval '1 day' "
-		"ORDER BY node_id LIMIT " VPP__STR(VPP_CLUSTER_NODES_MAX),
-		1, p, vpp__cl_timeout(c), err, errlen);
+	PGresult *r =
+	    vpp__cl_exec(c->main,
+	                 "SELECT node_id, version, api_addr, device_addr, role, draining, epoch, "
+	                 "share_kw, "
+	                 "agg_a, agg_e_dis_kwh, agg_e_chg_kwh, agg_lo_kw, agg_hi_kw, "
+	                 "status::text, " MS("started_at") ", " MS("heartbeat_at") ", " MS(
+	                     "now() - heartbeat_at") ", "
+	                                             "heartbeat_at > now() - $1::bigint * interval "
+	                                             "'1 millisecond' AND left_at IS NULL, "
+	                                             "(SELECT epoch || ' ' || node_id FROM "
+	                                             "cluster_leaders ORDER BY epoch DESC LIMIT 1) "
+	                                             "FROM cluster_nodes WHERE heartbeat_at > "
+	                                             "now() - interval '1 day' "
+	                                             "ORDER BY node_id LIMIT " VPP__STR(
+	                                                 VPP_CLUSTER_NODES_MAX),
+	                 1, p, vpp__cl_timeout(c), err, errlen);
 	if (!r)
 		return VPP_EDB;
 	vpp_cluster_view v;
@@ -391,7 +408,7 @@ int vpp__cl_read_view(vpp_cluster *c, char *err, size_t errlen)
 		copy_field(n->api_addr, sizeof(n->api_addr), PQgetvalue(r, i, 2));
 		copy_field(n->device_addr, sizeof(n->device_addr), PQgetvalue(r, i, 3));
 		n->role = strcmp(PQgetvalue(r, i, 4), "leader") == 0 ? VPP_NODE_LEADER
-								      : VPP_NODE_FOLLOWER;
+		                                                     : VPP_NODE_FOLLOWER;
 		n->draining = PQgetvalue(r, i, 5)[0] == 't';
 		n->epoch = strtoull(PQgetvalue(r, i, 6), NULL, 10);
 		n->share_kw = strtod(PQgetvalue(r, i, 7), NULL);

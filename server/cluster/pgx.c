@@ -67,11 +67,12 @@ PGconn *vpp__cl_connect(const char *conninfo, int timeout_ms, char *err, size_t 
 			PQfinish(c);
 			return NULL;
 		}
-		int w = wait_fd(PQsocket(c), st == PGRES_POLLING_READING ? POLLIN : POLLOUT,
-				deadline);
+		int w =
+		    wait_fd(PQsocket(c), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline);
 		if (w <= 0) {
-			set_err(err, errlen, w == 0 ? "cannot connect: timed out" : "cannot connect",
-				w == 0 ? NULL : strerror(errno));
+			set_err(err, errlen,
+			        w == 0 ? "cannot connect: timed out" : "cannot connect",
+			        w == 0 ? NULL : strerror(errno));
 			PQfinish(c);
 			return NULL;
 		}
@@ -91,8 +92,8 @@ int vpp__cl_pump(PGconn *c)
 	return PQconsumeInput(c) ? 0 : VPP_EDB;
 }
 
-PGresult *vpp__cl_exec(PGconn *c, const char *sql, int n, const char *const *params,
-		       int timeout_ms, char *err, size_t errlen)
+PGresult *vpp__cl_exec(PGconn *c, const char *sql, int n, const char *const *params, int timeout_ms,
+                       char *err, size_t errlen)
 {
 	int64_t deadline = mono_ms() + timeout_ms;
 	if (!PQsendQueryParams(c, sql, n, NULL, params, NULL, NULL, 0)) {

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 
 int vpp_cluster_split(const vpp_cluster_agg *nodes, size_t n, double target_kw, double *shares,
-		      vpp_alloc_result *res)
+                      vpp_alloc_result *res)
 {
 	if (!isfinite(target_kw))
 		return VPP_EINVAL;

@@ -44,8 +44,21 @@ ALTER TABLE cluster_nodes
 CREATE TABLE cluster_leaders (
 	epoch       bigserial PRIMARY KEY,
 	node_id     text NOT NULL,
-	acquired_at timestamptz NOT NULL DEFAULT now()
+	acquired_at timestamptz NOT NULL DEFAULT now(),
+	-- Set by a leader that stopped leading on purpose (drain, shutdown)
+	-- after its last shares were written: the next one need not wait them
+	-- out.
+	released_at timestamptz
 );
+
+-- One row: the epoch allowed to write shares. A leader's publication
+-- locks it, and a new leadership moves it, so a publication either
+-- commits before the new epoch exists or writes nothing.
+CREATE TABLE cluster_fence (
+	id    integer PRIMARY KEY CHECK (id = 1),
+	epoch bigint NOT NULL
+);
+INSERT INTO cluster_fence VALUES (1, 0);
 
 CREATE TABLE cluster_shares (
 	node_id        text PRIMARY KEY,

@@ -243,15 +243,19 @@ class Node:
     def log_tail(self, n=30):
         return self.proc.log_tail(n) if self.proc else ""
 
-    def log(self):
-        """This node's whole log, every run (oldest first)."""
+    def run_logs(self):
+        """Each run's log, oldest first."""
         out = []
         for p in self.procs:
             if not p._log.closed:
                 p._log.flush()
             with open(p.log_path, "rb") as f:
                 out.append(f.read().decode("utf-8", "replace"))
-        return "".join(out)
+        return out
+
+    def log(self):
+        """This node's whole log, every run (oldest first)."""
+        return "".join(self.run_logs())
 
 
 # ---------------------------------------------------------------- HAProxy

@@ -12,7 +12,8 @@
 
 static vpp_cluster_agg node(double edis, double echg, double lo, double hi)
 {
-	vpp_cluster_agg g = {.a = 1, .e_dis_kwh = edis, .e_chg_kwh = echg, .lo_kw = lo, .hi_kw = hi};
+	vpp_cluster_agg g = {
+	    .a = 1, .e_dis_kwh = edis, .e_chg_kwh = echg, .lo_kw = lo, .hi_kw = hi};
 	return g;
 }
 
@@ -20,7 +21,7 @@ START_TEST(split_sums_to_the_target_by_energy)
 {
 	/* Unsaturated: shares in proportion to the energy in the direction. */
 	vpp_cluster_agg n[3] = {node(10, 30, -100, 100), node(20, 20, -100, 100),
-				node(30, 10, -100, 100)};
+	                        node(30, 10, -100, 100)};
 	double s[3];
 	vpp_alloc_result r;
 	ck_assert_int_eq(vpp_cluster_split(n, 3, 60, s, &r), 0);
@@ -85,9 +86,13 @@ static void fill(vpp_fleet *f, int n, double soc, int64_t now, const char *prefi
 		vpp_device_ratings r = {5, 5, 13.5, 0.05, 0.95, 0};
 		ck_assert_int_eq(vpp_fleet_add(f, id, &r, &slot), 0);
 		ck_assert_int_eq(vpp_fleet_connect(f, slot, now), 0);
-		vpp_telemetry t = {.seq = 1, .measured_at_ms = now, .received_at_ms = now,
-				   .power_kw = 0, .power_sigma_kw = 0.05, .soc = soc,
-				   .soc_sigma = 0.01};
+		vpp_telemetry t = {.seq = 1,
+		                   .measured_at_ms = now,
+		                   .received_at_ms = now,
+		                   .power_kw = 0,
+		                   .power_sigma_kw = 0.05,
+		                   .soc = soc,
+		                   .soc_sigma = 0.01};
 		ck_assert_int_eq(vpp_fleet_telemetry(f, slot, &t), 0);
 	}
 }
@@ -104,7 +109,7 @@ START_TEST(shares_of_real_fleets_add_up)
 		ck_assert_int_eq(vpp_fleet_tick(f[k], now, &out), 0);
 		agg[k].a = 0;
 		vpp_fleet_aggregate(f[k], &agg[k].a, &agg[k].e_dis_kwh, &agg[k].e_chg_kwh,
-				    &agg[k].lo_kw, &agg[k].hi_kw);
+		                    &agg[k].lo_kw, &agg[k].hi_kw);
 	}
 	double s[2];
 	vpp_alloc_result r;
@@ -150,7 +155,7 @@ START_TEST(fleet_status_adds_means_and_variances)
 	ck_assert_double_eq_tol(st.measured_kw.value, 70, 1e-9);
 	ck_assert_double_eq_tol(st.measured_kw.sigma, 5, 1e-9);
 	ck_assert_double_eq_tol(st.measured_kw.upper - st.measured_kw.lower, 2 * 1.6448536 * 5,
-				1e-5);
+	                        1e-5);
 	ck_assert_uint_eq(st.n_online, 20);
 	ck_assert_double_eq_tol(st.target_kw, 70, 1e-9);
 	/* With the leader's fleet target known: the part it could not place
