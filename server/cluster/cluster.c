@@ -82,7 +82,7 @@ int vpp__cl_read_share(vpp_cluster *c, char *err, size_t errlen)
 	                           "fleet_eff_kw, setpoint_id, setpoint_valid_until_ms, "
 	                           "l.released_at IS NOT NULL AND EXISTS (SELECT 1 FROM "
 	                           "cluster_leaders n WHERE n.epoch > s.epoch) FROM cluster_shares s "
-	                           "LEFT JOIN cluster_leaders l ON l.epoch = s.epoch WHERE node_id = $1",
+	                           "LEFT JOIN cluster_leaders l ON l.epoch = s.epoch WHERE s.node_id = $1",
 	                           1, p, vpp__cl_timeout(c), err, errlen);
 	if (!r)
 		return VPP_EDB;
