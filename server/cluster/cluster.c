@@ -548,8 +548,10 @@ int64_t vpp_cluster_view_as_of(vpp_cluster *c)
 void vpp_cluster_set_draining(vpp_cluster *c, bool draining)
 {
 	atomic_store(&c->draining, draining);
+	/* 2% of its devices a tick: each carries this node's command until
+	 * its new node commands it, so few at a time. */
 	if (!atomic_load(&c->stopping))
-		vpp_plant_drain(c->o.plant, draining, 0.05);
+		vpp_plant_drain(c->o.plant, draining, 0.02);
 	vpp_cluster_kick(c);
 }
 

@@ -266,24 +266,36 @@ int vpp__cl_publish(vpp_cluster *c, char *err, size_t errlen)
 	pthread_mutex_unlock(&c->view_lock);
 	double eff = effective(c, &sp, &v, now);
 
-	/* Alive nodes that take part; draining ones get an explicit 0. */
-	vpp_cluster_agg agg[VPP_CLUSTER_NODES_MAX];
-	double shares[VPP_CLUSTER_NODES_MAX];
+	/* The alive nodes; draining ones take only what the others cannot
+	 * (a node that drains while the others have no devices yet keeps its
+	 * share until its devices have moved). */
+	vpp_cluster_agg agg[VPP_CLUSTER_NODES_MAX], rest[VPP_CLUSTER_NODES_MAX];
+	double shares[VPP_CLUSTER_NODES_MAX], more[VPP_CLUSTER_NODES_MAX];
 	size_t n = 0;
+	bool any_draining = false;
 	for (size_t i = 0; i < v.n; i++) {
-		agg[n] = v.nodes[i].agg;
 		if (!v.nodes[i].alive)
 			continue;
-		if (v.nodes[i].draining)
+		agg[n] = rest[n] = v.nodes[i].agg;
+		if (v.nodes[i].draining) {
 			agg[n].a = 0;
-		v.nodes[n++] = v.nodes[i]; /* compacted: index i of agg is node n */
+			any_draining = true;
+		} else {
+			rest[n].a = 0;
+		}
+		v.nodes[n++] = v.nodes[i]; /* compacted: index n of agg is node n */
 	}
 	vpp_alloc_result res;
-	if ((rv = vpp_cluster_split(agg, n, eff, shares, &res)) != 0) {
+	if ((rv = vpp_cluster_split(agg, n, eff, shares, &res)) != 0 ||
+	    (any_draining && res.shortfall_kw != 0 &&
+	     (rv = vpp_cluster_split(rest, n, res.shortfall_kw, more, NULL)) != 0)) {
 		snprintf(err, errlen, "cannot split %.3f kW over %zu nodes: %s", eff, n,
 		         vpp_strerror(rv));
 		return rv;
 	}
+	if (any_draining && res.shortfall_kw != 0)
+		for (size_t i = 0; i < n; i++)
+			shares[i] += more[i];
 	int64_t until = now + c->o.share_lease_ms;
 	if (sp.valid_until_ms > now && sp.valid_until_ms < until)
 		until = sp.valid_until_ms;
