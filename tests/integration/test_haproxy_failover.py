@@ -74,7 +74,7 @@ def drain_semantics():
     r = subprocess.run(["bash", GEN, "--local", "--maxconn", "4096", "--check-inter-ms", "200", "--fall", "2",
                         "--rise", "2", "--device-bind", "127.0.0.1:%d" % dev, "--api-bind", "127.0.0.1:%d" % api,
                         "--stats-bind", "127.0.0.1:%d" % stats, "--node",
-                        "stub=127.0.0.1:%d:%d:%d" % (sink.port, sink.port, hs.server_address[1]), "-o", cfg],
+                        "standin=127.0.0.1:%d:%d:%d" % (sink.port, sink.port, hs.server_address[1]), "-o", cfg],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     hp = vt.Proc("haproxy-drain", [cl.haproxy_path(), "-db", "-f", cfg])
@@ -83,17 +83,17 @@ def drain_semantics():
         vt.wait_port(stats, 10, hp.p)
 
         def state():
-            row = cl.haproxy_server(stats, "stub")
+            row = cl.haproxy_server(stats, "standin")
             return row["status"], int(row["scur"] or 0)
-        cl.wait_for(lambda: state()[0] == "UP", 10, "stub UP")
+        cl.wait_for(lambda: state()[0] == "UP", 10, "stand-in UP")
         clients += [socket.create_connection(("127.0.0.1", dev)) for _ in range(3)]
-        cl.wait_for(lambda: state() == ("UP", 3), 5, "3 sessions on stub")
+        cl.wait_for(lambda: state() == ("UP", 3), 5, "3 sessions on the stand-in")
         code[0] = 404
-        cl.wait_for(lambda: state()[0] == "NOLB", 5, "stub NOLB on 404")
+        cl.wait_for(lambda: state()[0] == "NOLB", 5, "stand-in NOLB on 404")
         time.sleep(0.5)
         assert state() == ("NOLB", 3), state()
         code[0] = 503
-        cl.wait_for(lambda: state() == ("DOWN", 0), 5, "stub DOWN on 503, its sessions closed")
+        cl.wait_for(lambda: state() == ("DOWN", 0), 5, "stand-in DOWN on 503, its sessions closed")
         for c in clients:
             c.settimeout(5)
             assert c.recv(1) == b"", "a session of a node marked down stayed open"
