@@ -20,6 +20,11 @@ typedef struct session {
 	bool registered;
 	bool ending; /* finish sent; waiting for on_done */
 	bool refused; /* the plant refused the Hello: no bye is owed */
+	/* The last sample accepted before the plant registered the Hello:
+	 * handed to the estimator with the slot, so that a device reporting
+	 * every 20 s is not stale for 20 s after it connects. */
+	bool early_t;
+	vpp_telemetry early;
 	int bye_reason;
 	uint64_t last_seq;
 	uint64_t first_sp_seq, last_sp_seq; /* setpoints sent on this session */

@@ -294,6 +294,14 @@ static uint32_t implausible(session *s, const Vpp__V1__Telemetry *t)
 	return bad;
 }
 
+/* The estimator may miss a sample when the plant is swamped (the store
+ * still has it): counted, never silent. */
+static void post_telemetry(session *s, const vpp_plant_msg *m)
+{
+	if (vpp_plant_post(s->dl->d->o.plant, s->dl->index, m) != 0)
+		vpp_counter_inc(s->dl->d->met.shed_dispatch);
+}
+
 static void on_telemetry(session *s, const Vpp__V1__Telemetry *t)
 {
 	vpp_devices *d = s->dl->d;
@@ -358,8 +366,6 @@ static void on_telemetry(session *s, const Vpp__V1__Telemetry *t)
 	}
 	s->last_seq = t->seq;
 	vpp_counter_inc(d->met.telemetry);
-	if (!s->registered)
-		return; /* the plant has not answered the Hello yet */
 	vpp_plant_msg m = {.type = VPP_PM_TELEMETRY, .session = s->handle, .slot = s->slot};
 	m.u.t.seq = t->seq;
 	/* A clock no Pong has placed yet (and never will, when it is years
@@ -379,10 +385,14 @@ static void on_telemetry(session *s, const Vpp__V1__Telemetry *t)
 	if (t->quality & VPP__V1__QUALITY_FLAG__QUALITY_SENSOR_FAULT)
 		m.u.t.quality |= VPP_TELEMETRY_BAD_POWER | VPP_TELEMETRY_BAD_SOC;
 	m.u.t.quality |= bad;
-	/* The estimator may miss a sample when the plant is swamped (the
-	 * store still has it): counted, never silent. */
-	if (vpp_plant_post(d->o.plant, s->dl->index, &m) != 0)
-		vpp_counter_inc(d->met.shed_dispatch);
+	if (!s->registered) {
+		/* The plant has not answered the Hello yet: the newest sample
+		 * waits for the slot (see on_out). */
+		s->early = m.u.t;
+		s->early_t = true;
+		return;
+	}
+	post_telemetry(s, &m);
 }
 
 static void on_ack(session *s, const Vpp__V1__Ack *a)
@@ -639,6 +649,12 @@ void vpp__dev_deliver(void *ud, const vpp_plant_out *m)
 		/* Even when ending: on_done then says bye with the slot. */
 		s->registered = true;
 		s->slot = m->u.slot;
+		if (s->early_t && !s->ending) {
+			vpp_plant_msg t = {.type = VPP_PM_TELEMETRY, .session = s->handle,
+					   .slot = s->slot, .u.t = s->early};
+			post_telemetry(s, &t);
+		}
+		s->early_t = false;
 		return;
 	}
 	if (s && !s->registered && m->type == VPP_PO_CLOSE)

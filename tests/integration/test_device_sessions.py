@@ -561,6 +561,24 @@ def body(r):
     r.case("a device reporting every 20 s is online 5 s after its report (staleness in intervals)",
            slow_interval_not_stale)
 
+    def first_sample_with_hello():
+        # The sample rides right behind the Hello, before the plant has
+        # registered the session: it must still reach the estimator, or a
+        # device reporting every 20 s is stale for its first 20 s.
+        for i in range(5):
+            d = Device(env2, "dev-00006")
+            d.telemetry(power=0.0, soc=0.5)
+            assert d.wait_for("welcome"), d.kinds()
+            time.sleep(0.3)
+            op, g, md = env2.operator()
+            info = op.GetDevice(g.GetDeviceRequest(device_id="dev-00006"), metadata=md, timeout=5)
+            assert info.state == g.DEVICE_STATE_ONLINE, (i, g.DeviceState.Name(info.state))
+            d.close()
+            time.sleep(0.2)
+
+    r.case("a sample sent together with the Hello counts at once (before the plant registered it)",
+           first_sample_with_hello)
+
     def seqs_rise_across_restarts():
         # vppd-2 started after vppd: its setpoint seqs are above any vppd
         # sent, so a device's late ack of its last one, arriving on the new
