@@ -348,6 +348,14 @@ static void undecodable(vpp_store *s, vpp_journal_pos at, bool row, uint16_t typ
 		        s->journal_dir, (unsigned)type, more);
 }
 
+static bool stmt_decodes(const void *p, size_t len)
+{
+	const char *params[32];
+	vpp__stmt_id id;
+	int n;
+	return vpp__stmt_parse(p, len, &id, params, &n) == 0;
+}
+
 /* Reads the next chunk of the journal: up to a batch of telemetry rows (to
  * the COPY connection) and the statements between them (to the pipeline),
  * at most REPLAY_STMT_BYTES of those. */
@@ -377,7 +385,9 @@ static void replay_next(vpp_store *s)
 				b->n++;
 			else
 				undecodable(s, at, true, type);
-		} else if (type != VPP__JREC_STMT) {
+		} else if (type != VPP__JREC_STMT || !stmt_decodes(p, len)) {
+			/* Queued, a statement that does not parse would hold a
+			 * place in the pipeline no result ever fills. */
 			undecodable(s, at, false, type);
 		} else {
 			vpp__item *it = calloc(1, sizeof(*it));

@@ -987,15 +987,23 @@ def test_undecodable_records_counted_lost(pg):
     good = [jrow("udev-1", i, base + i) for i in range(20)]
     bad_row = jrecord(JREC_TELEMETRY, b"\x05short")
     unknown = jrecord(99, b"whatever")
-    write_segment(j, 1, good[:10] + [bad_row, unknown] + good[10:])
+    # A statement record that does not parse (an unknown statement): queued,
+    # it held a pipeline place no result filled, and what came after waited.
+    bad_stmt = jrecord(JREC_STMT, struct.pack("<HH", 0xFFFF, 1))
+    now = int(time.time() * 1000)
+    after = jstmt(ST_DEVICE_UPSERT, ["udev-after", "fw", "5", "5", "10", "0", "1", "1", "node-a",
+                                     str(now)])
+    write_segment(j, 1, good[:10] + [bad_row, unknown, bad_stmt, after] + good[10:])
     try:
         r = replay(pg, j)
     finally:
         shutil.rmtree(j, ignore_errors=True)
     st = parse_stats([ln for ln in r.stdout.splitlines() if ln.startswith("drained")][-1])
-    check(st["rows_lost"] == 1 and st["writes_lost"] == 1, f"not counted: {st}")
+    check(st["rows_lost"] == 1 and st["writes_lost"] == 2, f"not counted: {st}")
     got = int(pg.psql("SELECT count(*) FROM telemetry WHERE device_id = 'udev-1'"))
     check(got == 20, f"{got} rows replayed, want 20")
+    got = pg.psql("SELECT count(*) FROM devices WHERE device_id = 'udev-after'")
+    check(got == "1", f"the statement after the undecodable one was not applied: {got}")
     check("cannot be decoded" in r.stderr, f"not logged: {r.stderr[-2000:]}")
 
 
