@@ -5,6 +5,7 @@
 #include "vppd_int.h"
 #include "vpp/admin.h"
 #include "vpp/error.h"
+#include "vpp/grpc.h"
 #include "vpp/health.h"
 #include "vpp/log.h"
 #include "vpp/proc.h"
@@ -175,6 +176,17 @@ static bool settings_ok(const vppd_config *cfg)
 				return false;
 			}
 		}
+	}
+	/* Checked even when no port uses TLS yet: a bad value stays bad. */
+	if (vpp_grpc_tls_policy_check(cfg->tls_ciphers, NULL) != 0) {
+		fprintf(stderr, "vppd: invalid value for tls-ciphers: %s\n",
+			vpp_grpc_tls_load_error());
+		return false;
+	}
+	if (vpp_grpc_tls_policy_check(NULL, cfg->tls_min_version) != 0) {
+		fprintf(stderr, "vppd: invalid value for tls-min-version: %s\n",
+			vpp_grpc_tls_load_error());
+		return false;
 	}
 	return true;
 }

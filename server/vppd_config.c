@@ -1,4 +1,5 @@
 #include "vppd_int.h"
+#include "vpp/grpc.h"
 
 #include <stddef.h>
 
@@ -23,6 +24,12 @@ const vpp_config_opt vppd_config_table[] = {
 	OPT("tls-key", VPP_CFG_STRING, tls_key, 0, 0, NULL, "server private key (PEM)"),
 	OPT("operator-ca", VPP_CFG_STRING, operator_ca, 0, 0, NULL,
 	    "CA (PEM) whose client certificates are accepted on the operator API"),
+	OPT("tls-ciphers", VPP_CFG_STRING, tls_ciphers, 0, 0, VPP_GRPC_TLS12_CIPHERS,
+	    "TLS 1.2 ciphers of both ports, in the server's order of preference (OpenSSL "
+	    "cipher list; each must be ECDHE with AES-GCM, CHACHA20-POLY1305 or AES-CCM; "
+	    "TLS 1.3 keeps OpenSSL's suites)"),
+	OPT("tls-min-version", VPP_CFG_STRING, tls_min_version, 0, 0, "1.2",
+	    "oldest TLS version both ports accept: 1.2 or 1.3"),
 
 	OPT("tokens-file", VPP_CFG_STRING, tokens_file, 0, 0, NULL,
 	    "operator bearer tokens: lines 'name role sha256:HEX' (role operator or viewer; "
@@ -148,6 +155,9 @@ const vpp_config_opt vppd_config_table[] = {
 	    "leader's crash its successor waits this long past the old shares' end"),
 	OPT("cluster-join-timeout-ms", VPP_CFG_INT, cluster_join_timeout_ms, 1000, 600000, "30000",
 	    "how long start-up waits for the database to join the cluster"),
+	OPT("cluster-peer-ca", VPP_CFG_STRING, cluster_peer_ca, 0, 0, NULL,
+	    "CA (PEM) that signs the other nodes' operator API certificates, for the device "
+	    "queries a node asks its peers (default: the system's trust store)"),
 };
 
 const size_t vppd_config_table_len = sizeof(vppd_config_table) / sizeof(vppd_config_table[0]);

@@ -22,6 +22,7 @@ struct vppd_grpc {
 	vpp_health *health;
 	vpp_grpc_tls *api_tls;
 	vpp_grpc_tls *dev_tls;
+	vpp_grpc_tls *peer_tls; /* client side, to the other nodes' API */
 	vpp_plant *plant;
 	vpp_devices *devices;
 	vpp_operator *op;
@@ -40,6 +41,16 @@ static const char *listen_error(int rv)
 		return "not a numeric IPv4 or IPv6 address (names are not looked up: e.g. 0.0.0.0, "
 		       "127.0.0.1 or ::)";
 	return rv == VPP_EEXIST ? "the port is in use (another vppd?)" : vpp_strerror(rv);
+}
+
+/* tls-ciphers and tls-min-version, checked at start already. */
+static int tls_policy(const char *port, const vppd_config *cfg, vpp_grpc_tls *t)
+{
+	int rv = vpp_grpc_tls_set_policy(t, cfg->tls_ciphers, cfg->tls_min_version);
+	if (rv != 0)
+		vpp_log(VPP_LOG_ERROR, "vppd", "%s: TLS policy (tls-ciphers, tls-min-version): %s",
+			port, vpp_grpc_tls_load_error());
+	return rv;
 }
 
 static int api_listener(const vppd_config *cfg, vpp_store *store, vppd_grpc *g)
@@ -75,6 +86,8 @@ static int api_listener(const vppd_config *cfg, vpp_store *store, vppd_grpc *g)
 				rv == VPP_ETLS ? vpp_grpc_tls_load_error() : vpp_strerror(rv));
 			return rv;
 		}
+		if ((rv = tls_policy("api", cfg, g->api_tls)) != 0)
+			return rv;
 	} else {
 		vpp_log(VPP_LOG_WARN, "vppd",
 			"api: serving cleartext h2c (--api-h2c): local development only");
@@ -91,6 +104,13 @@ static int api_listener(const vppd_config *cfg, vpp_store *store, vppd_grpc *g)
 		return rv;
 	if (cfg->enable_echo && (rv = vpp_echo_register(l)) != 0)
 		return rv;
+	if (g->cluster && !cfg->api_h2c &&
+	    (rv = vpp_grpc_tls_client_new(cfg->cluster_peer_ca, NULL, NULL, &g->peer_tls)) != 0) {
+		vpp_log(VPP_LOG_ERROR, "vppd", "cluster: cannot load the peer CA %s: %s",
+			cfg->cluster_peer_ca ? cfg->cluster_peer_ca : "(system trust store)",
+			rv == VPP_ETLS ? vpp_grpc_tls_load_error() : vpp_strerror(rv));
+		return rv;
+	}
 	vpp_operator_opts oo = {
 		.plant = g->plant,
 		.store = store,
@@ -100,6 +120,7 @@ static int api_listener(const vppd_config *cfg, vpp_store *store, vppd_grpc *g)
 		.max_target_kw = cfg->max_target_kw,
 		.max_valid_for_s = (uint32_t)cfg->max_valid_for_s,
 		.cluster = g->cluster,
+		.peer_tls = g->peer_tls,
 	};
 	if ((rv = vpp_operator_new(&oo, g->srv, l, &g->op)) != 0)
 		return rv;
@@ -126,6 +147,8 @@ static int device_listener(const vppd_config *cfg, vpp_store *store, vppd_grpc *
 			rv == VPP_ETLS ? vpp_grpc_tls_load_error() : vpp_strerror(rv));
 		return rv;
 	}
+	if ((rv = tls_policy("device", cfg, g->dev_tls)) != 0)
+		return rv;
 	vpp_grpc_listener *l;
 	rv = vpp_grpc_server_listen(g->srv, "device", cfg->device_addr, (int)cfg->device_port,
 				    g->dev_tls, &l);
@@ -365,5 +388,6 @@ void vppd_grpc_stop(vppd_grpc *g, uint32_t grace_ms)
 	vpp_health_free(g->health);
 	vpp_grpc_tls_unref(g->api_tls);
 	vpp_grpc_tls_unref(g->dev_tls);
+	vpp_grpc_tls_unref(g->peer_tls);
 	free(g);
 }

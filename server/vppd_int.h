@@ -20,6 +20,8 @@ typedef struct {
 	char *tls_cert;
 	char *tls_key;
 	char *operator_ca;
+	char *tls_ciphers;     /* TLS 1.2 cipher list of both ports */
+	char *tls_min_version; /* "1.2" or "1.3", both ports */
 	char *tokens_file;
 	double max_target_kw;
 	int64_t max_valid_for_s;
@@ -83,6 +85,7 @@ typedef struct {
 	int64_t cluster_share_lease_ms;
 	int64_t cluster_max_clock_skew_ms;
 	int64_t cluster_join_timeout_ms;
+	char *cluster_peer_ca;
 } vppd_config;
 
 typedef struct vppd_grpc vppd_grpc;

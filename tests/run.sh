@@ -8,7 +8,8 @@
 # 2. unit tests: every build-asan/tests/unit/test_* (Check);
 # 3. scripts: tests/integration/test_*.{py,sh} and tests/interop/test_*.{py,sh}
 #    with VPP_BUILD=build-asan, VPP_BUILD_RELEASE=build, VPP_ROOT=repo root;
-# 4. fuzz smoke: every build-fuzz/tests/fuzz/fuzz_* for 20 s on its seed corpus.
+# 4. fuzz smoke: every build-fuzz/tests/fuzz/fuzz_* on its seed corpus (and
+#    dictionary) for 10 s, fuzz_codec for 20 s (VPP_FUZZ_TIME sets them all).
 #
 # -k PATTERN runs only the items whose name (e.g. unit/test_config,
 # integration/test_admin.py, fuzz/fuzz_codec) matches the extended regular
@@ -141,7 +142,8 @@ for script in tests/integration/test_* tests/interop/test_*; do
 done
 
 if [ -d "$FUZZ/tests/fuzz" ]; then
-	echo "== fuzz smoke ($FUZZ/tests/fuzz, ${fuzz_time}s each)"
+	each="${VPP_FUZZ_TIME:+${fuzz_time}s each}"
+	echo "== fuzz smoke ($FUZZ/tests/fuzz, ${each:-10s each, fuzz_codec ${fuzz_time}s})"
 	for exe in "$FUZZ"/tests/fuzz/fuzz_*; do
 		[ -f "$exe" ] && [ -x "$exe" ] || continue
 		base=$(basename "$exe")
@@ -154,8 +156,11 @@ if [ -d "$FUZZ/tests/fuzz" ]; then
 		# stays as committed.
 		seeds=()
 		[ -d "tests/fuzz/corpus/$base" ] && seeds=("tests/fuzz/corpus/$base")
+		[ -f "tests/fuzz/dict/$base.dict" ] && seeds=("-dict=tests/fuzz/dict/$base.dict" "${seeds[@]}")
+		t=$fuzz_time
+		[ -z "${VPP_FUZZ_TIME:-}" ] && [ "$base" != fuzz_codec ] && t=10
 		t0=$(now)
-		timeout -k 10 $((fuzz_time + 60)) "$exe" -max_total_time="$fuzz_time" \
+		timeout -k 10 $((t + 60)) "$exe" -max_total_time="$t" \
 			-artifact_prefix="$logs/$base.artifacts/" "$work" "${seeds[@]}" \
 			>"$log" 2>&1 </dev/null
 		rc=$?

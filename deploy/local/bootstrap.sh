@@ -12,7 +12,7 @@ PKGS=(
   libprotobuf-c-dev protobuf-c-compiler check libinih-dev
   postgresql-15 postgresql-client-15 openssl nghttp2-client
   python3-grpcio python3-grpc-tools python3-psycopg python3-scipy python3-numpy
-  python3-h2 curl libfaketime haproxy
+  python3-h2 curl libfaketime haproxy testssl.sh
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
 )
 
@@ -61,6 +61,6 @@ if [ "${VPP_NO_FUZZ:-0}" != 1 ] && command -v clang >/dev/null; then
   if [ ! -f build-fuzz/build.ninja ]; then
     CC=clang quiet meson setup build-fuzz --buildtype=debug -Dfuzz=true
   fi
-  quiet ninja -C build-fuzz tests/fuzz/fuzz_codec
+  quiet ninja -C build-fuzz fuzz # every tests/fuzz target (its meson alias)
 fi
 rm -f "$log"

@@ -129,6 +129,13 @@ int vpp_fleet_set_ratings(vpp_fleet *f, uint32_t slot, const vpp_device_ratings 
 int vpp_fleet_connect(vpp_fleet *f, uint32_t slot, int64_t now_ms);
 int vpp_fleet_disconnect(vpp_fleet *f, uint32_t slot, int64_t now_ms);
 
+/* A device about to be sent to another node (a drain): while |leaving| it
+ * gets no share (commanded to 0, the others take it over), so that it
+ * leaves at 0 and no two nodes count its power (|leaving| 0 or 1). Cleared
+ * by a new session.
+ * VPP_ENOENT on a bad slot. */
+int vpp_fleet_set_leaving(vpp_fleet *f, uint32_t slot, int leaving);
+
 /* Forgets the device; its slot may be reused. VPP_ENOENT on a bad slot. */
 int vpp_fleet_remove(vpp_fleet *f, uint32_t slot);
 
@@ -189,6 +196,14 @@ int vpp_fleet_command_sent(vpp_fleet *f, uint32_t slot, uint64_t seq, double pow
  * rejection or a late ack counts as a miss. Acks of other seqs are ignored
  * (returns 0). VPP_ENOENT on a bad slot. */
 int vpp_fleet_ack(vpp_fleet *f, uint32_t slot, uint64_t seq, int accepted, int64_t now_ms);
+
+/* In a cluster, where the target is this node's share, renewed every tick
+ * with a validity of a few ticks: the end of the operator's setpoint it
+ * comes from (0: none in force) caps the batteries' leases instead of the
+ * share's validity, so that they are not re-sent every tick to renew a
+ * lease the next share extends anyway. The node still goes to 0 itself
+ * when its share runs out. VPP_EINVAL when negative. */
+int vpp_fleet_set_lease_end(vpp_fleet *f, int64_t end_ms);
 
 /* The effective target as of the last tick: where a new target's ramp
  * starts from. */

@@ -61,15 +61,39 @@ typedef struct {
 
 /* Server TLS: certificate chain and key (PEM). With |client_ca| the server
  * asks for a client certificate and verifies it against that CA; with
- * |require_client_cert| a client without one is refused. TLS 1.2 minimum,
- * ALPN "h2". Returns 0, VPP_EINVAL or VPP_ETLS (bad or unreadable files). */
+ * |require_client_cert| a client without one is refused. TLS 1.2 minimum
+ * with VPP_GRPC_TLS12_CIPHERS in the server's order (see
+ * vpp_grpc_tls_set_policy), ALPN "h2". Returns 0, VPP_EINVAL or VPP_ETLS
+ * (bad or unreadable files). */
 int vpp_grpc_tls_server_new(const char *cert_file, const char *key_file, const char *client_ca,
 			    bool require_client_cert, vpp_grpc_tls **ret);
 
-/* After vpp_grpc_tls_server_new failed with VPP_ETLS, on the same thread:
- * which file and why ("key /etc/vpp/tls/server.key: ...:Permission
- * denied"). */
+/* After vpp_grpc_tls_server_new failed with VPP_ETLS, or a policy call
+ * below with VPP_EINVAL, on the same thread: which file or value and why
+ * ("key /etc/vpp/tls/server.key: ...:Permission denied"). */
 const char *vpp_grpc_tls_load_error(void);
+
+/* The TLS 1.2 ciphers a server context offers unless told otherwise, in
+ * the server's order of preference: ECDHE (forward secrecy) with an AEAD
+ * cipher only, ECDSA and RSA certificates alike. TLS 1.3 keeps OpenSSL's
+ * suites (all AEAD). */
+#define VPP_GRPC_TLS12_CIPHERS                                                                  \
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                              \
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                              \
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
+/* Sets a server context's protocol policy: |ciphers| is an OpenSSL cipher
+ * list for TLS 1.2 (NULL: VPP_GRPC_TLS12_CIPHERS) whose every name must be
+ * known and whose ciphers must all be ECDHE with AEAD; |min_version| is
+ * "1.2" or "1.3" (NULL: "1.2"). The server's order of preference wins over
+ * the client's. Returns 0, or VPP_EINVAL with the reason in
+ * vpp_grpc_tls_load_error(); |t| is unchanged on failure. Set before the
+ * context serves a connection. */
+int vpp_grpc_tls_set_policy(vpp_grpc_tls *t, const char *ciphers, const char *min_version);
+
+/* Checks a policy as vpp_grpc_tls_set_policy would, without a context (to
+ * refuse a bad setting at start-up). Returns 0, VPP_EINVAL or VPP_ENOMEM. */
+int vpp_grpc_tls_policy_check(const char *ciphers, const char *min_version);
 
 /* Client TLS: verifies the server against |ca_file| (NULL: system roots);
  * presents |cert_file|/|key_file| when both are given. */
@@ -118,6 +142,13 @@ typedef struct {
 	 * calls on_request. |req| is valid during the callback only. */
 	void (*on_request)(vpp_grpc_call *call, const uint8_t *req, size_t len);
 	void *method_ud;
+	/* Optional: the type of the request messages. Each message that does
+	 * not parse as it (include/vpp/pb_wire.h: protobuf's rules, even for a
+	 * message without fields) is refused with INVALID_ARGUMENT (reason
+	 * "bad_message") before the handler sees it; the handler gets one that
+	 * protobuf-c's unpack reads (unknown groups and fields on another wire
+	 * type left out). */
+	const struct ProtobufCMessageDescriptor *request;
 } vpp_grpc_method;
 
 typedef struct {

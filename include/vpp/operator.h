@@ -26,6 +26,9 @@ typedef struct {
 	 * setpoint is recorded for the leader to split (the plant is
 	 * clustered). NULL: a single node. */
 	struct vpp_cluster *cluster;
+	/* In a cluster: TLS (client side) for the device queries forwarded
+	 * to the other nodes' operator API; NULL: they serve h2c. */
+	struct vpp_grpc_tls *peer_tls;
 } vpp_operator_opts;
 
 /* Registers the service on |l| and its per-loop state on |srv|'s loops.

@@ -192,12 +192,14 @@ void vpp_plant_set_active_setpoint(vpp_plant *p, const char *id, double target_k
 				   int64_t valid_until_ms, double ramp_kw_per_s);
 
 /* In a cluster: the leader's share for this node, |share_kw| until
- * |valid_until_ms| (then 0), under leadership |epoch|. Any thread; the
- * dispatch thread takes it at once and ticks (a new share is acted on
- * without waiting for the tick). A share of an epoch older than the newest
- * one taken is ignored (returns VPP_EPERM); VPP_EINVAL on non-finite
- * numbers. */
-int vpp_plant_set_share(vpp_plant *p, uint64_t epoch, double share_kw, int64_t valid_until_ms);
+ * |valid_until_ms| (then 0), under leadership |epoch|, split from an
+ * operator setpoint that ends at |setpoint_until_ms| (0: none in force),
+ * which no battery lease outlives. Any thread; the dispatch thread takes
+ * it at once and ticks (a new share is acted on without waiting for the
+ * tick). A share of an epoch older than the newest one taken is ignored
+ * (returns VPP_EPERM); VPP_EINVAL on non-finite or negative numbers. */
+int vpp_plant_set_share(vpp_plant *p, uint64_t epoch, double share_kw, int64_t valid_until_ms,
+			int64_t setpoint_until_ms);
 
 /* Drains the node (|on|) or stops draining: every tick the dispatch
  * thread ends the sessions of |per_tick| of the devices connected when the

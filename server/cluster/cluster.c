@@ -118,7 +118,7 @@ int vpp__cl_read_share(vpp_cluster *c, char *err, size_t errlen)
 	}
 	if (!c->clock_ok)
 		return 0; /* its leases would be misjudged: the one in force runs out */
-	int rv = vpp_plant_set_share(c->o.plant, epoch, kw, until);
+	int rv = vpp_plant_set_share(c->o.plant, epoch, kw, until, sp_until > 0 ? sp_until : 0);
 	if (rv == VPP_EINVAL) {
 		vpp_counter_inc(c->met.bad_shares);
 		vpp_log(VPP_LOG_WARN, "cluster", "node=%s ignores a share that is not a number",

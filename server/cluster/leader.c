@@ -266,36 +266,27 @@ int vpp__cl_publish(vpp_cluster *c, char *err, size_t errlen)
 	pthread_mutex_unlock(&c->view_lock);
 	double eff = effective(c, &sp, &v, now);
 
-	/* The alive nodes; draining ones take only what the others cannot
-	 * (a node that drains while the others have no devices yet keeps its
-	 * share until its devices have moved). */
-	vpp_cluster_agg agg[VPP_CLUSTER_NODES_MAX], rest[VPP_CLUSTER_NODES_MAX];
-	double shares[VPP_CLUSTER_NODES_MAX], more[VPP_CLUSTER_NODES_MAX];
+	/* The alive nodes, draining ones too: a draining node's aggregate
+	 * shrinks as its devices move, and its share with it, while the
+	 * devices it sent away (at 0) add to the others' range. Giving the
+	 * others first what they can take would pin them at their limits,
+	 * with no room left for their correction, and the devices they get
+	 * arrive at 0 still ramping to what their node counts on. */
+	vpp_cluster_agg agg[VPP_CLUSTER_NODES_MAX];
+	double shares[VPP_CLUSTER_NODES_MAX];
 	size_t n = 0;
-	bool any_draining = false;
 	for (size_t i = 0; i < v.n; i++) {
 		if (!v.nodes[i].alive)
 			continue;
-		agg[n] = rest[n] = v.nodes[i].agg;
-		if (v.nodes[i].draining) {
-			agg[n].a = 0;
-			any_draining = true;
-		} else {
-			rest[n].a = 0;
-		}
+		agg[n] = v.nodes[i].agg;
 		v.nodes[n++] = v.nodes[i]; /* compacted: index n of agg is node n */
 	}
 	vpp_alloc_result res;
-	if ((rv = vpp_cluster_split(agg, n, eff, shares, &res)) != 0 ||
-	    (any_draining && res.shortfall_kw != 0 &&
-	     (rv = vpp_cluster_split(rest, n, res.shortfall_kw, more, NULL)) != 0)) {
+	if ((rv = vpp_cluster_split(agg, n, eff, shares, &res)) != 0) {
 		snprintf(err, errlen, "cannot split %.3f kW over %zu nodes: %s", eff, n,
 		         vpp_strerror(rv));
 		return rv;
 	}
-	if (any_draining && res.shortfall_kw != 0)
-		for (size_t i = 0; i < n; i++)
-			shares[i] += more[i];
 	int64_t until = now + c->o.share_lease_ms;
 	if (sp.valid_until_ms > now && sp.valid_until_ms < until)
 		until = sp.valid_until_ms;

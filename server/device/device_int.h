@@ -5,6 +5,7 @@
 #include "vpp/device.h"
 #include "vpp/metrics.h"
 #include "vpp/telemetry.h"
+#include "vpp/v1/device.pb-c.h"
 
 typedef struct dev_loop dev_loop;
 
@@ -119,6 +120,30 @@ int vpp__dev_backlog_push(dev_loop *dl, const vpp_telemetry_row *row);
 /* Hands rows to the store until it is full; returns how many still wait. */
 size_t vpp__dev_backlog_drain(dev_loop *dl, struct vpp_store *st);
 void vpp__dev_backlog_free(dev_loop *dl);
+
+/* check.c: what session.c accepts from a device, pure (no session, no
+ * log) so that tests/fuzz/fuzz_device.c runs the same checks. */
+
+/* Checks the ratings and firmware of Hello |h|. Returns NULL and sets
+ * |*ratings|, or the reason it is refused (a static string). */
+const char *vpp__dev_hello_check(const Vpp__V1__Hello *h, vpp_device_ratings *ratings);
+/* Checks the values of Telemetry |t| (not its seq or timestamps). Returns
+ * NULL, or the reason it is refused. */
+const char *vpp__dev_telemetry_check(const Vpp__V1__Telemetry *t);
+/* Readings no sensor of a battery rated |rated_charge_kw| and
+ * |rated_discharge_kw| can have given: VPP_TELEMETRY_BAD_POWER and/or
+ * _BAD_SOC, or 0. */
+uint32_t vpp__dev_implausible(const Vpp__V1__Telemetry *t, float rated_charge_kw,
+			      float rated_discharge_kw);
+enum { VPP__DEV_ACK_OK, VPP__DEV_ACK_STALE, VPP__DEV_ACK_UNKNOWN };
+/* Classifies an Ack of |setpoint_seq| on a session that sent setpoints
+ * |first_sp_seq|..|last_sp_seq| (0, 0: none yet): VPP__DEV_ACK_OK, _STALE
+ * (a late ack of an earlier session's setpoint: ignored) or _UNKNOWN (one
+ * never sent: the session ends). */
+int vpp__dev_ack_check(uint64_t setpoint_seq, uint64_t first_sp_seq, uint64_t last_sp_seq);
+/* Whether a Pong's |device_time_ms| is a clock to correct by, for a Ping
+ * sent at wall time |ping_sent_wall_ms|: set, and within ten years. */
+bool vpp__dev_clock_plausible(int64_t device_time_ms, int64_t ping_sent_wall_ms);
 
 /* session.c */
 void vpp__dev_deliver(void *ud, const vpp_plant_out *m);

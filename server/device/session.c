@@ -5,6 +5,7 @@
 #include "vpp/clock.h"
 #include "vpp/error.h"
 #include "vpp/log.h"
+#include "vpp/pb_wire.h"
 #include "vpp/store.h"
 #include "vpp/text.h"
 #include "vpp/v1/device.pb-c.h"
@@ -140,14 +141,6 @@ static void on_start(vpp_grpc_call *call, void *ud)
 
 static bool send_ping(session *s, uint64_t now);
 
-static bool finite_all(const double *v, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (!isfinite(v[i]))
-			return false;
-	return true;
-}
-
 static void on_hello(session *s, const Vpp__V1__Hello *h)
 {
 	vpp_devices *d = s->dl->d;
@@ -162,33 +155,8 @@ static void on_hello(session *s, const Vpp__V1__Hello *h)
 		    h->device_id, s->id);
 		return;
 	}
-	vpp_device_ratings r = {
-		.rated_charge_kw = h->rated_charge_kw,
-		.rated_discharge_kw = h->rated_discharge_kw,
-		.capacity_kwh = h->capacity_kwh,
-		.min_soc = h->min_soc,
-		.max_soc = h->max_soc,
-		.ramp_kw_per_s = h->ramp_kw_per_s,
-	};
-	double v[] = {r.rated_charge_kw, r.rated_discharge_kw, r.capacity_kwh,
-		      r.min_soc, r.max_soc, r.ramp_kw_per_s};
-	const char *why = NULL;
-	if (!finite_all(v, 6))
-		why = "ratings must be finite numbers";
-	else if (r.rated_charge_kw <= 0 || r.rated_discharge_kw <= 0)
-		why = "rated_charge_kw and rated_discharge_kw must be > 0";
-	else if (r.capacity_kwh <= 0)
-		why = "capacity_kwh must be > 0";
-	else if (r.min_soc < 0 || r.max_soc > 1 || r.min_soc >= r.max_soc)
-		why = "need 0 <= min_soc < max_soc <= 1";
-	else if (r.ramp_kw_per_s <= 0)
-		why = "ramp_kw_per_s must be > 0";
-	else if (r.rated_charge_kw > 1e5 || r.rated_discharge_kw > 1e5 || r.capacity_kwh > 1e6)
-		why = "ratings out of range for a battery";
-	else if (vpp_device_ratings_check(&r) != 0)
-		why = "ratings out of range";
-	else if (h->firmware && !vpp_utf8_valid(h->firmware))
-		why = "firmware must be UTF-8 text";
+	vpp_device_ratings r;
+	const char *why = vpp__dev_hello_check(h, &r);
 	if (why) {
 		end(s, DR_BAD_HELLO, VPP_BYE_ERROR, VPP_GRPC_INVALID_ARGUMENT, "bad Hello: %s", why);
 		return;
@@ -271,15 +239,7 @@ static int persist(session *s, const vpp_telemetry_row *row)
 static uint32_t implausible(session *s, const Vpp__V1__Telemetry *t)
 {
 	static vpp_log_limit lines;
-	const double slack = 1.5, abs_kw = 0.5;
-	double most = fmax(s->rated_charge_kw, s->rated_discharge_kw);
-	uint32_t bad = 0;
-	if (t->power_kw > slack * s->rated_discharge_kw + abs_kw ||
-	    t->power_kw < -(slack * s->rated_charge_kw + abs_kw) ||
-	    t->power_sigma_kw > 2 * most)
-		bad |= VPP_TELEMETRY_BAD_POWER;
-	if (t->soc_sigma > 1)
-		bad |= VPP_TELEMETRY_BAD_SOC;
+	uint32_t bad = vpp__dev_implausible(t, s->rated_charge_kw, s->rated_discharge_kw);
 	if (!bad)
 		return 0;
 	vpp_counter_inc(s->dl->d->met.implausible);
@@ -310,16 +270,7 @@ static void on_telemetry(session *s, const Vpp__V1__Telemetry *t)
 		    "Telemetry before Hello");
 		return;
 	}
-	const char *why = NULL;
-	if (!isfinite(t->power_kw) || !isfinite(t->power_sigma_kw) || !isfinite(t->soc) ||
-	    !isfinite(t->soc_sigma))
-		why = "values must be finite";
-	else if (t->soc < 0 || t->soc > 1)
-		why = "soc must be within 0..1";
-	else if (t->power_sigma_kw < 0 || t->soc_sigma < 0)
-		why = "sigmas must be >= 0";
-	else if (fabs(t->power_kw) > 1e5)
-		why = "power_kw out of range";
+	const char *why = vpp__dev_telemetry_check(t);
 	if (why) {
 		end(s, DR_BAD_TELEMETRY, VPP_BYE_ERROR, VPP_GRPC_INVALID_ARGUMENT,
 		    "bad Telemetry seq %llu: %s", (unsigned long long)t->seq, why);
@@ -403,21 +354,17 @@ static void on_ack(session *s, const Vpp__V1__Ack *a)
 		    "Ack before Hello");
 		return;
 	}
-	if (a->setpoint_seq == 0 || a->setpoint_seq > s->last_sp_seq) {
-		if (a->setpoint_seq != 0 && s->first_sp_seq == 0) {
-			/* Nothing sent on this session yet: an ack of the
-			 * previous session's last setpoint, late. */
-			vpp_counter_inc(d->met.stale_acks);
-			return;
-		}
+	switch (vpp__dev_ack_check(a->setpoint_seq, s->first_sp_seq, s->last_sp_seq)) {
+	case VPP__DEV_ACK_STALE:
+		vpp_counter_inc(d->met.stale_acks);
+		return;
+	case VPP__DEV_ACK_UNKNOWN:
 		end(s, DR_UNKNOWN_ACK, VPP_BYE_ERROR, VPP_GRPC_INVALID_ARGUMENT,
 		    "Ack for setpoint seq %llu, which was never sent",
 		    (unsigned long long)a->setpoint_seq);
 		return;
-	}
-	if (a->setpoint_seq < s->first_sp_seq) {
-		vpp_counter_inc(d->met.stale_acks); /* sent on an earlier session */
-		return;
+	default:
+		break;
 	}
 	vpp_counter_inc(d->met.acks);
 	if (a->setpoint_seq == s->last_sp_seq && s->last_sp_sent) {
@@ -448,11 +395,7 @@ static void on_pong(session *s, const Vpp__V1__Pong *p)
 	uint64_t rtt = uv_now(s->dl->loop) - s->ping_sent;
 	s->ping_sent = 0;
 	vpp_histogram_observe(s->dl->d->met.ping_rtt, (double)rtt / 1000.0);
-	/* 0 is proto3's "not set": a device without a clock reading. Offsets
-	 * past ten years are a broken clock, not one to correct by. */
-	const int64_t max_offset_ms = 10LL * 366 * 24 * 3600 * 1000;
-	if (p->device_time_ms <= 0 || p->device_time_ms > s->ping_sent_wall + max_offset_ms ||
-	    p->device_time_ms < s->ping_sent_wall - max_offset_ms)
+	if (!vpp__dev_clock_plausible(p->device_time_ms, s->ping_sent_wall))
 		return;
 	/* Offset = server time - device time at the moment the device
 	 * answered, assumed halfway; the lowest-rtt sample is the best. */
@@ -489,7 +432,10 @@ static void on_message(vpp_grpc_call *call, const uint8_t *data, size_t len)
 		    "more than %.0f messages/s", s->dl->d->o.max_msgs_per_s);
 		return;
 	}
-	Vpp__V1__DeviceMessage *m = vpp__v1__device_message__unpack(NULL, len, data);
+	/* protobuf's rules (vpp_pb_unpack), not protobuf-c's alone: unknown
+	 * groups are skipped, field numbers past 2^29-1 refused. */
+	Vpp__V1__DeviceMessage *m = (Vpp__V1__DeviceMessage *)vpp_pb_unpack(
+		&vpp__v1__device_message__descriptor, NULL, len, data);
 	if (!m) {
 		end(s, DR_MALFORMED, VPP_BYE_ERROR, VPP_GRPC_INVALID_ARGUMENT,
 		    "DeviceMessage does not parse (%zu bytes)", len);

@@ -24,6 +24,15 @@ int vpp_fleet_set_target(vpp_fleet *f, double target_kw, int64_t valid_until_ms,
 	return 0;
 }
 
+int vpp_fleet_set_lease_end(vpp_fleet *f, int64_t end_ms)
+{
+	if (end_ms < 0)
+		return VPP_EINVAL;
+	f->lease_end = end_ms;
+	f->lease_end_set = 1;
+	return 0;
+}
+
 double vpp_fleet_target_eff(const vpp_fleet *f)
 {
 	return f->target_eff;
@@ -97,7 +106,8 @@ static void prepare(vpp_fleet *f, int64_t now, pass *ps)
 		ps->shift += d.avail * d.shift;
 		if (d.state == VPP_DEVICE_ONLINE)
 			ps->n_fresh++;
-		if (d.a <= 0 || vpp_device_limits_compute(&f->rt[s], d.soc, d.p, horizon_s,
+		if ((fl & F_LEAVING) || d.a <= 0 ||
+		    vpp_device_limits_compute(&f->rt[s], d.soc, d.p, horizon_s,
 							  prm->energy_eps_kwh, &lim) != 0)
 			continue;
 		f->x_a[s] = d.a;
@@ -238,7 +248,7 @@ int vpp_fleet_tick(vpp_fleet *f, int64_t now, vpp_tick_output *out)
 	vpp_alloc_result res;
 	vpp_estimate measured;
 	double p_adj, err, commanded = 0, bias;
-	int64_t until, short_until, u;
+	int64_t until, short_until, u, end;
 	int in_force;
 	uint32_t s;
 	void *tmp;
@@ -279,10 +289,11 @@ int vpp_fleet_tick(vpp_fleet *f, int64_t now, vpp_tick_output *out)
 	 * With no setpoint in force (it ended, or there never was one), a
 	 * battery still commanded away from 0 (ramping down within its
 	 * limits) holds that for one renewal window and a tick at most. */
-	in_force = f->target_until > now;
+	end = f->lease_end_set ? f->lease_end : f->target_until;
+	in_force = end > now;
 	until = now + prm->lease_ms;
-	if (in_force && f->target_until < until)
-		until = f->target_until;
+	if (in_force && end < until)
+		until = end;
 	short_until = now + prm->renew_before_ms + prm->tick_ms;
 	if (short_until > until)
 		short_until = until;

@@ -18,6 +18,7 @@ enum {
 	F_HAS_CMD = 1u << 4,  /* a setpoint is in effect */
 	F_PENDING = 1u << 5,  /* ... and not acked yet */
 	F_ACKED = 1u << 6,    /* ... and acked */
+	F_LEAVING = 1u << 7,  /* being moved to another node: commanded to 0 */
 };
 
 /* The per-device estimate derived at a given time. */
@@ -76,6 +77,10 @@ struct vpp_fleet {
 	/* target and controller */
 	double target, target_ramp, target_eff, target_prev_eff;
 	int64_t target_until, target_changed_at, last_tick;
+	/* Set (lease_end_set) in a cluster: the operator setpoint's end,
+	 * which caps the leases instead of target_until (0: none in force). */
+	int64_t lease_end;
+	int lease_end_set;
 	int has_ticked;
 	int sat_dir; /* last allocation pinned at max (1) or min (-1) */
 	double integ, correction;

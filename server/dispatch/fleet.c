@@ -317,12 +317,23 @@ int vpp_fleet_connect(vpp_fleet *f, uint32_t slot, int64_t now_ms)
 	if (!vpp__slot_ok(f, slot))
 		return VPP_ENOENT;
 	f->flags[slot] |= F_CONNECTED;
-	f->flags[slot] &= ~(uint32_t)(F_HAS_CMD | F_PENDING | F_ACKED);
+	f->flags[slot] &= ~(uint32_t)(F_HAS_CMD | F_PENDING | F_ACKED | F_LEAVING);
 	f->t_conn[slot] = now_ms;
 	f->t_seq[slot] = 0; /* a new session numbers its telemetry afresh */
 	f->c_p[slot] = f->c_prev[slot] = 0;
 	f->c_until[slot] = 0;
 	f->gone_until[slot] = 0;
+	return 0;
+}
+
+int vpp_fleet_set_leaving(vpp_fleet *f, uint32_t slot, int leaving)
+{
+	if (!vpp__slot_ok(f, slot))
+		return VPP_ENOENT;
+	if (leaving)
+		f->flags[slot] |= F_LEAVING;
+	else
+		f->flags[slot] &= ~(uint32_t)F_LEAVING;
 	return 0;
 }
 

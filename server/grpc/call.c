@@ -4,6 +4,7 @@
 #include "grpc_int.h"
 #include "vpp/error.h"
 #include "vpp/log.h"
+#include "vpp/pb_wire.h"
 
 #include <sanitizer/asan_interface.h>
 #include <stdlib.h>
@@ -510,6 +511,34 @@ void vpp__call_expire(vpp_grpc_call *call)
 	vpp__conn_flush(c);
 }
 
+static int server_message(vpp_grpc_call *call, const uint8_t *msg, size_t len);
+static int client_message(vpp_grpc_call *call, const uint8_t *msg, size_t len);
+
+/* A server call's request message as its method's handler may read it
+ * (vpp_grpc_method.request): |msg| itself, or a clean copy in |*clean| (to
+ * free) with |*len| updated. NULL when it does not parse (the call is
+ * refused: INVALID_ARGUMENT) or no memory was left (RESOURCE_EXHAUSTED). */
+static const uint8_t *checked_request(vpp_grpc_call *call, const uint8_t *msg, size_t *len,
+				      uint8_t **clean)
+{
+	const ProtobufCMessageDescriptor *d = call->me->m.request;
+	int rv = vpp_pb_check(d, msg, *len);
+	if (rv == VPP_PB_OK)
+		return msg;
+	if (rv != VPP_PB_CLEAN) {
+		char why[160];
+		snprintf(why, sizeof(why), "the request does not parse as %s", d->name);
+		vpp_grpc_call_reject(call, VPP_GRPC_INVALID_ARGUMENT, "bad_message", why);
+		return NULL;
+	}
+	if (!(*clean = malloc(*len))) {
+		vpp_grpc_call_finish(call, VPP_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+		return NULL;
+	}
+	vpp_pb_clean(d, msg, *len, *clean, len);
+	return *clean;
+}
+
 static int on_decoded(void *ud, bool compressed, const uint8_t *msg, size_t len)
 {
 	vpp_grpc_call *call = ud;
@@ -526,31 +555,48 @@ static int on_decoded(void *ud, bool compressed, const uint8_t *msg, size_t len)
 	}
 	if (c->met)
 		vpp_counter_inc(c->met->msgs_in);
-	if (c->role == ROLE_SERVER) {
-		if (call->me->m.on_request) {
-			if (call->have_req) {
-				vpp_grpc_call_reject(call, VPP_GRPC_INVALID_ARGUMENT, "bad_message",
-						     "more than one request message for a "
-						     "single-request method");
-				return 1;
-			}
-			call->req = len <= sizeof(call->req_inl) ? call->req_inl : malloc(len);
-			if (!call->req) {
-				vpp_grpc_call_finish(call, VPP_GRPC_RESOURCE_EXHAUSTED,
-						     "out of memory");
-				return 1;
-			}
-			memcpy(call->req, msg, len);
-			call->req_len = len;
-			call->have_req = true;
-		} else if (call->me->m.on_message) {
-			call->me->m.on_message(call, msg, len);
+	if (c->role == ROLE_SERVER && call->me->m.request) {
+		uint8_t *clean = NULL;
+		const uint8_t *req = checked_request(call, msg, &len, &clean);
+		int rv = req ? server_message(call, req, len) : 1;
+		free(clean);
+		return rv;
+	}
+	return c->role == ROLE_SERVER ? server_message(call, msg, len) : client_message(call, msg, len);
+}
+
+/* A request message for a server call's handler. Returns 1 when the call
+ * is over (finished, cancelled). */
+static int server_message(vpp_grpc_call *call, const uint8_t *msg, size_t len)
+{
+	if (call->me->m.on_request) {
+		if (call->have_req) {
+			vpp_grpc_call_reject(call, VPP_GRPC_INVALID_ARGUMENT, "bad_message",
+					     "more than one request message for a "
+					     "single-request method");
+			return 1;
 		}
-	} else if (call->cbs->on_message) {
-		call->cbs->on_message(call, msg, len);
+		call->req = len <= sizeof(call->req_inl) ? call->req_inl : malloc(len);
+		if (!call->req) {
+			vpp_grpc_call_finish(call, VPP_GRPC_RESOURCE_EXHAUSTED,
+					     "out of memory");
+			return 1;
+		}
+		memcpy(call->req, msg, len);
+		call->req_len = len;
+		call->have_req = true;
+	} else if (call->me->m.on_message) {
+		call->me->m.on_message(call, msg, len);
 	}
 	/* The handler may have finished or cancelled the call. */
-	return call->done || (c->role == ROLE_SERVER && call->finishing) ? 1 : 0;
+	return call->done || call->finishing ? 1 : 0;
+}
+
+static int client_message(vpp_grpc_call *call, const uint8_t *msg, size_t len)
+{
+	if (call->cbs->on_message)
+		call->cbs->on_message(call, msg, len);
+	return call->done ? 1 : 0;
 }
 
 void vpp__call_recv_data(vpp_grpc_call *call, const uint8_t *data, size_t len)

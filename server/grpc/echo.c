@@ -401,7 +401,9 @@ int vpp_echo_register(vpp_grpc_listener *l)
 		 .on_done = on_done},
 	};
 	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
-		int rv = vpp_grpc_listener_add_method(l, &methods[i]);
+		vpp_grpc_method m = methods[i];
+		m.request = &vpp__v1__echo_request__descriptor;
+		int rv = vpp_grpc_listener_add_method(l, &m);
 		if (rv != 0)
 			return rv;
 	}

@@ -212,11 +212,13 @@ int vpp_health_register(vpp_health *h, vpp_grpc_listener *l)
 	int rv;
 	vpp_grpc_method check = {.path = "/grpc.health.v1.Health/Check",
 				 .on_request = on_check,
-				 .method_ud = h};
+				 .method_ud = h,
+				 .request = &grpc__health__v1__health_check_request__descriptor};
 	vpp_grpc_method watch = {.path = "/grpc.health.v1.Health/Watch",
 				 .on_request = on_watch,
 				 .on_done = on_watch_done,
-				 .method_ud = h};
+				 .method_ud = h,
+				 .request = &grpc__health__v1__health_check_request__descriptor};
 	if ((rv = vpp_grpc_listener_add_method(l, &check)) != 0)
 		return rv;
 	return vpp_grpc_listener_add_method(l, &watch);

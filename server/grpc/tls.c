@@ -1,6 +1,7 @@
-/* TLS for the gRPC transport: SSL_CTX set-up (TLS 1.2+, ALPN h2, optional
- * client certificates) and per-connection SSL objects on a BIO of our own,
- * so that libuv owns the socket and OpenSSL only transforms bytes. */
+/* TLS for the gRPC transport: SSL_CTX set-up (TLS 1.2+, servers with ECDHE
+ * and AEAD ciphers only in their own order, ALPN h2, optional client
+ * certificates) and per-connection SSL objects on a BIO of our own, so that
+ * libuv owns the socket and OpenSSL only transforms bytes. */
 #include "grpc_int.h"
 #include "vpp/error.h"
 
@@ -8,6 +9,8 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -150,6 +153,115 @@ static void ctx_common(SSL_CTX *ctx)
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
 }
 
+/* ---- protocol policy (server side) ----------------------------------- */
+
+/* Records why a policy is refused, for vpp_grpc_tls_load_error(). Returns
+ * VPP_EINVAL. */
+__attribute__((format(printf, 1, 2))) static int policy_error(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(load_error, sizeof(load_error), fmt, ap);
+	va_end(ap);
+	ERR_clear_error();
+	return VPP_EINVAL;
+}
+
+static int parse_min_version(const char *v, int *ret)
+{
+	if (!v || strcmp(v, "1.2") == 0)
+		*ret = TLS1_2_VERSION;
+	else if (strcmp(v, "1.3") == 0)
+		*ret = TLS1_3_VERSION;
+	else
+		return policy_error("'%s' is not a TLS version vppd accepts as the minimum: "
+				    "expected 1.2 or 1.3",
+				    v);
+	return 0;
+}
+
+/* Checks the cipher list |list| on the scratch context |ctx|. OpenSSL
+ * ignores names it does not know as long as one matches, so each name is
+ * tried alone first (a typo would otherwise quietly drop a cipher); then
+ * every TLS 1.2 cipher of the whole list must be ECDHE with AEAD, since a
+ * list such as "HIGH" brings CBC and static RSA back. Names after '!', '-'
+ * and '+' only remove or move ciphers and are not tried alone; '@' starts
+ * a directive (@STRENGTH, @SECLEVEL=n). Returns 0 or VPP_EINVAL. */
+static int check_ciphers(SSL_CTX *ctx, const char *list)
+{
+	char buf[1024], *save = NULL;
+	if (!list[0])
+		return policy_error("the cipher list is empty");
+	if (strlen(list) >= sizeof(buf))
+		return policy_error("the cipher list is longer than %zu bytes", sizeof(buf) - 1);
+	snprintf(buf, sizeof(buf), "%s", list);
+	for (char *name = strtok_r(buf, ":, ", &save); name; name = strtok_r(NULL, ":, ", &save)) {
+		if (name[0] == '!' || name[0] == '-' || name[0] == '+' || name[0] == '@')
+			continue;
+		if (SSL_CTX_set_cipher_list(ctx, name) != 1)
+			return policy_error("'%s' matches no TLS 1.2 cipher this OpenSSL knows "
+					    "(`openssl ciphers -v` lists them)",
+					    name);
+	}
+	if (SSL_CTX_set_cipher_list(ctx, list) != 1)
+		return policy_error("'%s' leaves no TLS 1.2 cipher", list);
+	STACK_OF(SSL_CIPHER) *sk = SSL_CTX_get_ciphers(ctx);
+	for (int i = 0; i < sk_SSL_CIPHER_num(sk); i++) {
+		const SSL_CIPHER *c = sk_SSL_CIPHER_value(sk, i);
+		int kx = SSL_CIPHER_get_kx_nid(c);
+		if (kx == NID_kx_any)
+			continue; /* a TLS 1.3 suite: all are AEAD */
+		if (kx != NID_kx_ecdhe || !SSL_CIPHER_is_aead(c) ||
+		    SSL_CIPHER_get_auth_nid(c) == NID_auth_null)
+			return policy_error("the list brings in %s, which is not ECDHE with an AEAD "
+					    "cipher (AES-GCM, CHACHA20-POLY1305 or AES-CCM): leave it "
+					    "out (e.g. with :!%s)",
+					    SSL_CIPHER_get_name(c), SSL_CIPHER_get_name(c));
+	}
+	return 0;
+}
+
+/* Applies a policy known to be valid to |ctx|. */
+static int apply_policy(SSL_CTX *ctx, const char *list, int min_version)
+{
+	if (SSL_CTX_set_cipher_list(ctx, list) != 1 ||
+	    SSL_CTX_set_min_proto_version(ctx, min_version) != 1)
+		return policy_error("cannot apply the TLS policy: %s", vpp__tls_last_error());
+	/* Without it the client's order wins, and a client that lists a
+	 * weaker cipher first gets it. */
+	SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
+	return 0;
+}
+
+static int check_policy(const char *ciphers, const char *min_version, int *version)
+{
+	int rv;
+	if ((rv = parse_min_version(min_version, version)) != 0)
+		return rv;
+	SSL_CTX *scratch = SSL_CTX_new(TLS_server_method());
+	if (!scratch) {
+		snprintf(load_error, sizeof(load_error), "out of memory");
+		return VPP_ENOMEM;
+	}
+	rv = check_ciphers(scratch, ciphers ? ciphers : VPP_GRPC_TLS12_CIPHERS);
+	SSL_CTX_free(scratch);
+	return rv;
+}
+
+int vpp_grpc_tls_policy_check(const char *ciphers, const char *min_version)
+{
+	int version;
+	return check_policy(ciphers, min_version, &version);
+}
+
+int vpp_grpc_tls_set_policy(vpp_grpc_tls *t, const char *ciphers, const char *min_version)
+{
+	int rv, version;
+	if ((rv = check_policy(ciphers, min_version, &version)) != 0)
+		return rv;
+	return apply_policy(t->ctx, ciphers ? ciphers : VPP_GRPC_TLS12_CIPHERS, version);
+}
+
 int vpp_grpc_tls_server_new(const char *cert_file, const char *key_file, const char *client_ca,
 			    bool require_client_cert, vpp_grpc_tls **ret)
 {
@@ -160,6 +272,8 @@ int vpp_grpc_tls_server_new(const char *cert_file, const char *key_file, const c
 		return VPP_ENOMEM;
 	ctx_common(ctx);
 	load_error[0] = 0;
+	if (apply_policy(ctx, VPP_GRPC_TLS12_CIPHERS, TLS1_2_VERSION) != 0)
+		goto fail;
 	if ((SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1 &&
 	     !failed("certificate", cert_file)) ||
 	    (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1 &&

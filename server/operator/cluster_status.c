@@ -9,11 +9,11 @@
 #include <stdio.h>
 #include <string.h>
 
-/* A node takes part in a split when it heartbeats and is not draining: the
- * leader gives the others nothing. */
+/* A node takes part in a split when it heartbeats (draining or not: a
+ * draining node's share shrinks with its devices), as in the leader's. */
 static bool splits(const vpp_cluster_node *n)
 {
-	return n->alive && !n->draining;
+	return n->alive;
 }
 
 /* Whether |share_kw| sits at a limit of node |g|: then every device of

@@ -36,6 +36,7 @@ typedef struct {
 	op_call *done;
 	bool closed;
 	op_nodes *scratch; /* in a cluster only; this loop's thread only */
+	struct op_peers *peers; /* connections to the other nodes (peers.c) */
 } op_loop;
 
 typedef struct {
@@ -110,6 +111,7 @@ struct op_call {
 	size_t ndevs;
 	bool more;
 	char next_token[VPP_ID_CAP * 2]; /* where the next page starts after */
+	struct op_fan *fan; /* in a cluster: the other nodes asked too (peers.c) */
 	/* DrainNode: the node asked, what for, and the cluster's answer */
 	char node_id[VPP_CLUSTER_ID_MAX + 1];
 	bool drain;
@@ -119,6 +121,28 @@ struct op_call {
 	uint64_t last_tick;
 	op_call *next; /* on ol->done: a SetFleetSetpoint stored, a DrainNode answered */
 };
+
+/* service.c */
+void vpp__op_send_msg(vpp_grpc_call *call, const ProtobufCMessage *m);
+void vpp__op_unref(op_call *c);
+
+/* peers.c: ListDevices and GetDevice for the whole cluster. */
+/* Whether the caller asked for this node alone ("vpp-scope: node"). */
+bool vpp__op_scope_node(vpp_grpc_call *call);
+/* Before |c|'s local query goes to the plant: true when other live nodes
+ * are to be asked too (c->fan set, a reference taken; c->state_filter may
+ * be cleared, to filter after the merge). */
+bool vpp__op_fan_prepare(op_call *c, vpp_grpc_call *call);
+/* Once the plant took the local query: asks the other nodes. */
+void vpp__op_fan_send(op_call *c);
+/* The plant did not take the local query: the fan goes. */
+void vpp__op_fan_abort(op_call *c);
+/* The local query is answered: true when the fan answers the caller (now,
+ * or once the other nodes have). */
+bool vpp__op_fan_local_done(op_call *c);
+/* On the loop's thread as the server stops; then, after it, free. */
+void vpp__op_peers_close(op_loop *ol);
+void vpp__op_peers_free(op_loop *ol);
 
 /* convert.c */
 void vpp__op_estimate(Vpp__V1__Estimate *out, const vpp_estimate *in);
@@ -165,5 +189,28 @@ size_t vpp__op_nodes(op_nodes *s, int64_t now_ms);
 void vpp__op_local_node(vpp_cluster_node *out, const vpp_plant_snapshot *snap,
 			const char *node_id, const char *version, int64_t started_at_ms,
 			int64_t now_ms);
+
+/* check.c: what the methods accept, pure (tests/fuzz/fuzz_operator.c runs
+ * it on every request type). */
+
+/* No control characters, valid UTF-8 (the database's encoding), at most
+ * |max| bytes. */
+bool vpp__op_printable(const char *s, size_t max);
+/* Whether SetFleetSetpoint may apply |r| under the bounds |max_target_kw|
+ * and |max_valid_for_s|; when not, the reason is written into |why|. */
+bool vpp__op_set_check(const Vpp__V1__SetFleetSetpointRequest *r, double max_target_kw,
+		       uint32_t max_valid_for_s, char *why, size_t whylen);
+/* Whether DrainNode may act on |r|: then its reason, cut at a whole
+ * character, is copied into |reason|; when not, why into |why|. */
+bool vpp__op_drain_check(const Vpp__V1__DrainNodeRequest *r, char *why, size_t whylen,
+			 char *reason, size_t reasonlen);
+/* Whether PreviewDispatch takes |target_kw|: finite, |target_kw| at most
+ * |max_target_kw|. */
+bool vpp__op_preview_ok(double target_kw, double max_target_kw);
+/* Whether ListDevices takes |r|: then its page size (100 for 0) and state
+ * filter are set. */
+bool vpp__op_list_check(const Vpp__V1__ListDevicesRequest *r, uint32_t *page_size, int *state);
+/* Whether GetDevice takes |r|: a device_id of 1..63 bytes. */
+bool vpp__op_get_check(const Vpp__V1__GetDeviceRequest *r);
 
 #endif

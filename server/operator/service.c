@@ -108,7 +108,7 @@ static void on_timer_closed(uv_handle_t *h)
 	free(h);
 }
 
-static void op_unref(op_call *c)
+void vpp__op_unref(op_call *c)
 {
 	if (--c->refs > 0)
 		return;
@@ -128,7 +128,7 @@ static void on_done(vpp_grpc_call *call, vpp_grpc_status st)
 		uv_close((uv_handle_t *)c->timer, on_timer_closed);
 		c->timer = NULL;
 	}
-	op_unref(c);
+	vpp__op_unref(c);
 }
 
 /* Ends |c|'s call, if its caller is still there. */
@@ -153,7 +153,7 @@ static bool ask_plant(op_call *c)
 	return true;
 }
 
-static void send_msg(vpp_grpc_call *call, const ProtobufCMessage *m)
+void vpp__op_send_msg(vpp_grpc_call *call, const ProtobufCMessage *m)
 {
 	size_t len = protobuf_c_message_get_packed_size(m);
 	uint8_t stackbuf[1024], *buf = len <= sizeof(stackbuf) ? stackbuf : malloc(len);
@@ -277,7 +277,7 @@ static void set_done(vpp_plant_query *q)
 						   ? r->target_kw
 						   : c->ramp_from + copysign(r->ramp_kw_per_s * left_s, gap);
 		}
-		send_msg(call, &resp.base);
+		vpp__op_send_msg(call, &resp.base);
 		vpp_grpc_call_finish(call, VPP_GRPC_OK, NULL);
 		break;
 	}
@@ -300,7 +300,7 @@ static void set_done(vpp_plant_query *q)
 		break;
 	}
 out:
-	op_unref(c);
+	vpp__op_unref(c);
 }
 
 static bool same_request(const Vpp__V1__SetFleetSetpointRequest *r, double target, double valid_for,
@@ -351,7 +351,7 @@ static void set_apply(op_call *c)
 	if (!ask_plant(c))
 		audit(op, c->principal, "SetFleetSetpoint", r->request_id, c->detail,
 		      "dispatch_busy");
-	op_unref(c);
+	vpp__op_unref(c);
 }
 
 static void drain_done(op_call *c);
@@ -375,7 +375,7 @@ static void on_loop_async(uv_async_t *a)
 			drain_done(c);
 		else
 			set_apply(c);
-		op_unref(c);
+		vpp__op_unref(c);
 	}
 }
 
@@ -468,17 +468,6 @@ static void settle_in_memory(op_call *c)
 	pthread_mutex_unlock(&op->recent_lock);
 }
 
-/* No control characters, valid UTF-8 (the database's encoding), at most
- * |max| bytes. */
-static bool printable(const char *s, size_t max)
-{
-	size_t n = 0;
-	for (const char *p = s; *p; p++, n++)
-		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			return false;
-	return n <= max && vpp_utf8_valid(s);
-}
-
 static void on_set(vpp_grpc_call *call, const uint8_t *req, size_t len)
 {
 	vpp_operator *op = svc(call);
@@ -493,25 +482,7 @@ static void on_set(vpp_grpc_call *call, const uint8_t *req, size_t len)
 		return;
 	}
 	char why[200] = "";
-	if (!isfinite(r->target_kw))
-		snprintf(why, sizeof(why), "target_kw must be a finite number");
-	else if (fabs(r->target_kw) > op->o.max_target_kw)
-		snprintf(why, sizeof(why), "|target_kw| must be at most %.0f kW", op->o.max_target_kw);
-	else if (r->valid_for_s < 1 || r->valid_for_s > op->o.max_valid_for_s)
-		snprintf(why, sizeof(why), "valid_for_s must be within 1..%u", op->o.max_valid_for_s);
-	else if (!isfinite(r->ramp_kw_per_s) || r->ramp_kw_per_s < 0 ||
-		 r->ramp_kw_per_s > op->o.max_target_kw)
-		snprintf(why, sizeof(why), "ramp_kw_per_s must be within 0..%.0f (0 = step)",
-			 op->o.max_target_kw);
-	else if (!r->request_id[0])
-		snprintf(why, sizeof(why), "request_id is required (it makes retries safe)");
-	else if (!printable(r->request_id, VPP_ID_CAP * 2 - 1))
-		snprintf(why, sizeof(why), "request_id must be printable UTF-8, at most %d bytes",
-			 VPP_ID_CAP * 2 - 1);
-	else if (!printable(r->reason, VPP_TEXT_CAP - 1))
-		snprintf(why, sizeof(why), "reason must be printable UTF-8, at most %d bytes",
-			 VPP_TEXT_CAP - 1);
-	if (why[0]) {
+	if (!vpp__op_set_check(r, op->o.max_target_kw, op->o.max_valid_for_s, why, sizeof(why))) {
 		audit(op, principal, "SetFleetSetpoint", r->request_id, why, "invalid");
 		vpp__v1__set_fleet_setpoint_request__free_unpacked(r, NULL);
 		vpp_grpc_call_finish(call, VPP_GRPC_INVALID_ARGUMENT, why);
@@ -571,7 +542,7 @@ static void drain_done(op_call *c)
 	Vpp__V1__DrainNodeResponse resp = VPP__V1__DRAIN_NODE_RESPONSE__INIT;
 	resp.node_id = c->node_id;
 	resp.draining = c->drain;
-	send_msg(c->call, &resp.base);
+	vpp__op_send_msg(c->call, &resp.base);
 	vpp_grpc_call_finish(c->call, VPP_GRPC_OK, NULL);
 }
 
@@ -600,16 +571,7 @@ static void on_drain(vpp_grpc_call *call, const uint8_t *req, size_t len)
 	char id[2 * VPP_CLUSTER_ID_MAX + 1], reason[101] = "-", detail[256], why[200] = "";
 	vpp_text_sanitize(id, sizeof(id), r->node_id);
 	bool drain = r->drain;
-	if (!vpp__op_node_id_ok(r->node_id))
-		snprintf(why, sizeof(why),
-			 "node_id must be 1 to %d characters of A-Z a-z 0-9 . _ - (vppctl nodes "
-			 "lists them)",
-			 VPP_CLUSTER_ID_MAX);
-	else if (!printable(r->reason, VPP_TEXT_CAP - 1))
-		snprintf(why, sizeof(why), "reason must be printable UTF-8, at most %d bytes",
-			 VPP_TEXT_CAP - 1);
-	else
-		vpp_utf8_copy(reason, sizeof(reason), r->reason);
+	vpp__op_drain_check(r, why, sizeof(why), reason, sizeof(reason));
 	vpp__v1__drain_node_request__free_unpacked(r, NULL);
 	snprintf(detail, sizeof(detail), "node_id=%s drain=%s reason=%s", id,
 		 drain ? "true" : "false", reason);
@@ -637,7 +599,7 @@ static void on_drain(vpp_grpc_call *call, const uint8_t *req, size_t len)
 	if (rv != 0) {
 		c->drain_status = rv;
 		drain_done(c);
-		op_unref(c);
+		vpp__op_unref(c);
 	}
 }
 
@@ -654,7 +616,7 @@ static void send_status(vpp_grpc_call *call, op_loop *ol, const vpp_plant_snapsh
 		vpp__op_cluster_fleet_status(&st, est, ol->scratch, snap, vpp_wall_ms());
 	else
 		vpp__op_fleet_status(&st, est, snap);
-	send_msg(call, &st.base);
+	vpp__op_send_msg(call, &st.base);
 }
 
 static void on_status(vpp_grpc_call *call, const uint8_t *req, size_t len)
@@ -701,7 +663,7 @@ static void on_nodes(vpp_grpc_call *call, const uint8_t *req, size_t len)
 		resp.nodes = &nsp;
 		resp.leader_node_id = (char *)op->o.node_id;
 	}
-	send_msg(call, &resp.base);
+	vpp__op_send_msg(call, &resp.base);
 	vpp_grpc_call_finish(call, VPP_GRPC_OK, NULL);
 }
 
@@ -764,7 +726,7 @@ static void send_preview(vpp_grpc_call *call, const vpp_preview *pv)
 	resp.devices_saturated = pv->n_saturated;
 	resp.devices_dispatched = pv->n_dispatched;
 	resp.sustainable_for_s = isfinite(pv->sustain_s) ? pv->sustain_s : 0;
-	send_msg(call, &resp.base);
+	vpp__op_send_msg(call, &resp.base);
 	vpp_grpc_call_finish(call, VPP_GRPC_OK, NULL);
 }
 
@@ -777,7 +739,7 @@ static void preview_done(vpp_plant_query *q)
 		else
 			send_preview(c->call, &c->preview);
 	}
-	op_unref(c);
+	vpp__op_unref(c);
 }
 
 static void on_preview(vpp_grpc_call *call, const uint8_t *req, size_t len)
@@ -794,7 +756,7 @@ static void on_preview(vpp_grpc_call *call, const uint8_t *req, size_t len)
 	}
 	double target = r->target_kw;
 	vpp__v1__preview_dispatch_request__free_unpacked(r, NULL);
-	if (!isfinite(target) || fabs(target) > op->o.max_target_kw) {
+	if (!vpp__op_preview_ok(target, op->o.max_target_kw)) {
 		vpp_grpc_call_finish(call, VPP_GRPC_INVALID_ARGUMENT,
 				     "target_kw must be a finite number within the configured bound");
 		return;
@@ -863,7 +825,7 @@ static void list_done(vpp_plant_query *q)
 {
 	op_call *c = (op_call *)q;
 	vpp_operator *op = c->ol->op;
-	if (!c->call)
+	if (vpp__op_fan_local_done(c) || !c->call)
 		goto out;
 	if (c->rv != 0) {
 		vpp_grpc_call_finish(c->call, VPP_GRPC_INTERNAL, "listing failed");
@@ -877,7 +839,7 @@ static void list_done(vpp_plant_query *q)
 		Vpp__V1__DeviceInfo d;
 		Vpp__V1__Estimate est[2];
 		vpp__op_device_info(&d, est, &c->devs[0], op->o.node_id);
-		send_msg(c->call, &d.base);
+		vpp__op_send_msg(c->call, &d.base);
 		vpp_grpc_call_finish(c->call, VPP_GRPC_OK, NULL);
 		goto out;
 	}
@@ -895,14 +857,14 @@ static void list_done(vpp_plant_query *q)
 		resp.n_devices = c->ndevs;
 		resp.devices = ptrs;
 		resp.next_page_token = c->more ? c->next_token : "";
-		send_msg(c->call, &resp.base);
+		vpp__op_send_msg(c->call, &resp.base);
 		vpp_grpc_call_finish(c->call, VPP_GRPC_OK, NULL);
 	}
 	free(infos);
 	free(ptrs);
 	free(est);
 out:
-	op_unref(c);
+	vpp__op_unref(c);
 }
 
 static void get_run(vpp_plant_query *q, vpp_fleet *f, int64_t now, vpp_plant *p)
@@ -926,6 +888,18 @@ static void get_run(vpp_plant_query *q, vpp_fleet *f, int64_t now, vpp_plant *p)
 	}
 }
 
+/* The plant, and in a cluster the other live nodes too. */
+static void ask_everyone(op_call *c, vpp_grpc_call *call)
+{
+	bool fan = vpp__op_fan_prepare(c, call);
+	if (ask_plant(c)) {
+		if (fan)
+			vpp__op_fan_send(c);
+	} else if (fan) {
+		vpp__op_fan_abort(c);
+	}
+}
+
 static void on_list(vpp_grpc_call *call, const uint8_t *req, size_t len)
 {
 	char principal[128];
@@ -937,9 +911,9 @@ static void on_list(vpp_grpc_call *call, const uint8_t *req, size_t len)
 				     "ListDevicesRequest does not parse");
 		return;
 	}
-	uint32_t page = r->page_size ? r->page_size : 100;
-	int state = (int)r->state;
-	bool bad = page > 1000 || strlen(r->page_token) >= VPP_ID_CAP * 2 || state < 0 || state > 4;
+	uint32_t page = 0;
+	int state = 0;
+	bool bad = !vpp__op_list_check(r, &page, &state);
 	op_call *c = bad ? NULL : op_new(call, OP_LIST);
 	if (c) {
 		c->page_size = page;
@@ -956,7 +930,7 @@ static void on_list(vpp_grpc_call *call, const uint8_t *req, size_t len)
 		return;
 	}
 	if (c)
-		ask_plant(c);
+		ask_everyone(c, call);
 }
 
 static void on_get(vpp_grpc_call *call, const uint8_t *req, size_t len)
@@ -970,7 +944,7 @@ static void on_get(vpp_grpc_call *call, const uint8_t *req, size_t len)
 				     "GetDeviceRequest does not parse");
 		return;
 	}
-	bool bad = !r->device_id[0] || strlen(r->device_id) >= VPP_ID_CAP;
+	bool bad = !vpp__op_get_check(r);
 	op_call *c = bad ? NULL : op_new(call, OP_GET);
 	if (c) {
 		snprintf(c->after, sizeof(c->after), "%s", r->device_id);
@@ -984,7 +958,7 @@ static void on_get(vpp_grpc_call *call, const uint8_t *req, size_t len)
 		return;
 	}
 	if (c)
-		ask_plant(c);
+		ask_everyone(c, call);
 }
 
 /* ---- service ----------------------------------------------------------- */
@@ -997,6 +971,7 @@ static void on_stop(void *ud, int loop_index)
 	ol->closed = true;
 	pthread_mutex_unlock(&ol->lock);
 	uv_close((uv_handle_t *)&ol->async, NULL);
+	vpp__op_peers_close(ol);
 }
 
 int vpp_operator_new(const vpp_operator_opts *o, vpp_grpc_server *srv, vpp_grpc_listener *l,
@@ -1043,14 +1018,30 @@ int vpp_operator_new(const vpp_operator_opts *o, vpp_grpc_server *srv, vpp_grpc_
 	if ((rv = vpp_grpc_server_on_stop(srv, on_stop, op)) != 0)
 		goto fail;
 	const vpp_grpc_method methods[] = {
-		{.path = "/vpp.v1.GridOperator/SetFleetSetpoint", .on_request = on_set},
-		{.path = "/vpp.v1.GridOperator/GetFleetStatus", .on_request = on_status},
-		{.path = "/vpp.v1.GridOperator/WatchFleet", .on_request = on_watch},
-		{.path = "/vpp.v1.GridOperator/PreviewDispatch", .on_request = on_preview},
-		{.path = "/vpp.v1.GridOperator/ListDevices", .on_request = on_list},
-		{.path = "/vpp.v1.GridOperator/GetDevice", .on_request = on_get},
-		{.path = "/vpp.v1.GridOperator/ListNodes", .on_request = on_nodes},
-		{.path = "/vpp.v1.GridOperator/DrainNode", .on_request = on_drain},
+		{.path = "/vpp.v1.GridOperator/SetFleetSetpoint",
+		 .on_request = on_set,
+		 .request = &vpp__v1__set_fleet_setpoint_request__descriptor},
+		{.path = "/vpp.v1.GridOperator/GetFleetStatus",
+		 .on_request = on_status,
+		 .request = &vpp__v1__get_fleet_status_request__descriptor},
+		{.path = "/vpp.v1.GridOperator/WatchFleet",
+		 .on_request = on_watch,
+		 .request = &vpp__v1__watch_fleet_request__descriptor},
+		{.path = "/vpp.v1.GridOperator/PreviewDispatch",
+		 .on_request = on_preview,
+		 .request = &vpp__v1__preview_dispatch_request__descriptor},
+		{.path = "/vpp.v1.GridOperator/ListDevices",
+		 .on_request = on_list,
+		 .request = &vpp__v1__list_devices_request__descriptor},
+		{.path = "/vpp.v1.GridOperator/GetDevice",
+		 .on_request = on_get,
+		 .request = &vpp__v1__get_device_request__descriptor},
+		{.path = "/vpp.v1.GridOperator/ListNodes",
+		 .on_request = on_nodes,
+		 .request = &vpp__v1__list_nodes_request__descriptor},
+		{.path = "/vpp.v1.GridOperator/DrainNode",
+		 .on_request = on_drain,
+		 .request = &vpp__v1__drain_node_request__descriptor},
 	};
 	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
 		vpp_grpc_method m = methods[i];
@@ -1092,6 +1083,7 @@ void vpp_operator_free(vpp_operator *op)
 	for (int i = 0; i < op->nloops; i++) {
 		pthread_mutex_destroy(&op->loops[i].lock);
 		free(op->loops[i].scratch);
+		vpp__op_peers_free(&op->loops[i]);
 	}
 	pthread_mutex_destroy(&op->recent_lock);
 	free(op->recent);

@@ -331,6 +331,10 @@ static void on_hello(vpp_plant *p, int loop, const vpp_plant_msg *m, int64_t now
 	}
 	o->loop = loop;
 	o->session = m->session;
+	if (o->leave_at) { /* a new session: the drain picks it again */
+		o->leave_at = 0;
+		p->n_leaving--;
+	}
 	memcpy(o->firmware, h->firmware, sizeof(o->firmware)); /* NUL-terminated */
 	vpp_fleet_connect(p->fleet, slot, now);
 	vpp_plant_out out = {.type = VPP_PO_REGISTERED, .session = m->session, .u.slot = slot};
@@ -497,13 +501,23 @@ static void on_events(vpp_plant *p, const vpp_tick_output *out)
 
 static void take_restore(vpp_plant *p, int64_t now);
 
-/* Draining: ends the sessions of a batch of devices, so that they move to
- * other nodes a few at a time while the fleet stays on target. */
-static void drain_step(vpp_plant *p, uint32_t connected)
+/* Draining moves a batch of devices a tick to other nodes, so that the
+ * fleet stays on target: each is first taken out of the dispatch (its
+ * share goes to the others, it is commanded to 0), and its session is
+ * ended once it had the time to get there. A device sent away at its
+ * setpoint would go on at it under its lease while this node made up for
+ * its loss with the others, and the node it reaches counted it as well. */
+static void drain_step(vpp_plant *p, uint32_t connected, int64_t now)
 {
 	atomic_store(&p->connected, connected);
 	if (!atomic_load(&p->draining)) {
 		p->drain_from = 0;
+		for (uint32_t s = 0; p->n_leaving > 0 && s < p->nowners; s++)
+			if (p->owners[s].leave_at) { /* undrained: it stays */
+				p->owners[s].leave_at = 0;
+				vpp_fleet_set_leaving(p->fleet, s, false);
+				p->n_leaving--;
+			}
 		return;
 	}
 	if (!p->drain_from) {
@@ -511,19 +525,33 @@ static void drain_step(vpp_plant *p, uint32_t connected)
 		vpp_log(VPP_LOG_WARN, "dispatch", "draining: moving %u devices to other nodes",
 			connected);
 	}
+	/* Those at 0 by now go: a tick for the command, then 2 s to ramp. */
+	int64_t hold = p->o.params.tick_ms + 2000;
+	for (uint32_t s = 0; p->n_leaving > 0 && s < p->nowners; s++) {
+		owner *o = &p->owners[s];
+		if (!o->leave_at || (o->loop >= 0 && now - o->leave_at < hold))
+			continue;
+		if (o->loop >= 0) {
+			vpp_plant_out out = {.type = VPP_PO_CLOSE, .session = o->session,
+					     .u.reason = VPP_BYE_DRAINED};
+			if (send_out(p, o->loop, &out, true) != 0)
+				break; /* the loop is busy: the next tick */
+			/* Its session's bye disconnects it in the fleet. */
+			vpp_counter_inc(p->met.drained);
+		}
+		o->leave_at = 0;
+		p->n_leaving--;
+	}
 	double per = atomic_load(&p->drain_per_tick) * p->drain_from;
 	uint32_t n = per < 1 ? 1 : (uint32_t)per;
 	for (uint32_t k = 0; k < p->nowners && n > 0; k++) {
 		uint32_t s = (p->drain_cursor + k) % (uint32_t)p->nowners;
 		owner *o = &p->owners[s];
-		if (o->loop < 0)
+		if (o->loop < 0 || o->leave_at)
 			continue;
-		vpp_plant_out out = {.type = VPP_PO_CLOSE, .session = o->session,
-				     .u.reason = VPP_BYE_DRAINED};
-		if (send_out(p, o->loop, &out, true) != 0)
-			break; /* the loop is busy: the next tick */
-		/* Its session's bye disconnects it in the fleet. */
-		vpp_counter_inc(p->met.drained);
+		vpp_fleet_set_leaving(p->fleet, s, true);
+		o->leave_at = now;
+		p->n_leaving++;
 		p->drain_cursor = s + 1;
 		n--;
 	}
@@ -562,7 +590,7 @@ static void on_tick(uv_timer_t *t)
 				       now);
 		vpp_counter_inc(p->met.commands);
 	}
-	drain_step(p, out.status.n_online + out.status.n_stale);
+	drain_step(p, out.status.n_online + out.status.n_stale, now);
 	flush_links(p);
 	on_events(p, &out);
 	double took_ms = (double)(uv_hrtime() - t0) / 1e6;
@@ -799,9 +827,10 @@ bool vpp_plant_healthy(vpp_plant *p, char *why, size_t whylen)
 	return true;
 }
 
-int vpp_plant_set_share(vpp_plant *p, uint64_t epoch, double share_kw, int64_t valid_until_ms)
+int vpp_plant_set_share(vpp_plant *p, uint64_t epoch, double share_kw, int64_t valid_until_ms,
+			int64_t setpoint_until_ms)
 {
-	if (!isfinite(share_kw))
+	if (!isfinite(share_kw) || setpoint_until_ms < 0)
 		return VPP_EINVAL;
 	int rv = 0;
 	pthread_mutex_lock(&p->snap_lock);
@@ -812,6 +841,7 @@ int vpp_plant_set_share(vpp_plant *p, uint64_t epoch, double share_kw, int64_t v
 		p->share.epoch = epoch;
 		p->share.kw = share_kw;
 		p->share.valid_until_ms = valid_until_ms;
+		p->share.setpoint_until_ms = setpoint_until_ms;
 	}
 	pthread_mutex_unlock(&p->snap_lock);
 	if (rv != 0) {
@@ -832,6 +862,7 @@ static bool take_share(vpp_plant *p, int64_t now)
 	p->share.pending = false;
 	double kw = p->share.kw;
 	int64_t until = p->share.valid_until_ms;
+	int64_t sp_until = p->share.setpoint_until_ms;
 	uint64_t epoch = p->share.epoch;
 	if (pending) {
 		p->snap.share_epoch = epoch;
@@ -842,7 +873,8 @@ static bool take_share(vpp_plant *p, int64_t now)
 	if (!pending)
 		return false;
 	double before = vpp_fleet_target_eff(p->fleet);
-	if (vpp_fleet_set_target(p->fleet, kw, until, 0, now) != 0)
+	if (vpp_fleet_set_target(p->fleet, kw, until, 0, now) != 0 ||
+	    vpp_fleet_set_lease_end(p->fleet, sp_until) != 0)
 		return false;
 	if (epoch != p->share_epoch)
 		vpp_log(VPP_LOG_INFO, "dispatch", "obeying the shares of leadership epoch %llu",

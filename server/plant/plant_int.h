@@ -38,6 +38,7 @@ typedef struct {
 	double hello_tokens;
 	int64_t hello_at_ms; /* 0: never: a full bucket */
 	char firmware[VPP_PLANT_FIRMWARE_CAP]; /* from its last Hello */
+	int64_t leave_at; /* draining: when it was set to leave at 0 (0: not) */
 } owner;
 
 #define VPP__HELLO_BURST 5
@@ -83,6 +84,7 @@ struct vpp_plant {
 		uint64_t epoch;
 		double kw;
 		int64_t valid_until_ms;
+		int64_t setpoint_until_ms; /* the operator's, 0: none */
 	} share;
 	uint64_t share_epoch; /* dispatch thread: epoch of the share in force */
 	void (*on_tick)(void *ud);
@@ -92,6 +94,7 @@ struct vpp_plant {
 	_Atomic double drain_per_tick;
 	uint32_t drain_from;	  /* dispatch thread: devices when the drain began */
 	uint32_t drain_cursor;	  /* next owner slot to look at */
+	uint32_t n_leaving;	  /* owners with leave_at set */
 	_Atomic uint32_t connected;
 	_Atomic int64_t last_tick_wall_ms;
 

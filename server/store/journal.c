@@ -105,6 +105,10 @@ static int seg_scan(vpp_journal *j, uint64_t no, uint64_t *valid, uint64_t *disc
 	}
 	uint64_t size = (uint64_t)st.st_size, off = 0;
 	size_t cap = READ_WINDOW + VPP_JOURNAL_MAX_RECORD + VPP_JOURNAL_HEADER;
+	/* A small segment (the usual torn tail) is read whole, without the
+	 * 2 MB window. */
+	if (size < cap)
+		cap = size ? (size_t)size : 1;
 	unsigned char *buf = malloc(cap);
 	if (!buf) {
 		close(fd);

@@ -144,6 +144,8 @@ class Node:
             a += ["--database-url", self.database_url or c.pg.conninfo]
         if c.cluster:
             a.append("--cluster")
+            if c.api_tls:  # the device queries a node asks its peers
+                a += ["--cluster-peer-ca", p("ca.pem")]
             for k, v in sorted(c.cluster_opts.items()):
                 a += ["--cluster-" + k.replace("_", "-"), str(v)]
         return a + list(c.vppd_args) + list(self.extra)

@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
 """The operator API on any node of a cluster (tests/integration/cluster.py:
 two vppd --cluster nodes on one PostgreSQL, 40 emulated batteries spread
-over them by HAProxy). Asked straight at either node: ListNodes lists both
-with one leader; GetFleetStatus is the whole fleet with a line per node; a
-setpoint recorded on one node is the fleet's target and active setpoint on
-the other, a later one recorded on the other node replaces it on both, and
-a retry of a request_id on the other node is the same setpoint;
-SetFleetSetpoint and PreviewDispatch answer for the whole fleet as the
-leader splits it; vppctl nodes and status show it all; DrainNode asked of
-one node drains the other (/readyz 404, draining in ListNodes) and undrains
-it, is audited, and refuses a node that does not exist."""
+over them by HAProxy; the operator API over TLS). Asked straight at either
+node: ListNodes lists both with one leader; GetFleetStatus is the whole
+fleet with a line per node; a setpoint recorded on one node is the fleet's
+target and active setpoint on the other, a later one recorded on the other
+node replaces it on both, and a retry of a request_id on the other node is
+the same setpoint; SetFleetSetpoint and PreviewDispatch answer for the whole
+fleet as the leader splits it; vppctl nodes and status show it all;
+DrainNode asked of one node drains the other (/readyz 404, draining in
+ListNodes) and undrains it, is audited, and refuses a node that does not
+exist; ListDevices and GetDevice answer for every device of the cluster
+(the node asks its peers over TLS), and name a hung node as missing."""
+import grpc
 import json
 import os
 import subprocess
@@ -25,7 +28,7 @@ N = 40
 
 
 def body(r):
-    c = cl.Cluster(nodes=2, devices=N, cluster=True)
+    c = cl.Cluster(nodes=2, devices=N, cluster=True, api_tls=True)
     r.on_fail.append(c.logs)
     try:
         c.start()
@@ -148,7 +151,7 @@ def run(r, c):
 
     def vppctl_on_a_cluster():
         exe = os.path.join(vt.build_dir(), "tools", "vppctl")
-        base = [exe, "--server", c.node(2).api_target, "--insecure-h2c", "--token", c.token]
+        base = [exe, "--server", c.node(2).api_target, "--ca", c.cert("ca.pem"), "--token", c.token]
         p = subprocess.run(base + ["nodes"], capture_output=True, text=True, timeout=30)
         assert p.returncode == 0, p.stderr
         lines = p.stdout.splitlines()
@@ -219,7 +222,7 @@ def run(r, c):
             assert e.code() == grpc.StatusCode.NOT_FOUND and "node-9" in e.details(), (e.code(), e.details())
         # vppctl asks the same of either node.
         exe = os.path.join(vt.build_dir(), "tools", "vppctl")
-        base = [exe, "--server", nv.api_target, "--insecure-h2c", "--token", c.token]
+        base = [exe, "--server", nv.api_target, "--ca", c.cert("ca.pem"), "--token", c.token]
         p = subprocess.run(base + ["node", "drain", "node-9"], capture_output=True, text=True, timeout=30)
         assert p.returncode == 1 and "not found: no live node 'node-9'" in p.stderr, (p.returncode, p.stderr)
         p = subprocess.run(base + ["node", "undrain", victim], capture_output=True, text=True, timeout=30)
@@ -239,6 +242,102 @@ def run(r, c):
 
     r.case("DrainNode of the follower through the leader: /readyz 404 draining, ListNodes; undrained; "
            "node-9 not found; audited", drain_via_other_node)
+
+    def vppctl(op, *args):
+        return [os.path.join(vt.build_dir(), "tools", "vppctl"), "--server", op.target, "--ca",
+                c.cert("ca.pem"), "--token", c.token] + list(args)
+
+    def list_all(op, state=0, page_size=7, scope_node=False):
+        """Every device ListDevices gives, page after page; (devices, missing)."""
+        md = op.md + ([("vpp-scope", "node")] if scope_node else [])
+        token, out, missing, pages = "", [], set(), 0
+        while True:
+            resp = op.stub.ListDevices(pb.ListDevicesRequest(page_size=page_size, page_token=token, state=state),
+                                       metadata=md, timeout=10)
+            out += list(resp.devices)
+            missing |= set(resp.missing_nodes)
+            pages += 1
+            assert pages < 200, "the pages do not end"
+            if not resp.next_page_token:
+                return out, missing
+            assert resp.next_page_token > token, (token, resp.next_page_token)
+            token = resp.next_page_token
+
+    def devices_cluster_wide():
+        # After the drain, the devices that moved are back and connected.
+        cl.wait_for(lambda: sum(d.state != pb.DEVICE_STATE_OFFLINE for d in list_all(o1)[0]) == N, 60,
+                    "every device connected again after the drain")
+        # Each node alone: its own connected devices (and maybe offline
+        # copies of some that moved); together, every device once.
+        where = {}
+        for n in ("node-1", "node-2"):
+            own, _ = list_all(c.operator(n), scope_node=True)
+            for d in own:
+                if d.state != pb.DEVICE_STATE_OFFLINE:
+                    assert d.node_id == n, d
+                    assert d.device_id not in where, (d.device_id, where.get(d.device_id), n)
+                    where[d.device_id] = n
+        assert len(where) == N and set(where.values()) == {"node-1", "node-2"}, where
+        for op in (o1, o2):
+            devs, missing = list_all(op)
+            ids = [d.device_id for d in devs]
+            assert not missing, missing
+            assert ids == sorted(ids) and len(ids) == len(set(ids)) == N, ids
+            for d in devs:
+                # As the node it is connected to sees it (a device could
+                # move between the two listings: rare, checked loosely).
+                assert d.state != pb.DEVICE_STATE_OFFLINE, d
+                assert d.node_id in ("node-1", "node-2"), d
+            moved = [d.device_id for d in devs if d.node_id != where[d.device_id]]
+            assert len(moved) <= 2, moved
+            online, _ = list_all(op, state=pb.DEVICE_STATE_ONLINE, page_size=5)
+            assert {d.device_id for d in online} == {d.device_id for d in devs
+                                                     if d.state == pb.DEVICE_STATE_ONLINE} or \
+                len(online) >= N - 4, (len(online), len(devs))
+            assert all(d.state == pb.DEVICE_STATE_ONLINE for d in online), online
+            offline, _ = list_all(op, state=pb.DEVICE_STATE_OFFLINE)
+            assert offline == [], [(d.device_id, d.node_id) for d in offline]
+        # GetDevice of a device on the other node, asked of each node.
+        for op, other in ((o1, "node-2"), (o2, "node-1")):
+            dev_id = sorted(k for k, v in where.items() if v == other)[0]
+            d = op.call("GetDevice", pb.GetDeviceRequest(device_id=dev_id))
+            assert d.device_id == dev_id and d.node_id == other, d
+            assert d.state != pb.DEVICE_STATE_OFFLINE, d
+            try:
+                op.call("GetDevice", pb.GetDeviceRequest(device_id="dev-nowhere"))
+                raise AssertionError("GetDevice of an unknown device answered")
+            except grpc.RpcError as e:
+                assert e.code().name == "NOT_FOUND", e
+        out = subprocess.run(vppctl(o1, "devices", "--all", "--json"), capture_output=True, text=True,
+                             timeout=30)
+        assert out.returncode == 0, (out.returncode, out.stderr)
+        j = json.loads(out.stdout)
+        assert j["count"] == N and j["missing_nodes"] == [], j
+
+    r.case("ListDevices and GetDevice on either node: every device of the cluster once, as its node sees it",
+           devices_cluster_wide)
+
+    def devices_node_silent():
+        # node-2 hung but not yet timed out: node-1 answers without it after
+        # the peer deadline and names it; nothing is passed off as complete.
+        n2 = c.node("node-2")
+        n2.pause()
+        try:
+            t0 = time.time()
+            devs, missing = list_all(o1, page_size=100)
+            took = time.time() - t0
+            assert missing == {"node-2"}, missing
+            here = [d for d in devs if d.state != pb.DEVICE_STATE_OFFLINE]
+            assert 0 < len(here) < N and all(d.node_id == "node-1" for d in here), devs
+            assert took < 6, took
+            out = subprocess.run(vppctl(o1, "devices", "--all"), capture_output=True, text=True, timeout=30)
+            assert "node node-2 did not answer" in out.stderr, (out.stdout, out.stderr)
+        finally:
+            n2.resume()
+        cl.wait_for(lambda: not list_all(o1, page_size=100)[1], 30, "node-2 answering again")
+
+    r.case("ListDevices while a node is hung: the others' devices, and the hung node named as missing",
+           devices_node_silent)
 
     def no_sanitizer_reports():
         for n in c.nodes:

@@ -163,11 +163,28 @@ int vpp__ctl_cmd_devices(vpp__ctl_client *c, vpp__ctl_opts *o)
 		if (!more || (!o->all && total >= o->limit))
 			break;
 	}
+	/* In a cluster, nodes that did not answer: their devices are not in
+	 * the list, and the list says so. */
+	const char *missing[64];
+	size_t nmissing = 0;
+	for (size_t p = 0; p < npages; p++)
+		for (size_t i = 0; i < pages[p].r->n_missing_nodes; i++) {
+			const char *id = pages[p].r->missing_nodes[i];
+			bool seen = false;
+			for (size_t k = 0; k < nmissing && !seen; k++)
+				seen = strcmp(missing[k], id) == 0;
+			if (!seen && nmissing < sizeof(missing) / sizeof(missing[0]))
+				missing[nmissing++] = id;
+		}
 	int64_t now = vpp__ctl_now_ms();
 	if (o->json) {
 		vpp__ctl_json j;
 		vpp__ctl_json_init(&j);
 		vpp__ctl_json_begin(&j, NULL);
+		vpp__ctl_json_begin_array(&j, "missing_nodes");
+		for (size_t k = 0; k < nmissing; k++)
+			vpp__ctl_json_str(&j, NULL, missing[k]);
+		vpp__ctl_json_end_array(&j);
 		vpp__ctl_json_begin_array(&j, "devices");
 		for (size_t p = 0; p < npages; p++)
 			for (size_t i = 0; i < pages[p].shown; i++)
@@ -186,6 +203,11 @@ int vpp__ctl_cmd_devices(vpp__ctl_client *c, vpp__ctl_opts *o)
 			printf("; more on the server: --all, or --limit N");
 		printf("\n");
 	}
+	for (size_t k = 0; k < nmissing; k++)
+		fprintf(stderr,
+		        "vppctl: WARNING: node %s did not answer: its devices are not in this "
+		        "list (see its log; retry)\n",
+		        missing[k]);
 done:
 	for (size_t p = 0; p < npages; p++)
 		protobuf_c_message_free_unpacked(&pages[p].r->base, NULL);
