@@ -699,67 +699,32 @@ START_TEST(fleet_leaving_device_goes_to_zero_others_take_it)
 	ck_assert_int_eq(vpp_fleet_set_target(f, 30, now + 3600000, 0, now), 0);
 	ck_assert_int_eq(vpp_fleet_set_leaving(f, 99, 1), VPP_ENOENT);
 	for (int k = 1; k <= 6; k++) {
+		double sum = 0, to_leaver = NAN;
 		if (k == 3)
 			ck_assert_int_eq(vpp_fleet_set_leaving(f, leaver, 1), 0);
 		now += 1000;
 		ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
-		double sum = 0, to_leaver = NAN;
-		for (size_t i = 0; i < o.n_commands; i++) {
-			const vpp_command *c = &o.commands[i];
-			ck_assert_int_eq(vpp_fleet_command_sent(f, c->slot, c->seq, c->power_kw,
-								c->valid_until_ms, now),
-					 0);
-			ck_assert_int_eq(vpp_fleet_ack(f, c->slot, c->seq, 1, now + 20), 0);
-			if (c->slot == leaver)
-				to_leaver = c->power_kw;
-		}
+		for (size_t i = 0; i < o.n_commands; i++)
+			if (o.commands[i].slot == leaver)
+				to_leaver = o.commands[i].power_kw;
+		follow(f, &o, now, 1.0, 1);
 		for (uint32_t s = 0; s < 10; s++) {
-			vpp_telemetry t = {0};
 			ck_assert_int_eq(vpp_fleet_device_info(f, s, now, &di), 0);
 			sum += di.setpoint_kw;
-			t.seq = (uint64_t)(now / 100) + 2;
-			t.measured_at_ms = now + 900;
-			t.received_at_ms = now + 950;
-			t.power_kw = di.setpoint_kw;
-			t.power_sigma_kw = 0.05;
-			t.soc = di.soc.value;
-			t.soc_sigma = 0.01;
-			ck_assert_int_eq(vpp_fleet_telemetry(f, s, &t), 0);
 		}
-		if (k == 2) {
-			ck_assert_int_eq(vpp_fleet_device_info(f, leaver, now, &di), 0);
+		ck_assert_int_eq(vpp_fleet_device_info(f, leaver, now, &di), 0);
+		if (k == 2)
 			ck_assert(di.setpoint_kw > 1);
-		}
 		if (k == 3)
 			ck_assert_double_eq_tol(to_leaver, 0, 1e-9);
-		if (k >= 3) {
-			ck_assert_int_eq(vpp_fleet_device_info(f, leaver, now, &di), 0);
+		if (k >= 3)
 			ck_assert_double_eq_tol(di.setpoint_kw, 0, 1e-9);
-		}
 		ck_assert_double_eq_tol(sum, 30, 0.5);
 	}
 	/* A new session: dispatched again. */
 	ck_assert_int_eq(vpp_fleet_disconnect(f, leaver, now), 0);
 	ck_assert_int_eq(vpp_fleet_connect(f, leaver, now), 0);
-	for (int k = 0; k < 3; k++) {
-		vpp_telemetry t = {0};
-		now += 1000;
-		ck_assert_int_eq(vpp_fleet_device_info(f, leaver, now, &di), 0);
-		t.seq = (uint64_t)(now / 100) + 2;
-		t.measured_at_ms = now - 50;
-		t.received_at_ms = now - 10;
-		t.power_kw = di.setpoint_kw;
-		t.power_sigma_kw = 0.05;
-		t.soc = 0.5;
-		t.soc_sigma = 0.01;
-		ck_assert_int_eq(vpp_fleet_telemetry(f, leaver, &t), 0);
-		ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
-		for (size_t i = 0; i < o.n_commands; i++)
-			ck_assert_int_eq(vpp_fleet_command_sent(f, o.commands[i].slot, o.commands[i].seq,
-								o.commands[i].power_kw,
-								o.commands[i].valid_until_ms, now),
-					 0);
-	}
+	now = follow_ticks(f, now, 3, 1.0, &o);
 	ck_assert_int_eq(vpp_fleet_device_info(f, leaver, now, &di), 0);
 	ck_assert(di.setpoint_kw > 1);
 	vpp_fleet_free(f);
@@ -783,29 +748,11 @@ START_TEST(fleet_share_renewals_do_not_resend_leases)
 		ck_assert_int_eq(vpp_fleet_set_target(f, 30, now + 3000, 0, now), 0);
 		ck_assert_int_eq(vpp_fleet_set_lease_end(f, sp_end), 0);
 		ck_assert_int_eq(vpp_fleet_tick(f, now, &o), 0);
-		for (size_t i = 0; i < o.n_commands; i++) {
-			const vpp_command *c = &o.commands[i];
-			ck_assert_int_eq(c->valid_until_ms, now + 10000);
-			ck_assert_int_eq(vpp_fleet_command_sent(f, c->slot, c->seq, c->power_kw,
-								c->valid_until_ms, now),
-					 0);
-			ck_assert_int_eq(vpp_fleet_ack(f, c->slot, c->seq, 1, now + 20), 0);
-		}
+		for (size_t i = 0; i < o.n_commands; i++)
+			ck_assert_int_eq(o.commands[i].valid_until_ms, now + 10000);
 		if (k > 1)
 			sent += o.n_commands;
-		for (uint32_t s = 0; s < 10; s++) {
-			vpp_device_info di;
-			vpp_telemetry t = {0};
-			ck_assert_int_eq(vpp_fleet_device_info(f, s, now, &di), 0);
-			t.seq = (uint64_t)(now / 100) + 2;
-			t.measured_at_ms = now + 900;
-			t.received_at_ms = now + 950;
-			t.power_kw = di.setpoint_kw;
-			t.power_sigma_kw = 0.05;
-			t.soc = di.soc.value;
-			t.soc_sigma = 0.01;
-			ck_assert_int_eq(vpp_fleet_telemetry(f, s, &t), 0);
-		}
+		follow(f, &o, now, 1.0, 1);
 	}
 	/* Renewals every 7 s or so, not every tick (19 ticks x 10 devices). */
 	ck_assert_msg(sent <= 60, "%zu commands in 19 ticks", sent);
