@@ -115,8 +115,9 @@ static vpp_cluster_node *add_node(vpp_cluster_view *v, const char *id, double kw
 	return n;
 }
 
-/* Two live nodes share a target; a dead one and a draining one get none
- * of it, and their energy does not count. */
+/* Two live nodes share a target; a dead one gets none of it, and its
+ * energy does not count. A draining node takes part as in the leader's
+ * split (its share shrinks with its devices as they move). */
 START_TEST(cluster_preview_splits_over_live_nodes)
 {
 	vpp_cluster_view *v = calloc(1, sizeof(*v));
@@ -125,7 +126,6 @@ START_TEST(cluster_preview_splits_over_live_nodes)
 	add_node(v, "node-a", 10, 10, 3, 4);
 	add_node(v, "node-b", 5, 5, 4, 2);
 	add_node(v, "node-c", 100, 100, 50, 40)->alive = false;
-	add_node(v, "node-d", 100, 100, 50, 40)->draining = true;
 	vpp_preview pv;
 	ck_assert_int_eq(vpp__op_cluster_preview(v, 12, &pv), 0);
 	ck_assert_double_eq_tol(pv.expected_kw.value, 12, 1e-9);
@@ -161,6 +161,16 @@ START_TEST(cluster_preview_splits_over_live_nodes)
 	ck_assert_double_eq_tol(pv.expected_kw.value, 0, 1e-12);
 	ck_assert_double_eq_tol(pv.shortfall_kw, 7, 1e-9);
 	ck_assert_uint_eq(pv.n_dispatched, 0);
+
+	/* Draining, it still splits. */
+	v->n = 0;
+	add_node(v, "node-a", 10, 10, 3, 4);
+	add_node(v, "node-d", 10, 10, 4, 2)->draining = true;
+	ck_assert_int_eq(vpp__op_cluster_preview(v, 12, &pv), 0);
+	ck_assert_double_eq_tol(pv.expected_kw.value, 12, 1e-9);
+	ck_assert_double_eq_tol(pv.expected_kw.sigma, 5, 1e-9);
+	ck_assert_double_eq_tol(pv.max_kw, 20, 1e-9);
+	ck_assert_uint_eq(pv.n_dispatched, 6);
 	free(v);
 }
 END_TEST
